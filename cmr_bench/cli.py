@@ -1,0 +1,52 @@
+"""The `cmr-bench` command. Each subcommand lives in its own module in cmr_bench.commands
+and exposes `register(subparsers)`; this file only wires them and turns CmrBenchError into
+one line on stderr with exit code 2."""
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from cmr_bench import __version__
+from cmr_bench.errors import CmrBenchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cmr-bench",
+        description="Reproducible benchmarks for cross-modal retrieval and cross-modal hashing.",
+    )
+    parser.add_argument("--version", action="version", version=f"cmr-bench {__version__}")
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding one folder per dataset (default: $CMR_BENCH_DATA, else the user data dir)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import cmr_bench.commands as commands
+
+    modules = [importlib.import_module(f"cmr_bench.commands.{m.name}") for m in pkgutil.iter_modules(commands.__path__)]
+    for module in sorted(modules, key=lambda m: getattr(m, "ORDER", 100)):
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        code = args.handler(args)
+    except CmrBenchError as exc:
+        print(f"cmr-bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cmr-bench: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

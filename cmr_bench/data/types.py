@@ -1,0 +1,90 @@
+"""Typed containers the loader returns and every method consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Split:
+    """Paired features of one split. Row i of `image`, `text` and `labels` is one pair.
+
+    labels: int64 of shape (n,) for single-label data, or a multi-hot int64 (n, c) matrix.
+    indices: the rows of the dataset's full arrays this split holds (recorded with each run).
+    """
+
+    name: str
+    image: np.ndarray
+    text: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.image)
+        if not (len(self.text) == len(self.labels) == len(self.indices) == n):
+            raise ValueError(f"split '{self.name}': image, text, labels and indices differ in length")
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.ndim == 2
+
+    def features(self, modality: str) -> np.ndarray:
+        if modality == "image":
+            return self.image
+        if modality == "text":
+            return self.text
+        raise ValueError(f"unknown modality '{modality}' (image or text)")
+
+    def subset(self, rows: np.ndarray, name: str | None = None) -> "Split":
+        rows = np.asarray(rows)
+        return Split(name or self.name, self.image[rows], self.text[rows], self.labels[rows], self.indices[rows])
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Which split trains, which one queries and which one is searched."""
+
+    name: str
+    train: str
+    query: str
+    retrieval: str
+    description: str = ""
+
+
+@dataclass
+class Dataset:
+    name: str
+    splits: dict[str, Split]
+    protocols: dict[str, Protocol]
+    num_classes: int
+    label_kind: str  # "single" or "multi"
+    class_names: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_dim(self) -> int:
+        return int(next(iter(self.splits.values())).image.shape[1])
+
+    @property
+    def text_dim(self) -> int:
+        return int(next(iter(self.splits.values())).text.shape[1])
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            from cmr_bench.errors import UnknownNameError
+
+            raise UnknownNameError(f"split of dataset '{self.name}'", name, self.splits)
+        return self.splits[name]
+
+    def protocol(self, name: str) -> Protocol:
+        if name not in self.protocols:
+            from cmr_bench.errors import UnknownNameError
+
+            raise UnknownNameError(f"protocol of dataset '{self.name}'", name, self.protocols)
+        return self.protocols[name]

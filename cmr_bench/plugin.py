@@ -1,0 +1,101 @@
+"""The method plugin interface. A plugin learns (`fit`) and encodes (`encode`); it never
+scores, never sees the query/test split while training, and never touches files: the runner
+owns data, seeds, devices, storage and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cmr_bench.data.types import Split
+
+CODE_TYPES = ("real", "binary")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Metadata shown in `cmr-bench list methods` and in the tables."""
+
+    full_name: str
+    paper: str
+    venue: str
+    year: int
+    code_url: str | None = None
+    # "faithful" (paper + official code), "re-implementation" (from the published
+    # description, no official code consulted or available), or "baseline".
+    status: str = "faithful"
+    supervision: str = "supervised"  # or "unsupervised"
+    # Every deliberate deviation from the paper / official code, one sentence each.
+    deviations: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Method:
+    """Base class of every method plugin.
+
+    Subclasses set the class attributes and implement fit / encode / state_dict /
+    load_state_dict. The runner builds one instance per run with the resolved config:
+    `defaults`, then `dataset_defaults[dataset]`, then the user's `--set key=value`.
+    """
+
+    name: ClassVar[str] = ""
+    code_type: ClassVar[str] = "real"  # "real" (cosine ranking) or "binary" (±1 codes, Hamming)
+    info: ClassVar[MethodInfo]
+    defaults: ClassVar[dict[str, Any]] = {}
+    dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Named config overrides (ablations, e.g. {"w/o L_rec": {"alpha": 0.0}}), run with --variants.
+    variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    # True: fit() receives a validation split carved from train (and train without it).
+    uses_validation: ClassVar[bool] = False
+    # False keeps the method out of `--methods all` (e.g. the label oracle).
+    in_all: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        image_dim: int,
+        text_dim: int,
+        num_classes: int,
+        label_kind: str = "single",
+        config: dict[str, Any] | None = None,
+        bits: int | None = None,
+        device: str = "cpu",
+        seed: int = 0,
+    ):
+        self.image_dim, self.text_dim = int(image_dim), int(text_dim)
+        self.num_classes, self.label_kind = int(num_classes), label_kind
+        self.config = self.resolve_config(config or {})
+        self.bits = bits
+        self.device = device
+        self.seed = seed
+
+    @classmethod
+    def resolve_config(cls, overrides: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
+        """defaults <- dataset_defaults[dataset] <- overrides; unknown keys are an error."""
+        from cmr_bench.errors import UnknownNameError
+
+        config = dict(cls.defaults)
+        if dataset is not None:
+            config.update(cls.dataset_defaults.get(dataset, {}))
+        for key, value in overrides.items():
+            if key not in cls.defaults:
+                raise UnknownNameError(f"hyperparameter of method '{cls.name}'", key, cls.defaults)
+            config[key] = value
+        return config
+
+    # --- to implement -------------------------------------------------------------------
+    def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
+        """Learn from the training pairs; return the training log (one dict per step/epoch)."""
+        raise NotImplementedError
+
+    def encode(self, features: np.ndarray, modality: str) -> np.ndarray:
+        """Map features of one modality ('image' or 'text') to codes, one row per item.
+        Real methods return float32; binary methods return ±1 (float32) of length `bits`."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError

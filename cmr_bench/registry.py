@@ -1,0 +1,94 @@
+"""The method registry: built-ins in cmr_bench.methods (the repo's methods/ folder) register
+with @register_method; installed packages add theirs through the entry-point group
+`cmr_bench.methods`. Names are lower-case; --methods takes `all`, comma lists and globs."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import pkgutil
+from importlib.metadata import entry_points
+
+from cmr_bench.errors import CmrBenchError, UnknownNameError
+from cmr_bench.plugin import CODE_TYPES, Method
+
+ENTRY_POINT_GROUP = "cmr_bench.methods"
+
+_REGISTRY: dict[str, type[Method]] = {}
+_SOURCES: dict[str, str] = {}
+_loaded = False
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator for in-tree plugins."""
+    _add(cls, source=cls.__module__)
+    return cls
+
+
+def _add(cls, source: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise CmrBenchError(f"plugin from {source} is not a cmr_bench.plugin.Method subclass")
+    name = cls.name
+    if not name or name != name.lower():
+        raise CmrBenchError(f"plugin {cls.__qualname__} from {source} needs a lower-case `name`")
+    if cls.code_type not in CODE_TYPES:
+        raise CmrBenchError(f"method '{name}': code_type must be one of {CODE_TYPES}")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise CmrBenchError(f"duplicate method name '{name}': from {_SOURCES[name]} and {source}")
+    _REGISTRY[name] = cls
+    _SOURCES[name] = source
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import cmr_bench.methods as builtin
+
+    for module in pkgutil.iter_modules(builtin.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"cmr_bench.methods.{module.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not break the others
+            raise CmrBenchError(f"could not load method plugin '{ep.name}' ({ep.value}): {exc}") from exc
+        _add(cls, source=f"entry point {ep.value}")
+
+
+def all_methods() -> dict[str, type[Method]]:
+    _load()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_method(name: str) -> type[Method]:
+    methods = all_methods()
+    if name not in methods:
+        raise UnknownNameError("method", name, methods)
+    return methods[name]
+
+
+def method_source(name: str) -> str:
+    _load()
+    return _SOURCES[name]
+
+
+def resolve_methods(spec: str) -> list[str]:
+    """'all' | 'a,b' | globs like 'sd*' -> registered names in order, no duplicates."""
+    methods = all_methods()
+    names: list[str] = []
+    for part in [p.strip().lower() for p in spec.split(",") if p.strip()]:
+        if part == "all":
+            found = [n for n, c in methods.items() if c.in_all]
+        elif any(ch in part for ch in "*?["):
+            found = fnmatch.filter(methods, part)
+            if not found:
+                raise CmrBenchError(f"no method matches '{part}'")
+        else:
+            get_method(part)
+            found = [part]
+        names += [n for n in found if n not in names]
+    if not names:
+        raise CmrBenchError("no methods given")
+    return names
