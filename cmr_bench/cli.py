@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import cmr_bench.commands as commands
 
-    modules = [importlib.import_module(f"cmr_bench.commands.{m.name}") for m in pkgutil.iter_modules(commands.__path__)]
+    modules = [importlib.import_module(f"cmr_bench.commands.{m.name}") for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
     for module in sorted(modules, key=lambda m: getattr(m, "ORDER", 100)):
         module.register(sub)
     return parser
@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     except CmrBenchError as exc:
         print(f"cmr-bench: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `cmr-bench ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("cmr-bench: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,32 @@
+"""Helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+
+def root_of(args):
+    from cmr_bench.data.root import data_root
+
+    return data_root(getattr(args, "data_root", None))
+
+
+def print_json(data) -> None:
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    json.dump(data, sys.stdout, indent=2, default=default)
+    sys.stdout.write("\n")
+
+
+def print_table(rows: list[dict], headers: list[str] | None = None) -> None:
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers="keys" if headers is None else headers, tablefmt="simple"))

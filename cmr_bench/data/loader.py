@@ -1,0 +1,247 @@
+"""Load a dataset from its manifest: find the files, verify checksums, read the arrays,
+check shapes, dtypes, labels and finiteness, and return one typed Dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cmr_bench.data.manifest import Manifest, find_manifest
+from cmr_bench.data.readers import read_array
+from cmr_bench.data.root import data_root
+from cmr_bench.data.splits import sample_query_database
+from cmr_bench.data.synthetic import make_synthetic
+from cmr_bench.data.types import Dataset, Protocol, Split
+from cmr_bench.errors import DataError
+
+
+def files_dir(manifest: Manifest, root: Path) -> Path:
+    """Built-in manifests read <root>/<name>/; a user's manifest reads `folder` (relative to
+    the manifest) when it sets one, else the manifest's own folder."""
+    if manifest.path.resolve().parent == _builtin_folder().resolve():
+        return root / manifest.name
+    if "folder" in manifest.raw:
+        return (manifest.path.parent / manifest.raw["folder"]).resolve()
+    return manifest.path.parent
+
+
+def _builtin_folder() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("cmr_bench.datasets")))
+
+
+def how_to_get(manifest: Manifest) -> str:
+    fetchable = bool(manifest.source.get("base_url"))
+    if fetchable and all(f.fetch for f in manifest.files):
+        return f"get it with `cmr-bench data fetch {manifest.name}`"
+    where = f" (see {manifest.homepage})" if manifest.homepage else ""
+    return f"bring the files{where} and run `cmr-bench data import {manifest.name} FOLDER`"
+
+
+@dataclass
+class FileStatus:
+    path: str
+    present: bool
+    size: int | None
+
+
+def file_status(manifest: Manifest, folder: Path) -> list[FileStatus]:
+    out = []
+    for f in manifest.files:
+        p = folder / f.path
+        out.append(FileStatus(f.path, p.is_file(), p.stat().st_size if p.is_file() else None))
+    return out
+
+
+def dataset_state(manifest: Manifest, root: Path) -> str:
+    """'generated' (synthetic), 'complete', 'partial' or 'missing'."""
+    if manifest.split_kind == "synthetic":
+        return "generated"
+    status = file_status(manifest, files_dir(manifest, root))
+    present = sum(s.present for s in status)
+    return "complete" if present == len(status) else ("missing" if present == 0 else "partial")
+
+
+# --- checksums, cached by (path, size, mtime) so big files are hashed once ------------------
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cache_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("cmr-bench")) / "checksums.json"
+
+
+def cached_sha256(path: Path) -> str:
+    path = path.resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = _cache_path()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = sha256_file(path)
+    cache[key] = digest
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return digest
+
+
+def check_files(manifest: Manifest, folder: Path, checksums: bool = True) -> None:
+    missing = [f.path for f in manifest.files if not (folder / f.path).is_file()]
+    if missing:
+        raise DataError(
+            f"dataset '{manifest.name}': missing {', '.join(missing)} in {folder}; {how_to_get(manifest)}"
+        )
+    if checksums:
+        for f in manifest.files:
+            if f.sha256 and cached_sha256(folder / f.path) != f.sha256:
+                raise DataError(
+                    f"dataset '{manifest.name}': checksum mismatch for {folder / f.path} "
+                    f"(expected sha256 {f.sha256[:12]}...); the file is corrupt or a different version"
+                )
+
+
+# --- arrays -> validated splits ------------------------------------------------------------
+
+
+def _features(array: np.ndarray, what: str, expected_dim: int | None) -> np.ndarray:
+    if array.ndim != 2:
+        raise DataError(f"{what}: expected a 2-D (items x dims) array, got shape {array.shape}")
+    if expected_dim and array.shape[1] != expected_dim:
+        raise DataError(f"{what}: expected {expected_dim} dims, got {array.shape[1]}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{what}: expected numbers, got dtype {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=1).sum())
+        raise DataError(f"{what}: {bad} rows contain NaN or Inf")
+    return array
+
+
+def _labels(array: np.ndarray, what: str, manifest: Manifest, offset: int) -> np.ndarray:
+    c = manifest.num_classes
+    if not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{what}: labels must be numbers, got dtype {array.dtype}")
+    if manifest.label_kind == "single":
+        if array.ndim == 2 and 1 in array.shape:
+            array = array.reshape(-1)
+        if array.ndim != 1:
+            raise DataError(f"{what}: single-label data needs one class per row, got shape {array.shape}")
+        if not np.all(np.mod(array, 1) == 0):
+            raise DataError(f"{what}: class labels must be integers")
+        labels = array.astype(np.int64) + offset
+        if labels.size and (labels.min() < 0 or labels.max() >= c):
+            raise DataError(f"{what}: labels out of range 0..{c - 1} (found {labels.min()}..{labels.max()})")
+        return labels
+    if array.ndim != 2 or array.shape[1] != c:
+        raise DataError(f"{what}: multi-label data needs an (items x {c}) multi-hot matrix, got shape {array.shape}")
+    if not np.isin(array, (0, 1)).all():
+        raise DataError(f"{what}: multi-hot labels must be 0 or 1")
+    return array.astype(np.int64)
+
+
+def _read_group(manifest: Manifest, folder: Path, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    specs = manifest.arrays[group]
+    where = f"dataset '{manifest.name}' {group}"
+    image = _features(read_array(folder, specs["image"]), f"{where} image features", manifest.image_dim)
+    text = _features(read_array(folder, specs["text"]), f"{where} text features", manifest.text_dim)
+    labels = _labels(read_array(folder, specs["labels"]), f"{where} labels", manifest, specs["labels"].offset)
+    if not (len(image) == len(text) == len(labels)):
+        raise DataError(f"{where}: count mismatch: {len(image)} images, {len(text)} texts, {len(labels)} labels")
+    if len(image) == 0:
+        raise DataError(f"{where}: empty split")
+    return image, text, labels
+
+
+def _sampled_indices(manifest: Manifest, n: int, root: Path) -> dict[str, np.ndarray]:
+    """Draw once from the recorded seed, save next to the data (or in the user cache when the
+    data root is read-only), and reuse the saved file from then on."""
+    s = manifest.split
+    name = f"{manifest.name}-seed{s['seed']}-q{s['query']}-t{s['train']}-n{n}.npz"
+    candidates = [root / manifest.name / "splits" / name]
+    import platformdirs
+
+    candidates.append(Path(platformdirs.user_cache_dir("cmr-bench")) / "splits" / name)
+    for path in candidates:
+        if path.is_file():
+            with np.load(path) as saved:
+                return {k: saved[k] for k in saved.files}
+    try:
+        indices = sample_query_database(n, s["query"], s["train"], s["seed"])
+    except ValueError as exc:
+        raise DataError(f"dataset '{manifest.name}': {exc}") from None
+    for path in candidates:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, **indices)
+            os.replace(tmp, path)
+            break
+        except OSError:
+            continue
+    return indices
+
+
+def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, checksums: bool = True) -> Dataset:
+    """Load a dataset by name (built-in or in the data root) or by a manifest path."""
+    root_path = data_root(root)
+    manifest = find_manifest(name_or_manifest, root_path)
+    protocols = {
+        p.name: Protocol(p.name, p.train, p.query, p.retrieval, p.description) for p in manifest.protocols.values()
+    }
+    if manifest.split_kind == "synthetic":
+        params = dict(manifest.synthetic)
+        params.setdefault("num_classes", manifest.num_classes)
+        params.setdefault("multilabel", manifest.label_kind == "multi")
+        ds = make_synthetic(name=manifest.name, **params)
+        ds.protocols, ds.manifest = protocols, manifest.raw
+        return ds
+
+    folder = files_dir(manifest, root_path)
+    check_files(manifest, folder, checksums=checksums)
+    splits: dict[str, Split] = {}
+    if manifest.split_kind == "fixed":
+        for group in manifest.arrays:
+            image, text, labels = _read_group(manifest, folder, group)
+            splits[group] = Split(group, image, text, labels, np.arange(len(image)))
+    else:  # sampled
+        image, text, labels = _read_group(manifest, folder, "all")
+        for split_name, rows in _sampled_indices(manifest, len(image), root_path).items():
+            splits[split_name] = Split(split_name, image[rows], text[rows], labels[rows], rows)
+    expected = manifest.split.get("sizes", {})
+    for split_name, size in expected.items():
+        if split_name in splits and len(splits[split_name]) != size:
+            raise DataError(
+                f"dataset '{manifest.name}': split '{split_name}' has {len(splits[split_name])} rows, manifest says {size}"
+            )
+    return Dataset(
+        name=manifest.name,
+        splits=splits,
+        protocols=protocols,
+        num_classes=manifest.num_classes,
+        label_kind=manifest.label_kind,
+        class_names=manifest.class_names,
+        manifest=manifest.raw,
+    )
