@@ -50,6 +50,8 @@ class Method:
     uses_validation: ClassVar[bool] = False
     # False keeps the method out of `--methods all` (e.g. the label oracle).
     in_all: ClassVar[bool] = True
+    # True only for the label oracle: encode() is also given the encoded items' labels.
+    oracle: ClassVar[bool] = False
 
     def __init__(
         self,

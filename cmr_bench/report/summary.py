@@ -1,0 +1,53 @@
+"""Aggregate stored runs: mean ± std over seeds per (method, variant, bits)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cmr_bench.runner.store import STATUS_DONE
+
+
+def load_runs(runs_dir: Path, specs) -> list[tuple[object, dict, dict | None]]:
+    out = []
+    for spec in specs:
+        folder = spec.folder(runs_dir)
+        try:
+            run = json.loads((folder / "run.json").read_text())
+            metrics = json.loads((folder / "metrics.json").read_text()) if run.get("status") == STATUS_DONE else None
+        except (OSError, ValueError):
+            continue
+        out.append((spec, run, metrics))
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summary_rows(runs_dir: Path, specs, metric: str = "map@all") -> list[dict]:
+    groups: dict[tuple, dict] = defaultdict(lambda: {"i2t": [], "t2i": [], "failed": 0})
+    for spec, run, metrics in load_runs(runs_dir, specs):
+        g = groups[(spec.method, spec.variant, spec.bits)]
+        if metrics is None:
+            g["failed"] += 1
+            continue
+        g["i2t"].append(metrics["i2t"][metric])
+        g["t2i"].append(metrics["t2i"][metric])
+    rows = []
+    for (method, variant, bits), g in groups.items():
+        row = {"method": method + (f" [{variant}]" if variant else ""), "bits": bits or "", "runs": len(g["i2t"])}
+        for d in ("i2t", "t2i"):
+            if g[d]:
+                m, s = mean_std(g[d])
+                row[f"{d} {metric}"] = f"{m:.4f} ± {s:.4f}"
+        if g["i2t"]:
+            row["avg"] = f"{(np.mean(g['i2t']) + np.mean(g['t2i'])) / 2:.4f}"
+        if g["failed"]:
+            row["failed"] = g["failed"]
+        rows.append(row)
+    return rows

@@ -1,0 +1,45 @@
+"""What a run records about where it ran: versions, git commit and dirty flag, device."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+
+def git_state(path: Path | None = None) -> dict:
+    cwd = str(path or Path(__file__).resolve().parents[2])
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def environment(device: str) -> dict:
+    import numpy
+    import scipy
+    import torch
+
+    import cmr_bench
+
+    env = {
+        "cmr_bench": cmr_bench.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "git": git_state(),
+    }
+    if device.startswith("cuda"):
+        env["cuda_device"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
+    return env

@@ -1,0 +1,121 @@
+"""One run: seed, split, fit, encode, evaluate both directions, store. Any failure inside
+the method (exception, NaN loss or codes) is recorded as a failed run with its reason."""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cmr_bench.data.splits import carve_validation
+from cmr_bench.data.types import Dataset
+from cmr_bench.registry import get_method
+from cmr_bench.runner.environment import environment
+from cmr_bench.runner.spec import DEFAULT_RS, EVAL_KS, RunSpec
+from cmr_bench.runner.store import STATUS_DONE, STATUS_FAILED, write_run
+from cmr_bench.seeding import seed_everything
+
+DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}
+
+
+class RunFailed(Exception):
+    """The method failed (diverged, produced invalid codes, raised)."""
+
+
+def _check_codes(codes: np.ndarray, n: int, code_type: str, bits: int | None, what: str) -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] != n:
+        raise RunFailed(f"{what}: expected ({n}, k) codes, got shape {codes.shape}")
+    if not np.isfinite(codes).all():
+        raise RunFailed(f"{what}: codes contain NaN or Inf (training diverged?)")
+    if code_type == "binary":
+        if bits and codes.shape[1] != bits:
+            raise RunFailed(f"{what}: expected {bits}-bit codes, got {codes.shape[1]}")
+        if not np.isin(codes, (-1, 1)).all():
+            raise RunFailed(f"{what}: binary method returned codes other than ±1")
+        return codes.astype(np.int8)
+    return codes.astype(np.float32)
+
+
+def _check_log(log: list[dict]) -> None:
+    for row in log:
+        for key, value in row.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RunFailed(f"training diverged: {key}={value} at {row}")
+
+
+def execute(spec: RunSpec, dataset: Dataset, device: str, runs_dir: Path) -> dict[str, Any]:
+    """Run one spec and store it; returns the stored run.json content (status done or failed)."""
+    from cmr_bench.evaluation import evaluate, to_jsonable
+
+    cls = get_method(spec.method)
+    protocol = dataset.protocol(spec.protocol)
+    train_full = dataset.split(protocol.train)
+    query, retrieval = dataset.split(protocol.query), dataset.split(protocol.retrieval)
+    run: dict[str, Any] = {
+        "spec": spec.to_json(),
+        "method_info": {"code_type": cls.code_type, "full_name": cls.info.full_name, "status": cls.info.status},
+        "dataset_manifest": {k: dataset.manifest.get(k) for k in ("name", "title", "image_features", "text_features")},
+        "protocol": {"name": protocol.name, "train": protocol.train, "query": protocol.query, "retrieval": protocol.retrieval},
+        "environment": environment(device),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    arrays: dict[str, np.ndarray] = {}
+    log: list[dict] = []
+    metrics = None
+    t0 = time.perf_counter()
+    try:
+        seed_everything(spec.seed)
+        if cls.uses_validation:
+            train, val = carve_validation(train_full, spec.val_fraction, seed=spec.seed)
+            arrays["split_val_indices"] = val.indices
+        else:
+            train, val = train_full, None
+        arrays["split_train_indices"] = train.indices
+        arrays["split_query_indices"] = query.indices
+        arrays["split_retrieval_indices"] = retrieval.indices
+        method = cls(
+            image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes,
+            label_kind=dataset.label_kind, config=spec.config, bits=spec.bits, device=device, seed=spec.seed,
+        )
+        try:
+            log = list(method.fit(train, val) or [])
+            _check_log(log)
+            t_fit = time.perf_counter()
+            codes = {}
+            for role, split in (("query", query), ("retrieval", retrieval)):
+                for modality in ("image", "text"):
+                    what = f"{role} {modality} codes"
+                    extra = {"labels": split.labels} if cls.oracle else {}
+                    codes[(role, modality)] = _check_codes(
+                        method.encode(split.features(modality), modality, **extra), len(split), cls.code_type, spec.bits, what
+                    )
+                    arrays[f"codes_{role}_{modality}"] = codes[(role, modality)]
+        except RunFailed:
+            raise
+        except Exception as exc:  # the plugin's own failure: record it, keep the grid going
+            raise RunFailed(f"{type(exc).__name__}: {exc}") from exc
+        t_encode = time.perf_counter()
+        similarity = "hamming" if cls.code_type == "binary" else "cosine"
+        n_r = len(retrieval)
+        rs = tuple(r for r in DEFAULT_RS if r <= n_r) + ((n_r,) if n_r not in DEFAULT_RS else ())
+        metrics = {"similarity": similarity, "n_query": len(query), "n_retrieval": n_r}
+        for direction, (q_mod, r_mod) in DIRECTIONS.items():
+            result = evaluate(
+                codes[("query", q_mod)], codes[("retrieval", r_mod)], query.labels, retrieval.labels,
+                similarity=similarity, ks=EVAL_KS, rs=rs, device=device,
+            )
+            arrays[f"per_query_ap_{direction}"] = np.asarray(result["per_query_ap"])
+            metrics[direction] = {k: v for k, v in to_jsonable(result).items() if k != "per_query_ap"}
+        run.update(status=STATUS_DONE, timings={"fit_s": t_fit - t0, "encode_s": t_encode - t_fit, "evaluate_s": time.perf_counter() - t_encode})
+    except RunFailed as exc:
+        run.update(status=STATUS_FAILED, reason=str(exc).splitlines()[0] if str(exc) else "failed",
+                   traceback=traceback.format_exc(limit=8), timings={"total_s": time.perf_counter() - t0})
+        metrics = None
+    run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_run(spec.folder(runs_dir), run, metrics, log, arrays)
+    return run

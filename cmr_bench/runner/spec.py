@@ -1,0 +1,68 @@
+"""A run's identity: everything that changes its numbers goes into the resolved config, and
+the run's folder is derived from it, so finished runs are found again (and skipped)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Ranks at which precision@R is stored (capped at the retrieval set size).
+DEFAULT_RS = (10, 20, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
+EVAL_KS = (50,)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    protocol: str
+    method: str
+    seed: int
+    variant: str = ""  # "" = the method as published; else a key of Method.variants
+    bits: int | None = None  # binary methods only
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set key=value
+    config: dict[str, Any] = field(default_factory=dict)  # resolved hyperparameters
+    val_fraction: float = 0.1
+
+    def identity(self) -> dict[str, Any]:
+        """What the config hash covers (the seed is kept apart: seeds of one config share a folder)."""
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "method": self.method,
+            "variant": self.variant,
+            "bits": self.bits,
+            "config": self.config,
+            "val_fraction": self.val_fraction,
+            "evaluation": {"ks": list(EVAL_KS)},
+        }
+
+    @property
+    def config_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+    @property
+    def label(self) -> str:
+        parts = [self.method]
+        if self.variant:
+            parts.append(f"[{self.variant}]")
+        if self.bits:
+            parts.append(f"{self.bits}b")
+        return " ".join(parts) + f" seed={self.seed}"
+
+    def folder(self, runs_dir: Path) -> Path:
+        tag = slug(self.variant) if self.variant else "default"
+        if self.bits:
+            tag += f"-{self.bits}bits"
+        return Path(runs_dir) / self.dataset / self.protocol / self.method / f"{tag}-{self.config_hash}" / f"seed-{self.seed}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "config_hash": self.config_hash}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
