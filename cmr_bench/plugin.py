@@ -50,6 +50,9 @@ class Method:
     uses_validation: ClassVar[bool] = False
     # False keeps the method out of `--methods all` (e.g. the label oracle).
     in_all: ClassVar[bool] = True
+    # Overrides that make fit() fast on tiny data, used by the conformance checks only
+    # (e.g. {"iterations": 5}); never used for reported numbers.
+    smoke_config: ClassVar[dict[str, Any]] = {}
     # True only for the label oracle: encode() is also given the encoded items' labels.
     oracle: ClassVar[bool] = False
 

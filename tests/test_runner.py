@@ -1,0 +1,227 @@
+"""The runner end to end on synthetic data: store layout, resume, determinism, failures,
+tables and figures. The real-data run is in test_real_runs.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cmr_bench import registry
+from cmr_bench.plugin import Method, MethodInfo
+
+
+@pytest.fixture
+def grid(run_cli, tmp_path):
+    results = tmp_path / "runs"
+
+    def run(*extra, methods="cca,random", dataset="synthetic"):
+        return run_cli("run", "--methods", methods, "--dataset", dataset, "--results-dir", results, "--no-progress", *extra)
+
+    run.results = results
+    return run
+
+
+def _run_folders(results: Path) -> list[Path]:
+    return sorted(p.parent for p in results.rglob("run.json") if not any(s.startswith(".") for s in p.parts))
+
+
+def test_run_stores_everything_a_run_needs(grid):
+    code, out, err = grid("--seeds", "0,1")
+    assert code == 0, out + err
+    folders = _run_folders(grid.results)
+    assert len(folders) == 4
+    run = json.loads((folders[0] / "run.json").read_text())
+    assert run["status"] == "done"
+    assert run["spec"]["config"] and run["spec"]["config_hash"] and "seed" in run["spec"]
+    env = run["environment"]
+    assert {"torch", "numpy", "python", "cmr_bench", "device", "git"} <= set(env)
+    assert "commit" in env["git"] and "dirty" in env["git"]
+    metrics = json.loads((folders[0] / "metrics.json").read_text())
+    for d in ("i2t", "t2i"):
+        assert {"map@all", "map@50", "p@50", "pr_curve"} <= set(metrics[d])
+        assert 0.0 <= metrics[d]["map@all"] <= 1.0
+    arrays = np.load(folders[0] / "arrays.npz")
+    assert {"split_train_indices", "split_query_indices", "split_retrieval_indices", "codes_query_image",
+            "per_query_ap_i2t"} <= set(arrays.files)
+    assert len(arrays["per_query_ap_i2t"]) == len(arrays["split_query_indices"])
+    assert (folders[0] / "log.jsonl").read_text().strip()
+    assert "cca" in out and "map@all" in out  # summary table
+
+
+def test_second_invocation_runs_nothing_and_force_reruns(grid):
+    assert grid("--seeds", "0")[0] == 0
+    before = {p: (p / "run.json").stat().st_mtime_ns for p in _run_folders(grid.results)}
+    code, out, _ = grid("--seeds", "0")
+    assert code == 0 and "2 already finished, 0 to run" in out
+    assert before == {p: (p / "run.json").stat().st_mtime_ns for p in _run_folders(grid.results)}
+    code, out, _ = grid("--seeds", "0", "--force")
+    assert code == 0 and "0 already finished, 2 to run" in out
+
+
+def test_same_seed_same_numbers(run_cli, tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        code, _, _ = run_cli("run", "--methods", "cca,random", "--dataset", "synthetic", "--seeds", "3",
+                             "--results-dir", tmp_path / name, "--no-progress")
+        assert code == 0
+        outs.append({p.relative_to(tmp_path / name): json.loads((p / "metrics.json").read_text())
+                     for p in _run_folders(tmp_path / name)})
+    assert outs[0] == outs[1]
+
+
+def test_label_oracle_scores_one_and_random_is_low(grid):
+    code, out, _ = grid("--seeds", "0", methods="label-oracle,random")
+    assert code == 0
+    by_method = {}
+    for folder in _run_folders(grid.results):
+        run = json.loads((folder / "run.json").read_text())
+        by_method[run["spec"]["method"]] = json.loads((folder / "metrics.json").read_text())
+    assert by_method["label-oracle"]["i2t"]["map@all"] == pytest.approx(1.0)
+    assert by_method["random"]["i2t"]["map@all"] < 0.5
+
+
+def test_all_excludes_the_oracle(grid):
+    code, out, _ = grid("--dry-run", "--seeds", "0", methods="all")
+    assert code == 0 and "label-oracle" not in out and "cca" in out
+
+
+def test_dry_run_lists_and_runs_nothing(grid):
+    code, out, _ = grid("--dry-run", "--seeds", "0-2")
+    assert code == 0 and out.count("pending") == 6 and "6 runs" in out
+    assert not grid.results.exists()
+
+
+@pytest.fixture
+def diverging_method():
+    class Diverging(Method):
+        name = "test-diverging"
+        info = MethodInfo("Diverging", "test", "test", 2026, status="baseline")
+        defaults = {"mode": "nan"}
+
+        def fit(self, train, val=None):
+            if self.config["mode"] == "raise":
+                raise RuntimeError("boom")
+            return [{"step": 0, "loss": float("nan")}] if self.config["mode"] == "nan-loss" else [{"step": 0}]
+
+        def encode(self, features, modality):
+            return np.full((len(features), 3), np.nan, dtype=np.float32)
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    registry._load()
+    registry._add(Diverging, "tests")
+    yield Diverging
+    registry._REGISTRY.pop("test-diverging")
+    registry._SOURCES.pop("test-diverging")
+
+
+@pytest.mark.parametrize("mode, reason", [("nan", "NaN"), ("nan-loss", "diverged"), ("raise", "RuntimeError: boom")])
+def test_failed_run_is_recorded_and_grid_goes_on(grid, diverging_method, mode, reason):
+    code, out, _ = grid("--seeds", "0", "--set", f"mode={mode}", methods="test-diverging,cca")
+    assert code == 1 and "1 run(s) failed" in out
+    runs = {json.loads((f / "run.json").read_text())["spec"]["method"]: json.loads((f / "run.json").read_text())
+            for f in _run_folders(grid.results)}
+    assert runs["cca"]["status"] == "done"
+    assert runs["test-diverging"]["status"] == "failed" and reason in runs["test-diverging"]["reason"]
+    # a failed run is retried on the next invocation; the finished one is not
+    _, out, _ = grid("--seeds", "0", "--set", f"mode={mode}", methods="test-diverging,cca")
+    assert "1 already finished, 1 to run" in out
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--methods", "ccaa", "--dataset", "synthetic"], "did you mean cca"),
+        (["--methods", "cca", "--dataset", "synthetc"], "did you mean synthetic"),
+        (["--methods", "cca", "--dataset", "synthetic", "--seeds", "x"], "--seeds"),
+        (["--methods", "cca", "--dataset", "synthetic", "--bits", "0"], "--bits"),
+        (["--methods", "cca", "--dataset", "synthetic", "--set", "nosuch=1"], "nosuch"),
+        (["--methods", "cca", "--dataset", "synthetic", "--set", "cca.nosuch=1"], "nosuch"),
+        (["--methods", "cca", "--dataset", "synthetic", "--protocol", "hsah"], "no protocol 'hsah'"),
+        (["--methods", "zz*", "--dataset", "synthetic"], "no method matches"),
+        (["--methods", "cca", "--dataset", "synthetic", "--device", "tpu"], "unknown device"),
+    ],
+)
+def test_bad_run_arguments_one_line_exit_2(run_cli, tmp_path, args, expected):
+    code, out, err = run_cli("run", *args, "--results-dir", tmp_path / "runs")
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cuda_request_without_gpu_is_a_clear_error(run_cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, _, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--device", "cuda", "--results-dir", tmp_path)
+    assert code == 2 and "no CUDA device" in err
+
+
+def test_globs_and_lists_resolve_in_order():
+    assert registry.resolve_methods("random,cca,random") == ["random", "cca"]
+    assert "cca" in registry.resolve_methods("c*")
+
+
+def test_duplicate_plugin_name_is_an_error():
+    from cmr_bench.errors import CmrBenchError
+
+    class Other(Method):
+        name = "cca"
+        info = MethodInfo("x", "x", "x", 1)
+
+    with pytest.raises(CmrBenchError, match="duplicate method name 'cca'"):
+        registry._add(Other, "tests")
+
+
+def test_overrides_change_the_config_hash_and_folder(grid):
+    assert grid("--seeds", "0", methods="cca")[0] == 0
+    assert grid("--seeds", "0", "--set", "reg=0.01", methods="cca")[0] == 0
+    runs = [json.loads((f / "run.json").read_text())["spec"] for f in _run_folders(grid.results)]
+    assert len({r["config_hash"] for r in runs}) == 2
+    assert {r["config"]["reg"] for r in runs} == {1e-4, 0.01}
+
+
+def test_table_and_plot_from_stored_runs(grid, run_cli, tmp_path):
+    assert grid("--seeds", "0,1")[0] == 0
+    out_dir = tmp_path / "tables"
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", grid.results, "--out", out_dir)
+    # synthetic has no published Table II rows, but our methods are still listed
+    assert code == 0, err
+    assert {p.name for p in out_dir.iterdir()} == {"table2.csv", "table2.tex", "table2.md"}
+    import pandas as pd
+
+    df = pd.read_csv(out_dir / "table2.csv")
+    row = df[df["method"] == "cca"].iloc[0]
+    assert row["runs"] == 2 and 0 < row["img2txt_mean"] <= 1
+    assert "\\toprule" in (out_dir / "table2.tex").read_text()
+    png = tmp_path / "pr.png"
+    code, out, err = run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", grid.results, "--out", png)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run_cli("plot", "precision-at-r", "--dataset", "synthetic", "--results-dir", grid.results, "--out", tmp_path / "p.png")
+    assert code == 0, err
+
+
+def test_table_marks_missing_methods(run_cli, tmp_path, real_root):
+    """Wiki Table II with no runs: every row present, ours shown as not run / no plugin."""
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "wiki", "--results-dir", tmp_path / "none",
+                             "--out", tmp_path / "t", "--format", "csv")
+    assert code == 0, err
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "t" / "table2.csv")
+    assert len(df[df["method"] == "CFA"]) == 1 and df[df["method"] == "CFA"]["status"].iloc[0] == "no plugin"
+    assert df[df["method"] == "CCA"]["status"].iloc[0] == "not run"
+    assert df[df["method"] == "SDCMR"]["paper_img2txt"].iloc[0] == pytest.approx(0.683)
+
+
+def test_plot_without_runs_is_a_clear_error(run_cli, tmp_path):
+    code, _, err = run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", tmp_path / "none")
+    assert code == 2 and "no finished runs" in err
