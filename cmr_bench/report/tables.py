@@ -88,13 +88,17 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         for name, cls in plugins.items():
             if cls.code_type == "real" and name not in listed:
                 rows.append((name, name))
-        rows += [(r["method"] + " (same features)", f"same:{r['method']}") for _, r in same.iterrows()]
+        # Same-features references without a plugin of ours get a row of their own; those with
+        # one (CCA) appear in the "same-features ref." column of their row.
+        rows += [(r["method"] + " (same features)", f"same:{r['method']}") for _, r in same.iterrows() if not r["key"]]
     if not rows:
         raise_missing(table, dataset)
     records, display = [], []
     for label, key in rows:
         base = key.split("[")[0]
         has_plugin = bool(key) and base in plugins
+        if has_plugin and plugins[base].oracle:
+            label = f"{label} (ceiling)"
         mine = runs[runs["key"] == key] if (has_plugin and not runs.empty) else pd.DataFrame()
         done = mine[mine["status"] == "done"] if not mine.empty else mine
         i2t = _stats(done.get(f"i2t:{metric}", [])) if not done.empty else (np.nan, np.nan, 0)
@@ -107,8 +111,9 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
             p = match.iloc[0] if len(match) else None
         p_i2t, p_t2i, p_avg = (p["img2txt"], p["txt2img"], p["avg"]) if p is not None else (np.nan,) * 3
         ref = same[same["key"] == key] if key and not key.startswith("same:") else same.iloc[0:0]
+        status = "reference" if key.startswith("same:") else _status_text(mine, has_plugin)
         rec = {
-            "method": label, "plugin": key if has_plugin else "", "status": _status_text(mine, has_plugin),
+            "method": label, "plugin": key if has_plugin else "", "status": status,
             "img2txt_mean": i2t[0], "img2txt_std": i2t[1], "txt2img_mean": t2i[0], "txt2img_std": t2i[1], "avg": avg,
             "runs": i2t[2], "paper_img2txt": p_i2t, "paper_txt2img": p_t2i, "paper_avg": p_avg,
             "delta_avg": avg - p_avg if pd.notna(avg) and pd.notna(p_avg) else np.nan,
@@ -118,13 +123,18 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         records.append(rec)
         display.append({
             "Method": label,
-            "Img2Txt": _fmt(*i2t) if i2t[2] else rec["status"],
+            "Img2Txt": _fmt(*i2t) if i2t[2] else status,
             "Txt2Img": _fmt(*t2i) if t2i[2] else "",
             "Avg": f"{avg:.3f}" if pd.notna(avg) else "",
             "n": i2t[2] or "",
             "Paper Img2Txt": _num(p_i2t), "Paper Txt2Img": _num(p_t2i), "Paper Avg": _num(p_avg),
             "Δ Avg": f"{rec['delta_avg']:+.3f}" if pd.notna(rec["delta_avg"]) else "",
         })
+        if len(same):
+            display[-1]["Same-features ref."] = (
+                f"{rec['same_features_img2txt']:.3f} / {rec['same_features_txt2img']:.3f}"
+                if pd.notna(rec["same_features_img2txt"]) else ""
+            )
     notes = [f"Ours: {metric} (mean ± sample std over seeds, n runs); retrieval by cosine; protocol 'real' (test queries vs test set)."]
     notes += _features_note(dataset, pub)
     if len(same):
