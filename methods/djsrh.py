@@ -1,0 +1,208 @@
+"""DJSRH: Deep Joint-Semantics Reconstructing Hashing for Large-Scale Unsupervised Cross-Modal
+Retrieval (Su, Zhong, Zhang; ICCV 2019). Official PyTorch code: github.com/zzs1994/DJSRH.
+
+Unsupervised: `fit` never reads `train.labels`.
+
+Per mini-batch of m pairs (docs/hashing-methods.md has the equations):
+  S_I = cos(F_I, F_I) and S_T = cos(F_T, F_T) from the original features (rescaled to 2 cos - 1,
+  as the official code does for its non-negative ReLU / bag-of-words features);
+  S~ = beta S_I + (1 - beta) S_T;   S = mu [(1 - eta) S~ + eta S~ S~^T / m];
+  codes B = tanh(alpha h) of an image network and a text network (alpha = sqrt(epoch + 1));
+  loss = ||mu-scaled S - cos(B_I, B_T)||^2 + lambda1 ||S - cos(B_I, B_I)||^2
+         + lambda2 ||S - cos(B_T, B_T)||^2   (mean squared errors, as the official code).
+
+The ablation variants of the paper's Table 1 (DJSRH-1 ... DJSRH-6) are configuration overrides.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmr_bench.methods._blocks import minibatches, mlp, to_tensor
+from cmr_bench.methods._hashing import HashingMethod, image_backbone
+from cmr_bench.plugin import MethodInfo
+from cmr_bench.registry import register_method
+
+
+class _CodeNet(nn.Module):
+    """features -> hidden (ReLU) -> K, code = tanh(alpha * h); alpha set by the trainer."""
+
+    def __init__(self, trunk: nn.Module, hidden: int, bits: int):
+        super().__init__()
+        self.trunk = trunk
+        self.encode = nn.Linear(hidden, bits)
+        self.alpha = 1.0
+
+    def forward(self, x):
+        return torch.tanh(self.alpha * self.encode(self.trunk(x)))
+
+
+def cosine_affinity(x: torch.Tensor, rescale: bool) -> torch.Tensor:
+    """Cosine similarities of the rows of x; `rescale` maps them to 2 cos - 1 (the official code,
+    whose features are non-negative so cos lies in [0, 1])."""
+    x = F.normalize(x, dim=1)
+    s = x @ x.t()
+    return s * 2 - 1 if rescale else s
+
+
+def joint_semantics_affinity(s_img: torch.Tensor, s_txt: torch.Tensor, beta: float, eta: float, mu: float) -> torch.Tensor:
+    """S = mu [(1 - eta) S~ + eta S~ S~^T / m], S~ = beta S_I + (1 - beta) S_T (the paper's joint-semantics affinity)."""
+    m = s_img.shape[0]
+    s_tilde = beta * s_img + (1 - beta) * s_txt
+    return mu * ((1 - eta) * s_tilde + eta * (s_tilde @ s_tilde.t()) / m)
+
+
+def alpha_at(epoch: int, schedule: str) -> float:
+    if schedule == "sqrt":
+        return math.sqrt(epoch + 1.0)
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"alpha_schedule must be 'sqrt' or 'constant', got {schedule!r}")
+
+
+@register_method
+class DJSRH(HashingMethod):
+    name = "djsrh"
+    info = MethodInfo(
+        full_name="Deep Joint-Semantics Reconstructing Hashing",
+        paper="S. Su, Z. Zhong, C. Zhang. Deep Joint-Semantics Reconstructing Hashing for Large-Scale "
+        "Unsupervised Cross-Modal Retrieval.",
+        venue="ICCV",
+        year=2019,
+        code_url="https://github.com/zzs1994/DJSRH",
+        status="faithful",
+        supervision="unsupervised",
+        deviations=(
+            "Image input is a precomputed feature vector: the fine-tuned AlexNet (whose fc7 feeds both "
+            "S_I and the hash layer) is replaced by an MLP on the feature vector (features -> 4096 -> K), "
+            "S_I is computed from the given features, and an `image_backbone` seam accepts only "
+            "'features' for now.",
+            "Network inputs are z-scored per dimension on the training split (the affinities S_I, S_T "
+            "use the features as given, as the paper).",
+            "Fewer epochs than the official code on Wikipedia (200) to fit a CPU budget of about 30 s "
+            "per fit; the alpha = sqrt(epoch + 1) schedule is kept, so alpha ends lower.",
+        ),
+    )
+    defaults = {
+        "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
+        "input_norm": "zscore",  # network inputs: 'zscore' | 'none' (affinities use raw features)
+        "img_hidden": 4096,  # stands in for AlexNet's 4096-d fc7 under the hash layer
+        "txt_hidden": 4096,  # official TxtNet: bag of words -> 4096 -> K
+        "beta": 0.6,  # weight of S_I in S~ (official: WIKI 0.3, MIRFlickr 0.9, NUS-WIDE 0.6)
+        "eta": 0.4,  # weight of the second-order term S~ S~^T / m (official)
+        "mu": 1.5,  # scale of the target S (official)
+        "lambda1": 0.1,  # image-image reconstruction weight (cross-modal weight is 1)
+        "lambda2": 0.1,  # text-text reconstruction weight
+        "alpha_schedule": "sqrt",  # tanh(alpha h): alpha = sqrt(epoch + 1) ('constant': alpha = 1)
+        "affinity_rescale": True,  # S_I, S_T = 2 cos - 1 (official code)
+        "epochs": 80,  # official: MIRFlickr / NUS-WIDE 80, WIKI 200
+        "batch_size": 32,  # official
+        "lr_img": 0.001,  # official SGD learning rates (MIRFlickr / NUS-WIDE)
+        "lr_txt": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+    }
+    smoke_config = {"epochs": 2, "img_hidden": 32, "txt_hidden": 32}
+    dataset_defaults = {
+        # official settings.py; WIKI trains 200 epochs there, cut here to fit the CPU budget
+        "wiki": {"beta": 0.3, "lambda1": 0.3, "lambda2": 0.3, "lr_img": 0.01, "lr_txt": 0.01, "epochs": 60},
+        "mirflickr25k": {"beta": 0.9, "lambda1": 0.1, "lambda2": 0.1, "lr_img": 0.001, "lr_txt": 0.01, "epochs": 80},
+        "nuswide-tc10": {"beta": 0.6, "lambda1": 0.1, "lambda2": 0.1, "lr_img": 0.001, "lr_txt": 0.01, "epochs": 80},
+    }
+    # Table 1 of the paper (NUS-WIDE, mAP@50). Each row adds one component to the previous one;
+    # beta keeps the dataset's value from DJSRH-3 on. "DJSRH" is the full model.
+    variants = {
+        "DJSRH-1": {"beta": 1.0, "eta": 0.0, "mu": 1.0, "lambda1": 0.0, "lambda2": 0.0},  # S = S_I
+        "DJSRH-2": {"beta": 0.0, "eta": 0.0, "mu": 1.0, "lambda1": 0.0, "lambda2": 0.0},  # S = S_T
+        "DJSRH-3": {"eta": 0.0, "mu": 1.0, "lambda1": 0.0, "lambda2": 0.0},  # beta S_I + (1-beta) S_T
+        "DJSRH-4": {"eta": 0.4, "mu": 1.0, "lambda1": 0.0, "lambda2": 0.0},  # + eta = 0.4
+        "DJSRH-5": {"eta": 0.4, "mu": 1.5, "lambda1": 0.0, "lambda2": 0.0},  # + mu = 1.5
+        # The next row of Table 1, "DJSRH" (+ lambda1, lambda2: the full model), is the method
+        # itself, i.e. the runner's base run (variant "").
+        "DJSRH-6": {"alpha_schedule": "constant"},  # full model without the growing alpha
+    }
+
+    def _build(self):
+        c = self.config
+        backbone, img_dim = image_backbone(c["image_backbone"], self.image_dim)
+        hi, ht = int(c["img_hidden"]), int(c["txt_hidden"])
+        return {
+            "img": _CodeNet(nn.Sequential(backbone, mlp([img_dim, hi])), hi, self.bits),
+            "txt": _CodeNet(mlp([self.text_dim, ht]), ht, self.bits),
+        }
+
+    def _encoder(self, modality):
+        return self.nets["img" if modality == "image" else "txt"]
+
+    def target_affinity(self, raw_img: torch.Tensor, raw_txt: torch.Tensor) -> torch.Tensor:
+        """The joint-semantics affinity S of one batch, from the original features only."""
+        c = self.config
+        rescale = bool(c["affinity_rescale"])
+        return joint_semantics_affinity(
+            cosine_affinity(raw_img, rescale), cosine_affinity(raw_txt, rescale), float(c["beta"]), float(c["eta"]), float(c["mu"])
+        )
+
+    def loss_terms(self, code_img: torch.Tensor, code_txt: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The three reconstruction errors and their weighted total (official code's form)."""
+        c = self.config
+        bi, bt = F.normalize(code_img, dim=1), F.normalize(code_txt, dim=1)
+        terms = {
+            "cross": F.mse_loss(bi @ bt.t(), s),
+            "img_img": F.mse_loss(bi @ bi.t(), s),
+            "txt_txt": F.mse_loss(bt @ bt.t(), s),
+        }
+        terms["total"] = terms["cross"] + float(c["lambda1"]) * terms["img_img"] + float(c["lambda2"]) * terms["txt_txt"]
+        return terms
+
+    def fit(self, train, val=None):
+        # Unsupervised: only train.image and train.text are read, never train.labels.
+        c = self.config
+        t0 = time.perf_counter()
+        x_img, x_txt = self._fit_inputs(train)
+        raw_img, raw_txt = to_tensor(train.image, self.device), to_tensor(train.text, self.device)
+        n = len(x_img)
+        gen = self._generator()
+        bs = int(c["batch_size"])
+        sgd = dict(momentum=float(c["momentum"]), weight_decay=float(c["weight_decay"]))
+        opt_img = torch.optim.SGD(self.nets["img"].parameters(), lr=float(c["lr_img"]), **sgd)
+        opt_txt = torch.optim.SGD(self.nets["txt"].parameters(), lr=float(c["lr_txt"]), **sgd)
+        log: list[dict[str, float]] = []
+        for epoch in range(int(c["epochs"])):
+            alpha = alpha_at(epoch, str(c["alpha_schedule"]))
+            self.nets["img"].alpha = self.nets["txt"].alpha = alpha
+            self.nets.train()
+            sums = {"cross": 0.0, "img_img": 0.0, "txt_txt": 0.0, "total": 0.0}
+            steps = 0
+            for idx in minibatches(n, bs, gen):
+                if len(idx) < bs and steps > 0:
+                    continue  # the official loader drops the last partial batch
+                idx = idx.to(self.device)
+                with torch.no_grad():
+                    s = self.target_affinity(raw_img[idx], raw_txt[idx])
+                terms = self.loss_terms(self.nets["img"](x_img[idx]), self.nets["txt"](x_txt[idx]), s)
+                opt_img.zero_grad()
+                opt_txt.zero_grad()
+                terms["total"].backward()
+                opt_img.step()
+                opt_txt.step()
+                for k in sums:
+                    sums[k] += terms[k].item()
+                steps += 1
+            log.append({"epoch": float(epoch), "alpha": alpha, **{k: v / max(steps, 1) for k, v in sums.items()}, "seconds": time.perf_counter() - t0})
+        self.nets.eval()
+        self.fitted = True
+        return log
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["alpha"] = float(self.nets["img"].alpha)
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.nets["img"].alpha = self.nets["txt"].alpha = float(state.get("alpha", 1.0))

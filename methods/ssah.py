@@ -1,0 +1,332 @@
+"""SSAH: Self-Supervised Adversarial Hashing Networks for Cross-Modal Retrieval
+(Li, Deng, Li, Liu, Gao, Tao; CVPR 2018). Official TensorFlow code: github.com/lelan-li/SSAH.
+
+Networks (docs/hashing-methods.md has the equations):
+  LabNet  multi-hot label -> 4096 -> 512 (semantic feature F^l) -> hash head H^l (tanh, K bits)
+                                                                 -> label head L^l (sigmoid, c)
+  ImgNet  image features -> 4096 -> 512 (F^v) -> hash H^v, label L^v   (CNN-F replaced by an MLP)
+  TxtNet  bag of words -> multi-scale fusion (average pooling at 5 scales, 1x1 conv, ReLU,
+          resize back; 6 channels) -> 4096 -> 512 (F^t) -> hash H^t, label L^t
+  D^{v,l}, D^{t,l}  discriminators telling label-network features (1) from image / text ones (0).
+
+Losses (sums, as in the paper): semantic log-likelihood of the pairwise similarity S_ij (share
+>= 1 label) on features (alpha) and on hash outputs (gamma), the quantisation ||H - sign(H)||^2
+(beta), the label prediction ||L_hat - L||^2 (eta) and, for ImgNet / TxtNet, the adversarial term
+(delta). One outer iteration trains LabNet, then the discriminators, then ImgNet, then TxtNet,
+each in stages whose learning rate drops by 10^-0.5 (the official schedule).
+
+The official code feeds the discriminator outputs that enter the image / text losses from
+placeholders filled with numpy arrays, so its adversarial terms send no gradient to ImgNet or
+TxtNet. Here the discriminators read the live image / text features, so the modality networks
+are trained to make their features indistinguishable from the label network's, as the paper's
+min-max objective (eq. 5) states.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmr_bench.registry import register_method
+from cmr_bench.plugin import MethodInfo
+from cmr_bench.methods._blocks import grad_reverse, minibatches, mlp
+from cmr_bench.methods._hashing import HashingMethod, adam, image_backbone, set_lr, share_label_similarity, sign_pm1, unique_rows
+
+
+class _Heads(nn.Module):
+    """Trunk -> semantic feature (ReLU) -> (tanh hash, sigmoid label) heads."""
+
+    def __init__(self, trunk: nn.Module, trunk_dim: int, semantic_dim: int, bits: int, num_classes: int):
+        super().__init__()
+        self.trunk = nn.Sequential(trunk, nn.Linear(trunk_dim, semantic_dim), nn.ReLU())
+        self.hash = nn.Linear(semantic_dim, bits)
+        self.label = nn.Linear(semantic_dim, num_classes)
+
+    def forward(self, x):
+        feature = self.trunk(x)
+        return torch.tanh(self.hash(feature)), feature, torch.sigmoid(self.label(feature))
+
+
+class MultiScaleText(nn.Module):
+    """SSAH's multi-scale fusion of a bag-of-words vector: for each pooling width w, average-pool
+    the vector with window and stride w, scale by a learned 1x1 convolution, ReLU, and resize back
+    to the input length (linear interpolation); the input and the 5 resized maps form 6 channels.
+    A width larger than the vector degenerates to a global average."""
+
+    def __init__(self, dim: int, widths: tuple[int, ...]):
+        super().__init__()
+        self.dim = int(dim)
+        self.widths = tuple(max(1, min(int(w), self.dim)) for w in widths)
+        # One scalar 1x1 convolution per scale (no bias, as the official code); started at 1 so
+        # that no branch begins dead behind the ReLU (the official N(0, 0.01^2) start silences
+        # about half of them for non-negative inputs).
+        self.scale = nn.Parameter(torch.ones(len(self.widths)))
+        self.out_dim = self.dim * (1 + len(self.widths))
+
+    def forward(self, x):
+        maps = [x]
+        x1 = x.unsqueeze(1)
+        for i, w in enumerate(self.widths):
+            pooled = F.avg_pool1d(x1, kernel_size=w, stride=w)
+            pooled = F.relu(pooled * self.scale[i])
+            maps.append(F.interpolate(pooled, size=self.dim, mode="linear", align_corners=False).squeeze(1))
+        return torch.cat(maps, dim=1)
+
+
+def pairwise_nll(theta: torch.Tensor, s: torch.Tensor, row_w: torch.Tensor | None = None, col_w: torch.Tensor | None = None) -> torch.Tensor:
+    """-sum_ij r_i c_j (S_ij theta_ij - log(1 + e^theta_ij)), computed stably with softplus; the
+    weights count how many items a distinct row / column stands for (all ones: the plain sum)."""
+    terms = F.softplus(theta) - s * theta
+    if row_w is not None:
+        terms = terms * row_w[:, None]
+    if col_w is not None:
+        terms = terms * col_w[None, :]
+    return terms.sum()
+
+
+@register_method
+class SSAH(HashingMethod):
+    name = "ssah"
+    info = MethodInfo(
+        full_name="Self-Supervised Adversarial Hashing",
+        paper="C. Li, C. Deng, N. Li, W. Liu, X. Gao, D. Tao. Self-Supervised Adversarial Hashing "
+        "Networks for Cross-Modal Retrieval.",
+        venue="CVPR",
+        year=2018,
+        code_url="https://github.com/lelan-li/SSAH",
+        status="faithful",
+        supervision="supervised",
+        deviations=(
+            "Image input is a precomputed feature vector: the fine-tuned CNN-F on raw pixels is replaced "
+            "by an MLP (features -> img_hidden -> 512), with an `image_backbone` seam that accepts "
+            "only 'features' for now.",
+            "The adversarial terms reach ImgNet and TxtNet (the discriminators read the live modality "
+            "features); the official TensorFlow code feeds them from placeholders, so they carry no "
+            "gradient there.",
+            "The pairwise terms are the paper's negative log-likelihood; the official code squares "
+            "(S*theta - log(1+e^theta)) instead.",
+            "Discriminators are 512 -> 512 -> 256 -> 1 with a sigmoid cross-entropy loss, as in the "
+            "official code (the paper describes 4096 -> 4096 -> 1 layers and a squared error).",
+            "Far fewer training passes than the official 500 outer iterations x (15 LabNet + 2 "
+            "discriminator + 27 ImgNet + 27 TxtNet passes): defaults fit a CPU budget (about 30 s on "
+            "Wikipedia); the official per-stage learning-rate decay (x 10^-0.5) is kept.",
+            "Learning rates were chosen on a held-out part of the Wikipedia training split: LabNet "
+            "1e-4 (the official 1e-2 silences the ReLU features of whole classes when only ~10% of "
+            "pairs are similar), ImgNet and TxtNet 1e-3 (both start from random weights; the official "
+            "10^-4.5 fine-tunes a pretrained CNN).",
+            "The image MLP standing in for CNN-F is 1024 wide (CPU budget); LabNet and TxtNet keep "
+            "the paper's 4096-wide layer.",
+            "The multi-scale text block clips pooling widths longer than the text vector to its "
+            "length (a global average), and its 1x1-convolution scalars start at 1 instead of "
+            "N(0, 0.01^2).",
+            "No early stop of a stage on a rising training loss, and the stored label-network "
+            "outputs are refreshed once per pass (the official code overwrites each batch's rows).",
+            "Input features are z-scored per dimension on the training split (the analogue of the "
+            "official mean-pixel subtraction); the LRN layers of the official code are left out, and "
+            "layers keep torch's default initialisation (the official N(0, 0.01^2) start kills the "
+            "label network's features on single-label data).",
+        ),
+    )
+    defaults = {
+        "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
+        "input_norm": "zscore",  # 'zscore' | 'none'
+        "semantic_dim": 512,  # SEMANTIC_EMBED (paper / official code)
+        "lab_hidden": 4096,  # LabNet: label -> 4096 -> 512
+        "img_hidden": 1024,  # stands in for CNN-F's fc6/fc7 (4096 there; 1024 for the CPU budget)
+        "txt_hidden": 4096,  # TxtNet: MS -> 4096 -> 512
+        "dis_hidden": 512,  # discriminator: 512 -> dis_hidden -> dis_hidden/2 -> 1 (official code)
+        "ms_widths": (50, 30, 15, 10, 5),  # multi-scale pooling widths (5 x level, levels 10,6,3,2,1)
+        "alpha": 1.0,  # pairwise likelihood on semantic features
+        "gamma": 1.0,  # pairwise likelihood on hash outputs
+        "beta": 1.0,  # quantisation
+        "eta": 1.0,  # label prediction
+        "delta": 1.0,  # adversarial (ImgNet / TxtNet)
+        "adv_generator_loss": "fool",  # 'fool' (BCE to the label-network class) | 'minimax' (reversed D loss)
+        "epochs": 3,  # outer iterations (official: 500, but its learning rate decays ~10x per 2)
+        "lab_passes": 8,  # official k_lab_net = 10 (stages of k, k/2 passes)
+        "img_passes": 10,  # official k_img_net = 15 (stages of k, k/2, k/3 passes)
+        "txt_passes": 3,  # official k_txt_net = 15
+        "dis_passes": 1,  # official k_dis_net = 1 (two stages)
+        "batch_size": 128,
+        "lr_lab": 1e-4,  # official 1e-2 (see deviations)
+        "lr_img": 1e-3,  # official 10^-4.5 (fine-tuning a pretrained CNN-F)
+        "lr_txt": 1e-3,  # official 10^-3.5
+        "lr_dis": 1e-3,  # official 10^-3
+        "lr_decay": 10**-0.5,  # per outer iteration and per stage, as the official schedule
+    }
+    smoke_config = {
+        "epochs": 1, "lab_passes": 2, "img_passes": 2, "txt_passes": 2, "lab_hidden": 32, "img_hidden": 32,
+        "txt_hidden": 32, "semantic_dim": 16, "dis_hidden": 16, "batch_size": 32,
+    }
+    dataset_defaults: dict = {}
+    variants = {
+        # The official code's behaviour: discriminators train, but no adversarial gradient
+        # reaches ImgNet / TxtNet.
+        "no adversarial gradient": {"delta": 0.0},
+        # The paper's min-max written literally (gradient reversal of the discriminator loss).
+        "minimax adversarial": {"adv_generator_loss": "minimax"},
+    }
+
+    # --- networks --------------------------------------------------------------------------
+    def _build(self):
+        c = self.config
+        sem, k, ncls = int(c["semantic_dim"]), self.bits, self.num_classes
+        backbone, img_dim = image_backbone(c["image_backbone"], self.image_dim)
+        widths = c["ms_widths"]
+        if isinstance(widths, str):  # e.g. --set ms_widths=50,30,15,10,5
+            widths = [int(w) for w in widths.replace("(", "").replace(")", "").split(",") if w.strip()]
+        ms = MultiScaleText(self.text_dim, tuple(int(w) for w in widths))
+        dh = int(c["dis_hidden"])
+        return {
+            "lab": _Heads(mlp([ncls, int(c["lab_hidden"])]), int(c["lab_hidden"]), sem, k, ncls),
+            "img": _Heads(nn.Sequential(backbone, mlp([img_dim, int(c["img_hidden"])])), int(c["img_hidden"]), sem, k, ncls),
+            "txt": _Heads(nn.Sequential(ms, mlp([ms.out_dim, int(c["txt_hidden"])])), int(c["txt_hidden"]), sem, k, ncls),
+            "dis_img": mlp([sem, dh, max(1, dh // 2), 1], final_activation=False),
+            "dis_txt": mlp([sem, dh, max(1, dh // 2), 1], final_activation=False),
+        }
+
+    def _encoder(self, modality):
+        net = self.nets["img" if modality == "image" else "txt"]
+        return lambda x: net(x)[0]
+
+    # --- losses -------------------------------------------------------------------------------
+    def _semantic_losses(self, out, y_batch, stored_f, stored_h, s, row_w, col_w=None):
+        """alpha J1 + gamma J2 + beta J3 + eta J4 for one network's batch outputs `out`
+        against the stored label-network features / hashes of all (distinct) training labels.
+        row_w counts the training items behind each stored row; col_w (optional) the batch items
+        behind each output row (LabNet runs once per distinct label row of a batch)."""
+        c = self.config
+        h, f, lab = out
+        cw = torch.ones(len(h), device=h.device, dtype=h.dtype) if col_w is None else col_w
+        j1 = pairwise_nll(0.5 * stored_f @ f.t(), s, row_w, cw)
+        j2 = pairwise_nll(0.5 * stored_h @ h.t(), s, row_w, cw)
+        j3 = (((sign_pm1(h) - h) ** 2).sum(1) * cw).sum()
+        j4 = (((lab - y_batch) ** 2).sum(1) * cw).sum()
+        total = c["alpha"] * j1 + c["gamma"] * j2 + c["beta"] * j3 + c["eta"] * j4
+        return total, {"pair_feat": j1.item(), "pair_hash": j2.item(), "quant": j3.item(), "label": j4.item()}
+
+    def adversarial_generator_loss(self, modality: str, feature: torch.Tensor) -> torch.Tensor:
+        """The adversarial term of ImgNet / TxtNet, computed on the live features (gradient flows
+        into the modality network). 'fool': sum BCE(D(F), label-network class); 'minimax': minus the
+        discriminator's own loss on these features, through a gradient-reversal layer."""
+        dis = self.nets["dis_img" if modality == "image" else "dis_txt"]
+        mode = self.config["adv_generator_loss"]
+        if mode == "fool":
+            logits = dis(feature).squeeze(1)
+            return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="sum")
+        if mode == "minimax":
+            logits = dis(grad_reverse(feature, 1.0)).squeeze(1)
+            return F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="sum")
+        raise ValueError(f"adv_generator_loss must be 'fool' or 'minimax', got {mode!r}")
+
+    def discriminator_loss(self, f_lab, f_img, f_txt) -> torch.Tensor:
+        """Mean BCE: label-network features are class 1, image / text features class 0."""
+        total = 0.0
+        for dis, f_mod in ((self.nets["dis_img"], f_img), (self.nets["dis_txt"], f_txt)):
+            real, fake = dis(f_lab).squeeze(1), dis(f_mod).squeeze(1)
+            total = total + F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+            total = total + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        return total / 4.0
+
+    # --- training -----------------------------------------------------------------------------
+    def fit(self, train, val=None):
+        c = self.config
+        t0 = time.perf_counter()
+        x_img, x_txt = self._fit_inputs(train)
+        y = self._labels(train)
+        n = len(y)
+        # Distinct label rows: every label-network output depends on the label row only, so a sum
+        # over all n training items equals a count-weighted sum over the distinct rows.
+        y_uniq, inverse, counts = unique_rows(y)
+        s_all = share_label_similarity(y_uniq, y)  # (distinct, n)
+        gen = self._generator()
+        bs = int(c["batch_size"])
+        nets = self.nets
+        opts = {
+            key: adam(nets[key].parameters(), float(c[f"lr_{lr_key}"]))
+            for key, lr_key in (("lab", "lab"), ("img", "img"), ("txt", "txt"))
+        }
+        opt_dis = adam(list(nets["dis_img"].parameters()) + list(nets["dis_txt"].parameters()), float(c["lr_dis"]))
+        decay = float(c["lr_decay"])
+        log: list[dict[str, float]] = []
+
+        def stored_label_outputs():
+            with torch.no_grad():
+                h, f, _ = nets["lab"](y_uniq)
+            return f, h
+
+        for epoch in range(int(c["epochs"])):
+            nets.train()
+            rec: dict[str, float] = {"epoch": float(epoch)}
+
+            # 1) LabNet (self-supervised semantic network): two stages of k, k/2 passes.
+            sums, count = {}, 0
+            for stage in range(2):
+                set_lr(opts["lab"], float(c["lr_lab"]) * decay ** (epoch + stage))
+                for _ in range(int(c["lab_passes"]) // (stage + 1)):
+                    stored_f, stored_h = stored_label_outputs()
+                    for idx in minibatches(n, bs, gen):
+                        # The label network sees each distinct label row of the batch once,
+                        # weighted by how often it occurs: the same sums, far less work.
+                        rows, cnt = torch.unique(inverse[idx.to(self.device)], return_counts=True)
+                        out = nets["lab"](y_uniq[rows])
+                        s_rows = share_label_similarity(y_uniq, y_uniq[rows])
+                        loss, parts = self._semantic_losses(out, y_uniq[rows], stored_f, stored_h, s_rows, counts, cnt.to(y.dtype))
+                        opts["lab"].zero_grad()
+                        loss.backward()
+                        opts["lab"].step()
+                        for k_, v_ in parts.items():
+                            sums[k_] = sums.get(k_, 0.0) + v_
+                        count += 1
+            rec.update({f"lab_{k_}": v_ / max(count, 1) for k_, v_ in sums.items()})
+            stored_f, stored_h = stored_label_outputs()
+
+            # 2) Discriminators: two stages of k_dis passes.
+            d_sum, d_count = 0.0, 0
+            for stage in range(2):
+                set_lr(opt_dis, float(c["lr_dis"]) * decay ** (epoch + stage))
+                for _ in range(int(c["dis_passes"])):
+                    for idx in minibatches(n, bs, gen):
+                        idx = idx.to(self.device)
+                        with torch.no_grad():
+                            f_img = nets["img"](x_img[idx])[1]
+                            f_txt = nets["txt"](x_txt[idx])[1]
+                            f_lab = stored_f[inverse[idx]]
+                        loss = self.discriminator_loss(f_lab, f_img, f_txt)
+                        opt_dis.zero_grad()
+                        loss.backward()
+                        opt_dis.step()
+                        d_sum += loss.item()
+                        d_count += 1
+            if d_count:
+                rec["dis_loss"] = d_sum / d_count
+
+            # 3) ImgNet, then 4) TxtNet: three stages of k, k/2, k/3 passes each.
+            for key, modality, x, passes in (("img", "image", x_img, "img_passes"), ("txt", "text", x_txt, "txt_passes")):
+                sums, count = {}, 0
+                for stage in range(3):
+                    set_lr(opts[key], float(c[f"lr_{key}"]) * decay ** (epoch + stage))
+                    for _ in range(int(c[passes]) // (stage + 1)):
+                        for idx in minibatches(n, bs, gen):
+                            idx = idx.to(self.device)
+                            out = nets[key](x[idx])
+                            loss, parts = self._semantic_losses(out, y[idx], stored_f, stored_h, s_all[:, idx], counts)
+                            if c["delta"]:
+                                adv = self.adversarial_generator_loss(modality, out[1])
+                                loss = loss + c["delta"] * adv
+                                parts["adv"] = adv.item()
+                            opts[key].zero_grad()
+                            loss.backward()
+                            opts[key].step()
+                            for k_, v_ in parts.items():
+                                sums[k_] = sums.get(k_, 0.0) + v_
+                            count += 1
+                rec.update({f"{key}_{k_}": v_ / max(count, 1) for k_, v_ in sums.items()})
+            rec["seconds"] = time.perf_counter() - t0
+            log.append(rec)
+        nets.eval()
+        self.fitted = True
+        return log
