@@ -233,17 +233,51 @@ def module_state(module: nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
+class InputNorm(nn.Module):
+    """Per-modality feature standardisation (x - mean) / std with statistics stored as buffers
+    (identity until set), so that it travels with state_dict()."""
+
+    def __init__(self, dims: dict[str, int]):
+        super().__init__()
+        for m, d in dims.items():
+            self.register_buffer(f"{m}_mean", torch.zeros(d))
+            self.register_buffer(f"{m}_std", torch.ones(d))
+
+    def set(self, modality: str, features: torch.Tensor) -> None:
+        getattr(self, f"{modality}_mean").copy_(features.mean(0))
+        getattr(self, f"{modality}_std").copy_(features.std(0, unbiased=False).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        return (x - getattr(self, f"{modality}_mean")) / getattr(self, f"{modality}_std")
+
+
 class TorchMethod:
     """Mixin for torch plugins (combine as `class X(TorchMethod, Method)`): builds `self.net`
     under the run's seed in __init__ (so a fresh instance + load_state_dict encodes exactly
     like the trained one), keeps it on `self.device`, encodes in eval mode without gradients,
-    and round-trips the weights through state_dict()."""
+    and round-trips the weights through state_dict().
+
+    Every plugin using it accepts the config key `standardize` (add it to `defaults`, False
+    keeps the papers' raw inputs): True z-scores each feature with training-split statistics,
+    stored with the weights and applied again at encode time."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.multilabel = self.label_kind == "multi"
         with seeded(self.seed):
             self.net = self.build().to(self.device)
+        self.net.input_norm = InputNorm({"image": self.image_dim, "text": self.text_dim}).to(self.device)
+
+    def prepare_inputs(self, split) -> dict[str, torch.Tensor]:
+        """The split's features as tensors on the device, standardised when config asks for it
+        (the statistics are taken from this split, the training split)."""
+        x = {m: to_tensor(split.features(m), self.device) for m in ("image", "text")}
+        if self.config.get("standardize"):
+            with torch.no_grad():
+                for m in x:
+                    self.net.input_norm.set(m, x[m])
+                    x[m] = self.net.input_norm(x[m], m)
+        return x
 
     # to implement: the networks, and the module mapping one modality's features to codes
     def build(self) -> nn.Module:
@@ -261,7 +295,7 @@ class TorchMethod:
     def encode(self, features: np.ndarray, modality: str) -> np.ndarray:
         if modality not in ("image", "text"):
             raise ValueError(f"unknown modality '{modality}' (image or text)")
-        module = self.encoder(modality)
+        module = _Normalised(self.net.input_norm, self.encoder(modality), modality)
         if len(features) == 0:
             with torch.no_grad():
                 module.eval()
@@ -272,6 +306,17 @@ class TorchMethod:
     def state_dict(self) -> dict:
         return {"net": module_state(self.net)}
 
+    # `net.input_norm` is an identity unless `standardize` was set when fitting.
+
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
         self.net.to(self.device)
+
+
+class _Normalised(nn.Module):
+    def __init__(self, norm: InputNorm, encoder: nn.Module, modality: str):
+        super().__init__()
+        self.norm, self.encoder, self.modality = norm, encoder, modality
+
+    def forward(self, x):
+        return self.encoder(self.norm(x, self.modality))

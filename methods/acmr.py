@@ -51,7 +51,6 @@ from cmr_bench.methods._blocks import (
     label_targets,
     minibatches,
     modality_targets,
-    to_tensor,
 )
 from cmr_bench.plugin import Method, MethodInfo
 from cmr_bench.registry import register_method
@@ -123,6 +122,7 @@ class ACMR(TorchMethod, Method):
         "betas": [0.5, 0.999],
         "batch_size": 64,
         "epochs": 200,  # official demo for Wikipedia
+        "standardize": False,  # True: z-score inputs with training statistics (not in the paper)
     }
     dataset_defaults = {}
     smoke_config = {"epochs": 2, "image_hidden": [16], "text_hidden": [16], "k": 8, "batch_size": 16}
@@ -157,7 +157,8 @@ class ACMR(TorchMethod, Method):
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         c = self.config
-        v_all, t_all = to_tensor(train.image, self.device), to_tensor(train.text, self.device)
+        x_all = self.prepare_inputs(train)
+        v_all, t_all = x_all["image"], x_all["text"]
         y_all = label_targets(train.labels, self.num_classes, self.device)
         order, _ = self.generators()
         optimizer = adam(self.net.parameters(), lr=float(c["lr"]), betas=tuple(c["betas"]))

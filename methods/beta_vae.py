@@ -38,7 +38,6 @@ from cmr_bench.methods._blocks import (
     mlp_decoder,
     reparameterize,
     shared_encoder,
-    to_tensor,
 )
 from cmr_bench.plugin import Method, MethodInfo
 from cmr_bench.registry import register_method
@@ -79,6 +78,7 @@ class BetaVAE(TorchMethod, Method):
         "lr": 2e-4,
         "batch_size": 64,
         "iterations": 500,
+        "standardize": False,  # True: z-score inputs with training statistics (not in the paper)
     }
     dataset_defaults = {}
     smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
@@ -106,7 +106,7 @@ class BetaVAE(TorchMethod, Method):
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         c = self.config
-        x_all = {"image": to_tensor(train.image, self.device), "text": to_tensor(train.text, self.device)}
+        x_all = self.prepare_inputs(train)
         y_all = label_targets(train.labels, self.num_classes, self.device)
         order, noise = self.generators()
         optimizer = adam(self.net.parameters(), lr=float(c["lr"]))

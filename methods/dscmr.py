@@ -44,11 +44,9 @@ from cmr_bench.methods._blocks import (
     TorchMethod,
     adam,
     cosine_map,
-    encode_in_batches,
     label_similarity,
     label_targets,
     minibatches,
-    to_tensor,
 )
 from cmr_bench.plugin import Method, MethodInfo
 from cmr_bench.registry import register_method
@@ -106,6 +104,7 @@ class DSCMR(TorchMethod, Method):
         "batch_size": 100,
         "epochs": 500,  # official train_model default (main.py's MAX_EPOCH never reaches it)
         "select_on_validation": True,
+        "standardize": False,  # True: z-score inputs with training statistics (not in the paper)
     }
     dataset_defaults = {}
     smoke_config = {"epochs": 2, "hidden": 32, "common": 16, "batch_size": 16}
@@ -129,13 +128,13 @@ class DSCMR(TorchMethod, Method):
         return total, {"J": total.item(), "J1": j1.item(), "J2": j2.item(), "J3": j3.item()}
 
     def _validation_map(self, val: Split) -> tuple[float, float]:
-        ci = encode_in_batches(self.encoder("image"), val.image, self.device)
-        ct = encode_in_batches(self.encoder("text"), val.text, self.device)
+        ci, ct = self.encode(val.image, "image"), self.encode(val.text, "text")
         return cosine_map(ci, ct, val.labels, val.labels), cosine_map(ct, ci, val.labels, val.labels)
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         c = self.config
-        v_all, t_all = to_tensor(train.image, self.device), to_tensor(train.text, self.device)
+        x_all = self.prepare_inputs(train)
+        v_all, t_all = x_all["image"], x_all["text"]
         y_all = label_targets(train.labels, self.num_classes, self.device)
         order, _ = self.generators()
         optimizer = adam(self.net.parameters(), lr=float(c["lr"]), betas=tuple(c["betas"]))

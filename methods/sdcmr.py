@@ -80,7 +80,6 @@ from cmr_bench.methods._blocks import (
     modality_targets,
     reparameterize,
     shared_encoder,
-    to_tensor,
     vae_encoder,
 )
 from cmr_bench.plugin import Method, MethodInfo
@@ -142,6 +141,7 @@ class SDCMR(TorchMethod, Method):
         # True: Eq. 7 summed over the k dimensions and Eq. 14 summed over the batch, exactly as
         # printed; False (default): per-element means, see the module docstring.
         "literal_scale": False,
+        "standardize": False,  # True: z-score inputs with training statistics (not in the paper)
     }
     smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
     # The paper gives one setting for all four datasets.
@@ -219,7 +219,7 @@ class SDCMR(TorchMethod, Method):
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         c = self.config
-        x_all = {"image": to_tensor(train.image, self.device), "text": to_tensor(train.text, self.device)}
+        x_all = self.prepare_inputs(train)
         y_all = label_targets(train.labels, self.num_classes, self.device)
         order, noise = self.generators()
         # One Adam over the five blocks of Algorithm 1 (per-parameter Adam: the same update as

@@ -313,3 +313,22 @@ def test_grad_reverse_and_kl():
     mu, logvar = torch.zeros(4, 8), torch.zeros(4, 8)
     assert _blocks.kl_standard_normal(mu, logvar).item() == 0.0
     assert _blocks.kl_standard_normal(mu + 1, logvar).item() == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_standardize_option_travels_with_the_state(name):
+    ds, train, test = _data()
+    quick = dict(FAST[name])
+    for key in ("iterations", "epochs"):
+        if key in quick:
+            quick[key] = 2
+    m = _build(name, ds, {**quick, "standardize": True})
+    _fit(m, train)
+    fit_rows = train if not type(m).uses_validation else train.subset(np.arange(40, len(train)))
+    np.testing.assert_allclose(m.net.input_norm.image_mean.numpy(), fit_rows.image.mean(0), rtol=1e-4, atol=1e-5)
+    fresh = _build(name, ds, {**quick, "standardize": True}, seed=5)
+    fresh.load_state_dict(m.state_dict())
+    for mod in ("image", "text"):
+        np.testing.assert_allclose(fresh.encode(test.features(mod), mod), m.encode(test.features(mod), mod), atol=1e-6)
+    plain = _build(name, ds, quick)
+    assert plain.net.input_norm.image_std.eq(1).all()  # identity unless asked for
