@@ -332,3 +332,26 @@ def test_standardize_option_travels_with_the_state(name):
         np.testing.assert_allclose(fresh.encode(test.features(mod), mod), m.encode(test.features(mod), mod), atol=1e-6)
     plain = _build(name, ds, quick)
     assert plain.net.input_norm.image_std.eq(1).all()  # identity unless asked for
+
+
+def test_acmr_triplet_term_equals_the_sum_over_all_triplets():
+    import torch.nn.functional as F
+
+    from cmr_bench.methods.acmr import triplet_term
+
+    def brute(anchor, other, s, margin, lam):
+        dist = torch.cdist(anchor, other)
+        hinge = F.relu(margin + dist.unsqueeze(2) - dist.unsqueeze(1))
+        mask = s.unsqueeze(2) * (1 - s).unsqueeze(1)
+        return ((dist.unsqueeze(2) + lam * hinge) * mask).sum() / mask.sum()
+
+    g = torch.Generator().manual_seed(0)
+    for multi in (False, True):
+        a = torch.randn(30, 5, generator=g, requires_grad=True)
+        o = torch.randn(30, 5, generator=g, requires_grad=True)
+        y = (torch.rand(30, 4, generator=g) < 0.3).float() if multi else torch.eye(4)[torch.randint(0, 4, (30,), generator=g)]
+        s = (y @ y.t() > 0).float()
+        fast, slow = triplet_term(a, o, s, 0.4, 1.5), brute(a, o, s, 0.4, 1.5)
+        assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
+        for x, z in zip(torch.autograd.grad(fast, [a, o]), torch.autograd.grad(slow, [a, o])):
+            torch.testing.assert_close(x, z, rtol=1e-4, atol=1e-6)
