@@ -1,0 +1,37 @@
+"""Benchmarks are opt-in: `pytest benchmarks/ --benchmark-enable -p no:cacheprovider`.
+
+Files named bench_*.py are collected here (the test suite's testpaths do not include this
+folder). Each benchmark records its ratios; a table of them is printed at the end.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_configure(config):
+    config._cmr_bench_rows = []
+
+
+@pytest.fixture
+def report(request):
+    """Append a dict of numbers to the end-of-run table."""
+    return request.config._cmr_bench_rows.append
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    rows = getattr(config, "_cmr_bench_rows", [])
+    if not rows:
+        return
+    from tabulate import tabulate
+
+    terminalreporter.section("cmr-bench evaluator: measured ratios")
+    headers = sorted({k for row in rows for k in row}, key=lambda k: (k != "case", k))
+    terminalreporter.write_line(tabulate([[row.get(h, "") for h in headers] for row in rows], headers=headers,
+                                         tablefmt="simple", floatfmt=".3g"))
