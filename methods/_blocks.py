@@ -257,9 +257,9 @@ class TorchMethod:
     like the trained one), keeps it on `self.device`, encodes in eval mode without gradients,
     and round-trips the weights through state_dict().
 
-    Every plugin using it accepts the config key `standardize` (add it to `defaults`, False
-    keeps the papers' raw inputs): True z-scores each feature with training-split statistics,
-    stored with the weights and applied again at encode time."""
+    Every plugin using it accepts the config key `standardize` (add it to `defaults`; the
+    real-valued plugins default to true, false keeps raw inputs): true z-scores each feature with
+    training-split statistics, stored with the weights and applied again at encode time."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -117,6 +117,7 @@ class ACMR(TorchMethod, Method):
             "The paper's triplet constraints are used (all in-batch cross-modal triplets), not the official Wikipedia script's pairwise similar/dissimilar loss.",
             "Loss weights alpha (triplets) = 1 and beta (labels) = 100 follow the official demo's 1 : 100 ratio; the hinge weight lambda = 1 is our choice (docs/methods.md).",
             "Multi-label datasets use a binary cross-entropy with logits for the label classifier; positives / negatives are items sharing / not sharing a label.",
+            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features): on a validation split carved from Wikipedia's training set it raised mAP in both directions, and the hashing plugins do the same; standardize=false gives raw inputs.",
         ),
     )
     defaults = {
@@ -133,7 +134,7 @@ class ACMR(TorchMethod, Method):
         "betas": [0.5, 0.999],
         "batch_size": 64,
         "epochs": 200,  # official demo for Wikipedia
-        "standardize": False,  # True: z-score inputs with training statistics (not in the paper)
+        "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
     dataset_defaults = {}
     smoke_config = {"epochs": 2, "image_hidden": [16], "text_hidden": [16], "k": 8, "batch_size": 16}

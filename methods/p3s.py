@@ -84,6 +84,7 @@ class P3S(TorchMethod, Method):
             "Re-implemented from the published description (abstract, and the SDCMR paper's account of P3S); no official code or full text was consulted, so layer sizes, loss weights and the exact form of each term are our choices (docs/methods.md).",
             "The similarity between paired shared representations is a plain mean squared distance, not P3S's own (unavailable) similarity measure.",
             "Multi-label datasets use a binary cross-entropy with logits for the label classifier.",
+            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features): on a validation split carved from Wikipedia's training set it raised mAP in both directions, and the hashing plugins do the same; standardize=false gives raw inputs.",
         ),
     )
     defaults = {
@@ -97,7 +98,7 @@ class P3S(TorchMethod, Method):
         "lr": 2e-4,
         "batch_size": 64,
         "iterations": 500,
-        "standardize": False,  # True: z-score inputs with training statistics (not in the paper)
+        "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
     dataset_defaults = {}
     smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
