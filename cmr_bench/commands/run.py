@@ -11,6 +11,9 @@ ORDER = 20
 DEFAULT_RESULTS = Path("results") / "runs"
 
 
+MAX_VALUES = 100_000
+
+
 def int_list(text: str, what: str, minimum: int = 0) -> list[int]:
     """'0,1,2' or '0-4' -> ints; anything else is a one-line error."""
     out: list[int] = []
@@ -18,16 +21,56 @@ def int_list(text: str, what: str, minimum: int = 0) -> list[int]:
         try:
             if "-" in part[1:]:
                 a, b = part.split("-", 1) if not part.startswith("-") else (part, part)
-                out += list(range(int(a), int(b) + 1))
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise CmrBenchError(f"{what}: empty range '{part}' (write low-high)")
+                if hi - lo + 1 > MAX_VALUES:
+                    raise CmrBenchError(f"{what}: range '{part}' has more than {MAX_VALUES:,} values")
+                out += list(range(lo, hi + 1))
             else:
                 out.append(int(part))
         except ValueError:
             raise CmrBenchError(f"{what}: expected integers like 0,1,2 or 0-4, got '{text}'") from None
+        if len(out) > MAX_VALUES:
+            raise CmrBenchError(f"{what}: more than {MAX_VALUES:,} values")
     if not out:
         raise CmrBenchError(f"{what}: no values given")
     if min(out) < minimum:
         raise CmrBenchError(f"{what}: values must be >= {minimum}, got {min(out)}")
     return list(dict.fromkeys(out))
+
+
+def positive_int(text, what: str) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise CmrBenchError(f"{what}: expected a whole number >= 1, got '{text}'") from None
+    if value < 1:
+        raise CmrBenchError(f"{what}: must be >= 1, got {value}")
+    return value
+
+
+def non_negative_float(text, what: str, positive: bool = False) -> float:
+    import math
+
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise CmrBenchError(f"{what}: expected a {'positive' if positive else 'non-negative'} number, got '{text}'")
+    return value
+
+
+def one_line_errors(parser) -> None:
+    """argparse errors of this subcommand as one line on stderr, exit code 2 (no usage dump)."""
+    import sys
+
+    def error(message: str):
+        print(f"cmr-bench: error: {parser.prog.replace('cmr-bench ', '', 1)}: {message} (see {parser.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error
 
 
 def register(sub) -> None:
@@ -46,11 +89,77 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the grid and what would run")
     p.add_argument("--progress", dest="progress", action="store_true", default=None, help="force progress bars")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="plain log lines")
+    p.add_argument("--jobs", default=None, metavar="N",
+                   help="local: N worker processes, each with cores/N torch threads (default 1: in this process); "
+                        "ray: at most N tasks in flight (default: as many as the cluster's CPUs/GPUs allow)")
+    p.add_argument("--executor", default="local", metavar="local|ray", help="local (default) or ray: every run a Ray task")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to use (e.g. auto, HOST:6379, ray://HOST:10001); default: a local instance on 127.0.0.1")
+    p.add_argument("--ray-cpus", default="1", metavar="C", help="CPUs declared per Ray task (default 1; also its torch threads)")
+    p.add_argument("--ray-gpus", default=None, metavar="G", help="GPUs declared per Ray task (default 1 with --device cuda, else 0)")
     p.set_defaults(handler=cmd_run)
+    one_line_errors(p)
+
+
+EXECUTORS = ("local", "ray")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def executor_options(args):
+    """Validate --jobs/--executor/--ray-* (one-line errors) into ExecutorOptions."""
+    from cmr_bench.runner.grid import ExecutorOptions
+
+    if args.executor not in EXECUTORS:
+        raise CmrBenchError(f"--executor: unknown '{args.executor}' (choose from {', '.join(EXECUTORS)})")
+    jobs = positive_int(args.jobs, "--jobs") if args.jobs is not None else None
+    ray = args.executor == "ray"
+    if not ray:
+        given = [flag for flag, value in (("--ray-address", args.ray_address), ("--ray-gpus", args.ray_gpus)) if value is not None]
+        if args.ray_cpus != "1":
+            given.append("--ray-cpus")
+        if given:
+            raise CmrBenchError(f"{', '.join(given)} only applies with --executor ray")
+        return ExecutorOptions(jobs=jobs or 1)
+    if args.ray_address is not None and not str(args.ray_address).strip():
+        raise CmrBenchError("--ray-address: empty address")
+    from cmr_bench.runner.ray_executor import import_ray
+
+    import_ray(local=not args.ray_address)  # fail early, before anything runs, when the extra is not installed
+    cpus = non_negative_float(args.ray_cpus, "--ray-cpus", positive=True)
+    default_gpus = 1.0 if str(args.device).startswith("cuda") else 0.0
+    gpus = non_negative_float(args.ray_gpus, "--ray-gpus") if args.ray_gpus is not None else default_gpus
+    return ExecutorOptions(jobs=jobs, executor="ray", ray_address=args.ray_address, ray_cpus=cpus, ray_gpus=gpus)
+
+
+def check_device_name(device: str) -> str:
+    import re
+
+    if device in DEVICES or re.fullmatch(r"cuda:\d+", device):
+        return device
+    raise CmrBenchError(f"unknown device '{device}' (auto, cpu or cuda)")
+
+
+def check_results_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise CmrBenchError(f"--results-dir {path} exists and is not a folder")
+    return path
+
+
+def load_for_run(name: str, root):
+    """The dataset, with any unexpected failure of the data layer as one line (exit 2)."""
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.errors import DataError
+
+    try:
+        return load_dataset(name, root)
+    except CmrBenchError:
+        raise
+    except (MemoryError, RecursionError, Exception) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataError(f"dataset '{name}' could not be loaded: {type(exc).__name__}: {first}") from None
 
 
 def cmd_run(args) -> int:
-    from cmr_bench.data.loader import load_dataset
     from cmr_bench.registry import resolve_methods
     from cmr_bench.runner.grid import expand, parse_overrides, run_grid
     from cmr_bench.runner.store import read_status
@@ -58,18 +167,25 @@ def cmd_run(args) -> int:
 
     seeds = int_list(args.seeds, "--seeds")
     bits = int_list(args.bits, "--bits", minimum=1)
+    options = executor_options(args)
+    runs_dir = check_results_dir(Path(args.results_dir))
     methods = resolve_methods(args.methods)
-    device = resolve_device(args.device)
-    dataset = load_dataset(args.dataset, root_of(args))
+    check_device_name(args.device)
+    # Ray resolves the device on each worker (a driver without a GPU may drive GPU tasks).
+    device = args.device if options.executor == "ray" else resolve_device(args.device)
+    root = root_of(args)
+    dataset = load_for_run(args.dataset, root)
+    options.dataset_source = ("load", str(args.dataset), str(root))
     specs = expand(methods, dataset, seeds, args.protocol, bits, args.variants, parse_overrides(args.overrides))
-    runs_dir = Path(args.results_dir)
     if args.dry_run:
         for spec in specs:
             state = read_status(spec.folder(runs_dir)) or "pending"
             print(f"{state:8s} {spec.dataset}/{spec.protocol} {spec.label}  config {spec.config_hash}  -> {spec.folder(runs_dir)}")
-        print(f"{len(specs)} runs on {device}")
+        where = f"Ray ({options.ray_address or 'local instance'})" if options.executor == "ray" else (
+            f"{options.jobs} local processes" if (options.jobs or 1) > 1 else "this process")
+        print(f"{len(specs)} runs on {device}, in {where}")
         return 0
-    result = run_grid(specs, dataset, device, runs_dir, force=args.force, progress=args.progress)
+    result = run_grid(specs, dataset, device, runs_dir, force=args.force, progress=args.progress, options=options)
     from cmr_bench.report.summary import summary_rows
 
     rows = summary_rows(runs_dir, specs)
@@ -77,6 +193,8 @@ def cmd_run(args) -> int:
         from tabulate import tabulate
 
         print(tabulate(rows, headers="keys", tablefmt="simple"))
+    if result.elsewhere:
+        print(f"{len(result.elsewhere)} run(s) were finished by another invocation", flush=True)
     if result.failed:
         print(f"{len(result.failed)} run(s) failed; see run.json in their folders", flush=True)
         return 1

@@ -131,8 +131,8 @@ def _features(array: np.ndarray, what: str, expected_dim: int | None) -> np.ndar
         raise DataError(f"{what}: expected a 2-D (items x dims) array, got shape {array.shape}")
     if expected_dim and array.shape[1] != expected_dim:
         raise DataError(f"{what}: expected {expected_dim} dims, got {array.shape[1]}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{what}: expected numbers, got dtype {array.dtype}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise DataError(f"{what}: expected real numbers, got dtype {array.dtype}")
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).any(axis=1).sum())
@@ -142,8 +142,8 @@ def _features(array: np.ndarray, what: str, expected_dim: int | None) -> np.ndar
 
 def _labels(array: np.ndarray, what: str, manifest: Manifest, offset: int) -> np.ndarray:
     c = manifest.num_classes
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{what}: labels must be numbers, got dtype {array.dtype}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise DataError(f"{what}: labels must be real numbers, got dtype {array.dtype}")
     if manifest.label_kind == "single":
         if array.ndim == 2 and 1 in array.shape:
             array = array.reshape(-1)
@@ -207,7 +207,10 @@ def _sampled_indices(manifest: Manifest, n: int, root: Path) -> dict[str, np.nda
 def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, checksums: bool = True) -> Dataset:
     """Load a dataset by name (built-in or in the data root) or by a manifest path."""
     root_path = data_root(root)
-    manifest = find_manifest(name_or_manifest, root_path)
+    try:
+        manifest = find_manifest(name_or_manifest, root_path)
+    except (TypeError, ValueError, AttributeError) as exc:  # a key of the wrong type the parser did not check
+        raise DataError(f"malformed manifest {name_or_manifest}: {type(exc).__name__}: {exc}") from None
     protocols = {
         p.name: Protocol(p.name, p.train, p.query, p.retrieval, p.description) for p in manifest.protocols.values()
     }
@@ -215,7 +218,10 @@ def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | 
         params = dict(manifest.synthetic)
         params.setdefault("num_classes", manifest.num_classes)
         params.setdefault("multilabel", manifest.label_kind == "multi")
-        ds = make_synthetic(name=manifest.name, **params)
+        try:
+            ds = make_synthetic(name=manifest.name, **params)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"malformed manifest {manifest.path} [synthetic]: {exc}") from None
         ds.protocols, ds.manifest = protocols, manifest.raw
         return ds
 

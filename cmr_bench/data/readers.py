@@ -26,18 +26,140 @@ def _read_hdf5(path: Path, key: str, matlab: bool) -> np.ndarray:
     try:
         with h5py.File(path, "r") as fh:
             if key not in fh:
-                raise DataError(f"{path}: no array '{key}' (has: {', '.join(sorted(fh.keys()))})")
+                raise DataError(f"{path}: no array '{key}' (has: {', '.join(sorted(map(str, fh.keys())))})")
             array = fh[key][()]
-    except OSError as exc:
-        raise DataError(f"{path}: unreadable HDF5 file ({exc})") from None
+    except DataError:
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError, ... for corrupt files
+        raise DataError(f"{path}: unreadable HDF5 file ({type(exc).__name__}: {exc})") from None
     # MATLAB stores column-major: a v7.3 (n, d) variable reads as (d, n) in HDF5.
     return np.ascontiguousarray(array.T) if matlab else array
+
+
+# MAT v5 element data types scipy reads (1-7 integers/single, 9 double, 12/13 int64, 16-18 UTF),
+# plus 14 (miMATRIX, nested elements) and 15 (miCOMPRESSED, zlib of elements).
+_MAT5_NUMERIC = {1, 2, 3, 4, 5, 6, 7, 9, 12, 13}
+_MAT5_TEXT = _MAT5_NUMERIC | {16, 17, 18}
+_MAT5_TYPES = _MAT5_TEXT | {14, 15}
+
+
+def _check_mat5(path: Path) -> None:
+    """Check the structure of a MATLAB v5 file before scipy reads it. scipy's reader looks up
+    each element's type code in a C table without a range check, so a corrupt file (a bad
+    type code, or a flag that makes it read one element too many) crashes the interpreter
+    (segfault; scipy PR #25349) instead of raising. Raises DataError on anything malformed:
+    every element's tag, size and nesting, and the sub-elements each array class needs."""
+    import struct
+    import zlib
+
+    data = Path(path).read_bytes()
+    if len(data) < 128:
+        raise DataError(f"{path}: unreadable MATLAB file (truncated header)")
+    order = {b"IM": "<", b"MI": ">"}.get(data[126:128])
+    if order is None:
+        return  # not v5 (v4 or something else): scipy's own checks apply
+
+    def bad(what: str):
+        raise DataError(f"{path}: corrupt MATLAB file ({what})")
+
+    def elements(buf: bytes, start: int, end: int, top: bool) -> list[tuple[int, int, int, int]]:
+        """(type, data start, data bytes, tag position) of the elements in buf[start:end]."""
+        out, pos = [], start
+        while pos < end:
+            if end - pos < 8:
+                if top and not buf[pos:end].strip(b"\x00"):
+                    break  # trailing padding
+                bad(f"truncated element at byte {pos}")
+            word, nbytes = struct.unpack(order + "II", buf[pos:pos + 8])
+            if word >> 16:  # small data element: type and size in one word, data in the next 4 bytes
+                mdtype, nbytes, body, step = word & 0xFFFF, word >> 16, pos + 4, 8
+                if nbytes > 4:
+                    bad(f"bad small element at byte {pos}")
+            else:
+                mdtype, body = word, pos + 8
+                step = 8 + nbytes + (0 if mdtype == 15 else (-nbytes) % 8)
+            if mdtype not in _MAT5_TYPES or (mdtype == 15 and not top):
+                bad(f"invalid element type {mdtype} at byte {pos}")
+            if body + nbytes > end:
+                bad(f"element at byte {pos} runs past its end (truncated?)")
+            out.append((mdtype, body, nbytes, pos))
+            pos += step
+        return out
+
+    def ints(buf: bytes, body: int, nbytes: int) -> tuple[int, ...]:
+        return struct.unpack(order + "i" * (nbytes // 4), buf[body:body + nbytes - nbytes % 4])
+
+    def matrix(buf: bytes, body: int, nbytes: int, at: int, depth: int) -> None:
+        if depth > 32:
+            bad("arrays nested too deep")
+        if nbytes == 0:
+            return  # an empty array
+        sub = elements(buf, body, body + nbytes, False)
+        if len(sub) < 3 or sub[0][0] != 6 or sub[0][2] != 8 or sub[1][0] not in (5, 6) or sub[1][2] < 8 \
+                or sub[1][2] % 4 or sub[2][0] not in (1, 16):
+            bad(f"malformed array header at byte {at}")
+        flags = struct.unpack(order + "I", buf[sub[0][1]:sub[0][1] + 4])[0]
+        cls, complex_ = flags & 0xFF, bool(flags & 0x800)
+        dims = ints(buf, sub[1][1], sub[1][2])
+        if min(dims) < 0:
+            bad(f"negative dimension at byte {at}")
+        n = 1
+        for d in dims:
+            n *= d
+        rest = sub[3:]
+        if 4 <= cls <= 15:  # char (4), sparse (5), numeric (6-15)
+            wanted = (3 if cls == 5 else 1) + complex_
+            allowed = _MAT5_TEXT if cls == 4 else _MAT5_NUMERIC
+            if len(rest) != wanted or any(t not in allowed for t, *_ in rest):
+                bad(f"array data at byte {at} does not match its class and flags")
+            return
+        if cls == 3:  # object: class name, then as a struct
+            if not rest or rest[0][0] != 1:
+                bad(f"malformed object at byte {at}")
+            rest = rest[1:]
+            cls = 2
+        if cls == 2:  # struct: field name length, field names, then one array per field and element
+            if len(rest) < 2 or rest[0][0] not in (5, 6) or rest[0][2] != 4 or rest[1][0] != 1:
+                bad(f"malformed struct at byte {at}")
+            width = ints(buf, rest[0][1], 4)[0]
+            if width <= 0 or rest[1][2] % width:
+                bad(f"malformed struct field names at byte {at}")
+            fields = rest[1][2] // width
+            rest = rest[2:]
+            if len(rest) != n * fields:
+                bad(f"struct at byte {at} has {len(rest)} values for {n} x {fields}")
+        elif cls == 1:  # cell: one array per element
+            if len(rest) != n:
+                bad(f"cell at byte {at} has {len(rest)} values for {n} elements")
+        else:
+            bad(f"unsupported array class {cls} at byte {at}")
+        for t, b, nb, pos in rest:
+            if t != 14:
+                bad(f"expected an array at byte {pos}")
+            matrix(buf, b, nb, pos, depth + 1)
+
+    def top(buf: bytes, start: int, end: int, depth: int) -> None:
+        for t, b, nb, pos in elements(buf, start, end, True):
+            if t == 14:
+                matrix(buf, b, nb, pos, depth)
+            elif t == 15:
+                if depth:
+                    bad(f"nested compressed element at byte {pos}")
+                try:
+                    inner = zlib.decompressobj().decompress(buf[b:b + nb])
+                except zlib.error as exc:
+                    bad(f"compressed element at byte {pos}: {exc}")
+                top(inner, 0, len(inner), depth + 1)
+
+    top(data, 128, len(data), 0)
 
 
 def _read_mat(path: Path, key: str) -> np.ndarray:
     if _is_hdf5(path):
         return _read_hdf5(path, key, matlab=True)
     import scipy.io
+
+    _check_mat5(path)
 
     try:
         data = scipy.io.loadmat(path, variable_names=[key])
@@ -87,6 +209,8 @@ def read_array(folder: Path, spec: ArraySpec) -> np.ndarray:
             array = _read_list(path, spec.column)
         else:
             raise DataError(f"{path}: unsupported format '{suffix}' (.mat, .h5, .npz, .npy, .list)")
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: unreadable file ({type(exc).__name__}: {exc})") from None
+    except DataError:
+        raise
+    except Exception as exc:  # corrupt files raise all kinds (BadZipFile, NotImplementedError, ...)
+        raise DataError(f"{path}: unreadable file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     return np.asarray(array)

@@ -4,8 +4,12 @@ the method (exception, NaN loss or codes) is recorded as a failed run with its r
 from __future__ import annotations
 
 import math
+import numbers
+import os
+import socket
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +45,74 @@ def _check_codes(codes: np.ndarray, n: int, code_type: str, bits: int | None, wh
     return codes.astype(np.float32)
 
 
+def _non_finite(value) -> bool:
+    """True for a NaN/Inf number (python, numpy or a 0-d/1-element torch tensor or array)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (numbers.Real, np.generic)):
+        try:
+            return not math.isfinite(float(value))
+        except (TypeError, ValueError, OverflowError):
+            return False
+    if hasattr(value, "numel") and hasattr(value, "item"):  # a torch tensor
+        try:
+            return value.numel() == 1 and not math.isfinite(float(value.item()))
+        except (TypeError, ValueError, RuntimeError):
+            return False
+    if isinstance(value, np.ndarray) and value.size == 1 and np.issubdtype(value.dtype, np.number):
+        return not np.isfinite(value).all()
+    return False
+
+
 def _check_log(log: list[dict]) -> None:
     for row in log:
+        if not isinstance(row, dict):
+            raise RunFailed(f"fit() must return a list of dicts, got a {type(row).__name__} row")
         for key, value in row.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise RunFailed(f"training diverged: {key}={value} at {row}")
+            if _non_finite(value):
+                raise RunFailed(f"training diverged: {key}={float(value)} at step {row.get('step', row.get('epoch', '?'))}")
 
 
-def execute(spec: RunSpec, dataset: Dataset, device: str, runs_dir: Path) -> dict[str, Any]:
+@dataclass
+class RunRecord:
+    """Everything a run stores, before it is written (what a remote worker sends back)."""
+
+    spec: RunSpec
+    run: dict[str, Any]
+    metrics: dict | None
+    log: list[dict] = field(default_factory=list)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.run["status"]
+
+
+def runner_info(executor: str = "inline") -> dict[str, Any]:
+    return {"executor": executor, "pid": os.getpid(), "host": socket.gethostname()}
+
+
+def failed_record(spec: RunSpec, reason: str, detail: str = "", executor: str = "inline") -> RunRecord:
+    """A run that could not even report back (its worker died): stored as failed."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run = {"spec": spec.to_json(), "status": STATUS_FAILED, "reason": reason, "traceback": detail,
+           "runner": runner_info(executor), "started": now, "finished": now, "timings": {}}
+    return RunRecord(spec, run, None)
+
+
+def execute(spec: RunSpec, dataset: Dataset, device: str, runs_dir: Path, executor: str = "inline") -> dict[str, Any]:
     """Run one spec and store it; returns the stored run.json content (status done or failed)."""
+    record = compute(spec, dataset, device, executor=executor)
+    write_record(record, runs_dir)
+    return record.run
+
+
+def write_record(record: RunRecord, runs_dir: Path) -> None:
+    write_run(record.spec.folder(runs_dir), record.run, record.metrics, record.log, record.arrays)
+
+
+def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inline") -> RunRecord:
+    """Seed, split, fit, encode and evaluate one spec, without touching the store."""
     from cmr_bench.evaluation import evaluate, to_jsonable
 
     cls = get_method(spec.method)
@@ -62,6 +125,7 @@ def execute(spec: RunSpec, dataset: Dataset, device: str, runs_dir: Path) -> dic
         "dataset_manifest": {k: dataset.manifest.get(k) for k in ("name", "title", "image_features", "text_features")},
         "protocol": {"name": protocol.name, "train": protocol.train, "query": protocol.query, "retrieval": protocol.retrieval},
         "environment": environment(device),
+        "runner": runner_info(executor),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     arrays: dict[str, np.ndarray] = {}
@@ -78,11 +142,11 @@ def execute(spec: RunSpec, dataset: Dataset, device: str, runs_dir: Path) -> dic
         arrays["split_train_indices"] = train.indices
         arrays["split_query_indices"] = query.indices
         arrays["split_retrieval_indices"] = retrieval.indices
-        method = cls(
-            image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes,
-            label_kind=dataset.label_kind, config=spec.config, bits=spec.bits, device=device, seed=spec.seed,
-        )
         try:
+            method = cls(
+                image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes,
+                label_kind=dataset.label_kind, config=spec.config, bits=spec.bits, device=device, seed=spec.seed,
+            )
             log = list(method.fit(train, val) or [])
             _check_log(log)
             t_fit = time.perf_counter()
@@ -105,10 +169,13 @@ def execute(spec: RunSpec, dataset: Dataset, device: str, runs_dir: Path) -> dic
         rs = tuple(r for r in DEFAULT_RS if r <= n_r) + ((n_r,) if n_r not in DEFAULT_RS else ())
         metrics = {"similarity": similarity, "n_query": len(query), "n_retrieval": n_r}
         for direction, (q_mod, r_mod) in DIRECTIONS.items():
-            result = evaluate(
-                codes[("query", q_mod)], codes[("retrieval", r_mod)], query.labels, retrieval.labels,
-                similarity=similarity, ks=EVAL_KS, rs=rs, device=device,
-            )
+            try:
+                result = evaluate(
+                    codes[("query", q_mod)], codes[("retrieval", r_mod)], query.labels, retrieval.labels,
+                    similarity=similarity, ks=EVAL_KS, rs=rs, device=device,
+                )
+            except Exception as exc:  # codes the evaluator rejects are the method's failure
+                raise RunFailed(f"evaluation of {direction} failed: {type(exc).__name__}: {exc}") from exc
             arrays[f"per_query_ap_{direction}"] = np.asarray(result["per_query_ap"])
             metrics[direction] = {k: v for k, v in to_jsonable(result).items() if k != "per_query_ap"}
         run.update(status=STATUS_DONE, timings={"fit_s": t_fit - t0, "encode_s": t_encode - t_fit, "evaluate_s": time.perf_counter() - t_encode})
@@ -117,5 +184,4 @@ def execute(spec: RunSpec, dataset: Dataset, device: str, runs_dir: Path) -> dic
                    traceback=traceback.format_exc(limit=8), timings={"total_s": time.perf_counter() - t0})
         metrics = None
     run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_run(spec.folder(runs_dir), run, metrics, log, arrays)
-    return run
+    return RunRecord(spec, run, metrics, log, arrays)

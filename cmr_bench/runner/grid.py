@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from cmr_bench.data.types import Dataset
 from cmr_bench.errors import CmrBenchError
 from cmr_bench.registry import get_method
 from cmr_bench.runner.spec import RunSpec
-from cmr_bench.runner.store import STATUS_DONE, read_status
+from cmr_bench.runner.store import STATUS_CORRUPT, STATUS_DONE, STATUS_FAILED, recover, validate_run
 
 DEFAULT_PROTOCOL = {"real": "real", "binary": "hash"}
 DEFAULT_BITS = (16, 32, 64, 128)
@@ -36,6 +37,46 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any] | Any]:
     return out
 
 
+def _typed(method: str, key: str, value: Any, default: Any) -> Any:
+    """An override in the type of the hyperparameter's default (one-line error otherwise)."""
+    import math
+
+    where = f"--set {method}.{key}={value!r}"
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise CmrBenchError(f"{where}: expected true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CmrBenchError(f"{where}: expected an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CmrBenchError(f"{where}: expected a finite number")
+        return float(value) if isinstance(value, int) else value
+    if isinstance(default, str):
+        if isinstance(value, (list, dict)):
+            raise CmrBenchError(f"{where}: expected a string")
+        return value if isinstance(value, str) else json_text(value)
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, list):
+            raise CmrBenchError(f"{where}: expected a list like [1,2]")
+        return value
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise CmrBenchError(f"{where}: expected a table like {{\"a\": 1}}")
+    return value
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
 def _overrides_for(method: str, cls, overrides: dict[str, Any]) -> dict[str, Any]:
     mine = {}
     for key, value in overrides.items():
@@ -45,7 +86,7 @@ def _overrides_for(method: str, cls, overrides: dict[str, Any]) -> dict[str, Any
                 mine[name] = value
         elif key in cls.defaults:
             mine[key] = value
-    return mine
+    return {k: _typed(method, k, v, cls.defaults[k]) if k in cls.defaults else v for k, v in mine.items()}
 
 
 def expand(
@@ -56,6 +97,16 @@ def expand(
     for key in overrides:
         if "." not in key and not any(key in get_method(m).defaults for m in methods):
             raise CmrBenchError(f"--set {key}: no selected method has a hyperparameter '{key}'")
+    if variants not in ("none", "all"):
+        wanted = [v.strip() for v in str(variants).split(",") if v.strip()]
+        known = {v for m in methods for v in get_method(m).variants}
+        unknown = [v for v in wanted if v not in known]
+        if unknown or not wanted:
+            from cmr_bench.errors import UnknownNameError
+
+            if not wanted:
+                raise CmrBenchError("--variants: no names given (none, all, or a comma list)")
+            raise UnknownNameError("variant of the selected methods", unknown[0], known or ["(these methods have no variants)"])
     specs = []
     for name in methods:
         cls = get_method(name)
@@ -87,37 +138,188 @@ class GridResult:
     ran: list[dict] = field(default_factory=list)
     skipped: list[RunSpec] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    corrupt: list[tuple[RunSpec, str]] = field(default_factory=list)  # found corrupt, redone
+    elsewhere: list[RunSpec] = field(default_factory=list)  # finished by another invocation meanwhile
 
 
-def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path, force: bool = False, progress: bool | None = None) -> GridResult:
+@dataclass
+class ExecutorOptions:
+    """How runs execute: `jobs` local processes (1 = in this process), or Ray tasks."""
+
+    jobs: int | None = 1
+    executor: str = "local"  # "local" or "ray"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
+    dataset_source: tuple | None = None  # ("load", name_or_manifest, root): workers load the dataset themselves
+
+
+def make_executor(options: ExecutorOptions, dataset: Dataset, device: str, runs_dir: Path, n_runs: int):
+    from cmr_bench.runner.executors import InlineExecutor, ProcessExecutor
+
+    if options.executor == "ray":
+        from cmr_bench.runner.ray_executor import RayExecutor
+
+        return RayExecutor(dataset, device, options.ray_address, options.ray_cpus, options.ray_gpus, max_in_flight=options.jobs)
+    jobs = max(1, int(options.jobs or 1))
+    if jobs == 1:
+        return InlineExecutor(dataset, device, runs_dir)
+    from cmr_bench.runner.executors import threads_per_job
+
+    workers = min(jobs, n_runs)
+    return ProcessExecutor(workers, options.dataset_source or ("object", dataset), device, runs_dir, threads=threads_per_job(jobs))
+
+
+def _tidy(folder: Path) -> None:
+    """A finished run may still have a lock file or a temp folder beside it, left by a process
+    killed just after the run was written: remove them (unless someone holds the lock)."""
+    from cmr_bench.runner.lock import RunLock, lock_path
+    from cmr_bench.runner.store import leftovers
+
+    if not lock_path(folder).exists() and not leftovers(folder):
+        return
+    lock = RunLock(folder)
+    if lock.acquire():
+        try:
+            recover(folder)
+        finally:
+            lock.release()
+
+
+def _written_since(folder: Path, since: float) -> bool:
+    try:
+        return (folder / "run.json").stat().st_mtime >= since - 2.0
+    except OSError:
+        return False
+
+
+def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path, force: bool = False,
+             progress: bool | None = None, options: ExecutorOptions | None = None, poll_s: float = 0.5) -> GridResult:
+    """Run every spec not finished yet. Each run is locked while in flight (lock.py), so
+    concurrent invocations on one store share the grid instead of repeating it; runs another
+    invocation holds are waited for at the end. Corrupt run folders are reported and redone."""
     from tqdm import tqdm
 
-    from cmr_bench.runner.execute import execute
-
+    options = options or ExecutorOptions()
+    runs_dir = Path(runs_dir)
     result = GridResult()
     todo = []
     for spec in specs:
-        if not force and read_status(spec.folder(runs_dir)) == STATUS_DONE:
+        state = validate_run(spec.folder(runs_dir))
+        if state.status == STATUS_DONE and not force:
             result.skipped.append(spec)
-        else:
-            todo.append(spec)
+            _tidy(spec.folder(runs_dir))
+            continue
+        if state.status == STATUS_CORRUPT:
+            result.corrupt.append((spec, state.problem))
+        todo.append(spec)
     interactive = sys.stdout.isatty() if progress is None else progress
     print(f"{len(specs)} runs: {len(result.skipped)} already finished, {len(todo)} to run", flush=True)
+    for spec, problem in result.corrupt:
+        print(f"corrupt run folder {spec.folder(runs_dir)}: {problem}; it will be redone", flush=True)
+    if not todo:
+        return result
+    executor = make_executor(options, dataset, device, runs_dir, len(todo))
     bar = tqdm(total=len(todo), desc="grid", unit="run", disable=not interactive, file=sys.stdout)
-    for i, spec in enumerate(todo, 1):
-        start = time.perf_counter()
-        run = execute(spec, dataset, device, runs_dir)
-        took = time.perf_counter() - start
-        status = run["status"]
-        line = f"[{i}/{len(todo)}] {spec.dataset}/{spec.protocol} {spec.label}: {status} in {took:.1f}s"
-        if status != STATUS_DONE:
-            line += f" ({run.get('reason')})"
-            result.failed.append(run)
-        result.ran.append(run)
+
+    def say(line: str) -> None:
         if interactive:
             bar.write(line)
-            bar.update(1)
         else:
             print(line, flush=True)
+
+    from cmr_bench.runner.execute import failed_record, write_record
+    from cmr_bench.runner.lock import RunLock, describe_owner
+
+    pending = deque(todo)
+    deferred: list[RunSpec] = []
+    waited: dict[str, float] = {}  # folder -> when we found another invocation holding it
+    in_flight: dict[int, tuple[RunSpec, RunLock, float]] = {}
+    finished = 0
+    last_retry = 0.0
+    announced = False
+    try:
+        while pending or in_flight or deferred:
+            if not pending and deferred and time.monotonic() - last_retry >= poll_s:
+                pending.extend(deferred)
+                deferred.clear()
+                last_retry = time.monotonic()
+            while pending and len(in_flight) < executor.capacity:
+                spec = pending.popleft()
+                folder = spec.folder(runs_dir)
+                lock = RunLock(folder)
+                if not lock.acquire():
+                    if str(folder) not in waited:
+                        waited[str(folder)] = time.time()
+                        say(f"{spec.dataset}/{spec.protocol} {spec.label}: in progress in another invocation "
+                            f"({describe_owner(lock.owner())}); will wait for it")
+                    deferred.append(spec)
+                    continue
+                try:
+                    for note in recover(folder):
+                        say(f"{spec.label}: tidied a leftover of an interrupted write ({note})")
+                    state = validate_run(folder)
+                except BaseException:
+                    lock.release()
+                    raise
+                if str(folder) in waited and state.status in (STATUS_DONE, STATUS_FAILED) and _written_since(folder, waited[str(folder)]):
+                    lock.release()  # the other invocation finished it: do not run it twice
+                    finished += 1
+                    bar.update(1)
+                    say(f"[{finished}/{len(todo)}] {spec.dataset}/{spec.protocol} {spec.label}: {state.status} by another invocation")
+                    if state.status == STATUS_DONE:
+                        result.elsewhere.append(spec)
+                    else:
+                        result.failed.append(state.run)
+                    continue
+                if state.status == STATUS_DONE and not force:
+                    lock.release()  # another invocation finished it between our first look and now
+                    result.elsewhere.append(spec)
+                    finished += 1
+                    bar.update(1)
+                    say(f"[{finished}/{len(todo)}] {spec.dataset}/{spec.protocol} {spec.label}: done by another invocation")
+                    continue
+                try:
+                    token = executor.submit(spec)
+                except BaseException:
+                    lock.release()
+                    raise
+                in_flight[token] = (spec, lock, time.perf_counter())
+            if in_flight:
+                for outcome in executor.wait(poll_s):
+                    spec, lock, start = in_flight.pop(outcome.token)
+                    try:
+                        if outcome.kind == "record":
+                            write_record(outcome.record, runs_dir)
+                            run = outcome.record.run
+                        elif outcome.kind == "failed":
+                            record = failed_record(spec, outcome.reason, outcome.detail, executor.name)
+                            write_record(record, runs_dir)
+                            run = record.run
+                        else:
+                            run = outcome.run
+                    finally:
+                        lock.release()
+                    finished += 1
+                    status = run["status"]
+                    line = f"[{finished}/{len(todo)}] {spec.dataset}/{spec.protocol} {spec.label}: {status} in {time.perf_counter() - start:.1f}s"
+                    if status != STATUS_DONE:
+                        line += f" ({run.get('reason')})"
+                        result.failed.append(run)
+                    result.ran.append(run)
+                    say(line)
+                    bar.update(1)
+            elif deferred:
+                if not announced:
+                    say(f"waiting for {len(deferred)} run(s) held by another invocation")
+                    announced = True
+                time.sleep(poll_s)
+    except BaseException:
+        executor.close(abort=True)
+        for _, lock, _ in in_flight.values():
+            lock.release()
+        bar.close()
+        raise
+    executor.close()
     bar.close()
     return result

@@ -1,0 +1,149 @@
+"""`cmr-bench runs list|clean`: show and tidy the results store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from cmr_bench.commands._common import print_json, print_table
+from cmr_bench.commands.run import DEFAULT_RESULTS, one_line_errors
+from cmr_bench.errors import CmrBenchError
+
+ORDER = 25
+STATUSES = ("done", "failed", "corrupt", "running")
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("runs", help="list the stored runs, or clean up temp folders, stale locks, corrupt and failed runs")
+    rsub = parser.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    one_line_errors(parser)
+
+    p = rsub.add_parser("list", help="every stored run: dataset/protocol/method/variant/bits/seed/status/map")
+    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS), help="run store (default results/runs)")
+    p.add_argument("--dataset", default=None, help="only this dataset")
+    p.add_argument("--status", default=None, help=f"only these statuses (comma list of {', '.join(STATUSES)})")
+    p.add_argument("--no-checksums", action="store_true", help="skip the sha256 checks (faster on big stores)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_list)
+    one_line_errors(p)
+
+    p = rsub.add_parser("clean", help="remove temp folders (.*.tmp-*), stale locks, corrupt and failed runs")
+    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS), help="run store (default results/runs)")
+    p.add_argument("--dataset", default=None, help="only this dataset")
+    p.add_argument("--keep-failed", action="store_true", help="leave failed runs in place")
+    p.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
+    p.set_defaults(handler=cmd_clean)
+    one_line_errors(p)
+
+
+def _store(args) -> Path:
+    runs_dir = Path(args.results_dir)
+    if not runs_dir.is_dir():
+        raise CmrBenchError(f"no results store at {runs_dir} (use --results-dir)")
+    if args.dataset is not None and not (runs_dir / args.dataset).is_dir():
+        known = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise CmrBenchError(f"no runs of dataset '{args.dataset}' in {runs_dir} (has: {', '.join(known) or 'nothing'})")
+    return runs_dir
+
+
+def cmd_list(args) -> int:
+    from cmr_bench.runner.lock import describe_owner
+    from cmr_bench.runner.store import scan_store
+
+    wanted = None
+    if args.status:
+        wanted = {s.strip() for s in args.status.split(",") if s.strip()}
+        bad = wanted - set(STATUSES)
+        if bad or not wanted:
+            raise CmrBenchError(f"--status: unknown {', '.join(sorted(bad)) or 'nothing'} (choose from {', '.join(STATUSES)})")
+    runs_dir = _store(args)
+    entries = scan_store(runs_dir, args.dataset, checksums=not args.no_checksums)
+    runs = [e for e in entries if e.kind == "run" and (wanted is None or e.status in wanted)]
+    temps = [e for e in entries if e.kind == "temp"]
+    stale = [e for e in entries if e.kind == "lock" and e.status == "stale"]
+    rows = []
+    for e in runs:
+        note = e.problem
+        if e.status == "running":
+            note = describe_owner(e.owner or {})
+        rows.append({"dataset": e.dataset, "protocol": e.protocol, "method": e.method, "variant": e.variant,
+                     "bits": e.bits, "seed": e.seed, "status": e.status,
+                     "map": None if e.map is None else round(e.map, 4), "note": note, "folder": str(e.path)})
+    if args.json:
+        print_json({"results_dir": str(runs_dir), "runs": rows, "temp_folders": [str(e.path) for e in temps],
+                    "stale_locks": [str(e.path) for e in stale]})
+        return 0
+    if rows:
+        print_table([{**{k: r[k] for k in ("dataset", "protocol", "method", "variant", "bits", "seed", "status")},
+                      "map": "" if r["map"] is None else f"{r['map']:.4f}", "note": r["note"][:70]} for r in rows])
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    print(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) +
+          f"; {len(temps)} temp folder(s), {len(stale)} stale lock(s)")
+    if temps or stale or counts["corrupt"]:
+        print("`cmr-bench runs clean` removes temp folders, stale locks, corrupt and failed runs (--dry-run to preview)")
+    return 0
+
+
+def cmd_clean(args) -> int:
+    from cmr_bench.runner.lock import RunLock, break_stale, probe
+    from cmr_bench.runner.store import TEMP_DIR, scan_store
+
+    runs_dir = _store(args)
+    entries = scan_store(runs_dir, args.dataset)
+    targets = []  # (entry, why)
+    for e in entries:
+        if e.kind == "temp":
+            targets.append((e, "temp folder"))
+        elif e.kind == "lock" and e.status == "stale":
+            targets.append((e, "stale lock"))
+        elif e.kind == "run" and e.status == "corrupt":
+            targets.append((e, f"corrupt run ({e.problem})"))
+        elif e.kind == "run" and e.status == "failed" and not args.keep_failed:
+            targets.append((e, f"failed run ({e.problem})" if e.problem else "failed run"))
+    removed = skipped = 0
+    for e, why in targets:
+        rel = e.path.relative_to(runs_dir)
+        if args.dry_run:
+            print(f"would remove {rel}: {why}")
+            removed += 1
+            continue
+        if e.kind == "lock":
+            if break_stale(e.path):
+                print(f"removed {rel}: {why}")
+                removed += 1
+            else:
+                print(f"kept {rel}: taken by a live process meanwhile")
+                skipped += 1
+            continue
+        # a run folder or a temp folder: take the run's lock, so nothing in flight is touched
+        run_name = TEMP_DIR.match(e.path.name).group(1) if e.kind == "temp" else e.path.name
+        lock = RunLock(e.path.parent / run_name)
+        if not lock.acquire():
+            print(f"kept {rel}: its run is in progress ({probe(lock.path)})")
+            skipped += 1
+            continue
+        try:
+            shutil.rmtree(e.path, ignore_errors=True)
+        finally:
+            lock.release()
+        print(f"removed {rel}: {why}")
+        removed += 1
+    if not args.dry_run:
+        _prune_empty(runs_dir / args.dataset if args.dataset else runs_dir, runs_dir)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {removed} item(s)" + (f", kept {skipped} in use" if skipped else ""))
+    return 0
+
+
+def _prune_empty(base: Path, runs_dir: Path) -> None:
+    folders = [p for p in base.rglob("*") if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(base).parts)]
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # never a (maybe empty) temp folder
+        try:
+            folder.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+    if base != runs_dir:
+        try:
+            base.rmdir()
+        except OSError:
+            pass

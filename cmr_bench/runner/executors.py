@@ -1,0 +1,252 @@
+"""Where runs execute: in this process (`--jobs 1`), in N local worker processes
+(`--jobs N`), or as Ray tasks (`--executor ray`, see ray_executor.py).
+
+Every executor has the same small interface the scheduler in grid.py drives:
+`capacity` (runs in flight at once), `submit(spec) -> token`, `wait(timeout) -> [Outcome]`
+and `close()`. The scheduler holds each run's lock while the run is in flight and writes
+whatever the executor could not (a record sent back by a remote task, or a failed run for a
+worker that died), so every run ends in the store as done or failed.
+
+This module imports nothing heavy at the top: worker processes set their thread counts
+before numpy and torch are imported.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STORED, RECORD, FAILED = "stored", "record", "failed"
+
+
+@dataclass
+class Outcome:
+    token: int
+    kind: str  # STORED: the worker wrote the run (run = its run.json); RECORD: write `record`; FAILED: write a failed run
+    run: dict | None = None
+    record: Any = None  # execute.RunRecord
+    reason: str = ""
+    detail: str = ""
+
+
+def usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, usable_cpus() // max(1, jobs))
+
+
+class InlineExecutor:
+    """`--jobs 1`: runs execute one at a time in this process (exceptions of the runner
+    itself propagate, as they always did)."""
+
+    name = "inline"
+    capacity = 1
+
+    def __init__(self, dataset, device: str, runs_dir: Path):
+        self.dataset, self.device, self.runs_dir = dataset, device, Path(runs_dir)
+        self._queue: list[tuple[int, Any]] = []
+        self._next = 0
+
+    def submit(self, spec) -> int:
+        self._next += 1
+        self._queue.append((self._next, spec))
+        return self._next
+
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        from cmr_bench.runner.execute import execute
+
+        if not self._queue:
+            return []
+        token, spec = self._queue.pop(0)
+        return [Outcome(token, STORED, run=execute(spec, self.dataset, self.device, self.runs_dir, executor=self.name))]
+
+    def close(self, abort: bool = False) -> None:
+        self._queue.clear()
+
+
+# --- local worker processes ---------------------------------------------------------------
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel kills this worker when the grid's process dies (even by SIGKILL), so
+    a killed grid leaves no orphan that would keep writing into the store."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _load_source(source):
+    kind = source[0]
+    if kind == "object":
+        return source[1]
+    if kind == "load":
+        from cmr_bench.data.loader import load_dataset
+
+        return load_dataset(source[1], source[2])
+    raise ValueError(f"unknown dataset source {kind!r}")
+
+
+def _worker_main(conn, payload: bytes) -> None:  # pragma: no cover - runs in the child
+    parent_pid, threads, blob = pickle.loads(payload)[:3]
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        source, device, runs_dir = pickle.loads(blob)
+        dataset = _load_source(source)
+    except BaseException as exc:
+        conn.send(("fatal", None, f"worker could not load the dataset: {type(exc).__name__}: {exc}", traceback.format_exc()))
+        return
+    from cmr_bench.runner.execute import execute
+
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        token, spec = msg
+        try:
+            run = execute(spec, dataset, device, Path(runs_dir), executor="process")
+            conn.send((STORED, token, run))
+        except BaseException as exc:
+            conn.send((FAILED, token, f"runner error in worker: {type(exc).__name__}: {exc}".splitlines()[0], traceback.format_exc()))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any
+    token: int | None = None
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "worker process died"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"worker process died ({name}; killed, out of memory, or crashed)"
+    return f"worker process died (exit code {exitcode})"
+
+
+class ProcessExecutor:
+    """`--jobs N`: N long-lived worker processes (spawn context: no fork of a torch process),
+    each with max(1, cores // N) torch threads; each loads the dataset itself (or receives it
+    pickled), runs `execute()` and writes its run into the store. A worker that dies takes only
+    its current run with it (recorded as failed); a fresh worker replaces it."""
+
+    name = "process"
+
+    def __init__(self, jobs: int, dataset_source, device: str, runs_dir: Path, threads: int | None = None):
+        import multiprocessing as mp
+
+        self.ctx = mp.get_context("spawn")
+        self.capacity = int(jobs)
+        self.threads = threads or threads_per_job(jobs)
+        self.blob = pickle.dumps((dataset_source, device, str(runs_dir)))
+        self.workers: list[_Worker] = []
+        self._next = 0
+
+    def _start(self) -> _Worker:
+        parent, child = self.ctx.Pipe()
+        payload = pickle.dumps((os.getpid(), self.threads, self.blob))
+        p = self.ctx.Process(target=_worker_main, args=(child, payload), daemon=True, name=f"cmr-bench-worker-{len(self.workers)}")
+        p.start()
+        child.close()
+        w = _Worker(p, parent)
+        self.workers.append(w)
+        return w
+
+    def submit(self, spec) -> int:
+        idle = [w for w in self.workers if w.token is None]
+        w = idle[0] if idle else self._start()
+        self._next += 1
+        w.token = self._next
+        w.conn.send((w.token, spec))
+        return w.token
+
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        from multiprocessing.connection import wait as mp_wait
+
+        busy = [w for w in self.workers if w.token is not None]
+        if not busy:
+            return []
+        ready = set(mp_wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
+        out = []
+        for w in busy:
+            if w.conn not in ready and w.process.sentinel not in ready:
+                continue
+            msg = None
+            try:
+                if w.conn.poll():
+                    msg = w.conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            if msg is not None and msg[0] in (STORED, FAILED):
+                kind, token = msg[0], msg[1]
+                out.append(Outcome(token, STORED, run=msg[2]) if kind == STORED else Outcome(token, FAILED, reason=msg[2], detail=msg[3]))
+                w.token = None
+                continue
+            if msg is not None and msg[0] == "fatal":
+                out.append(Outcome(w.token, FAILED, reason=msg[2], detail=msg[3]))
+            else:
+                w.process.join(timeout=5)
+                out.append(Outcome(w.token, FAILED, reason=_exit_reason(w.process.exitcode)))
+            self._drop(w)
+        return out
+
+    def _drop(self, w: _Worker) -> None:
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+        if w.process.is_alive():
+            w.process.kill()
+        w.process.join(timeout=5)
+        self.workers.remove(w)
+
+    def close(self, abort: bool = False) -> None:
+        for w in list(self.workers):
+            if not abort and w.token is None:
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+        for w in list(self.workers):
+            if abort or w.token is not None:
+                w.process.kill()
+            w.process.join(timeout=10)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(timeout=5)
+            try:
+                w.conn.close()
+            except OSError:
+                pass
+        self.workers.clear()

@@ -1,0 +1,153 @@
+"""`--executor ray`: each run is one Ray task on an existing cluster (`--ray-address`), or on
+a local instance started for this invocation (bound to 127.0.0.1) when no address is given.
+
+The dataset is put into the object store once; every task computes its run (seed, fit,
+encode, evaluate) on whichever node Ray places it and sends the whole record back, and this
+process writes it into the results store, under the run's lock. Worker nodes therefore need
+cmr-bench and the plugins installed, but no access to the results store or the data root.
+A task that dies (its worker crashed, was killed, ran out of memory, or the node was lost) is
+not retried (max_retries=0): it is recorded as a failed run with the reason, and the grid
+goes on. Ray is an optional extra: `pip install "cmr-bench[ray]"`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from cmr_bench.errors import CmrBenchError
+from cmr_bench.runner.executors import FAILED, RECORD, Outcome, usable_cpus
+
+
+def _ray_task(spec, dataset, device: str, threads: int):  # pragma: no cover - runs in a Ray worker
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(threads)
+    from cmr_bench.runner.execute import compute
+    from cmr_bench.seeding import resolve_device
+
+    with warnings.catch_warnings():
+        # The object store hands out read-only arrays (zero copy); plugins only read their
+        # inputs (a conformance check), but torch warns when it wraps such arrays.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        # Resolved on the worker: a task without a GPU resource sees no CUDA device.
+        record = compute(spec, dataset, resolve_device(device), executor="ray")
+    try:
+        import ray
+
+        record.run["runner"]["node_ip"] = ray.util.get_node_ip_address()
+    except Exception:
+        pass
+    return record
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def import_ray(local: bool = False):
+    """Import Ray. For a local instance (no --ray-address), first switch Ray to its single-node
+    mode, in which the node's address is the loopback (127.0.0.1) and its servers listen
+    there only, instead of on every interface: no cluster needs to reach it."""
+    if local:
+        os.environ.setdefault(LOOPBACK_ENV, "0")  # inherited by the processes Ray starts
+    try:
+        import ray
+    except ImportError:
+        raise CmrBenchError("--executor ray needs Ray, an optional extra: pip install \"cmr-bench[ray]\"") from None
+    if local and os.environ.get(LOOPBACK_ENV) == "0":
+        constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+        if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+            constants.ENABLE_RAY_CLUSTER = False  # Ray was imported before the variable was set
+    return ray
+
+
+def _reason(exc) -> str:
+    """One line for a failed Ray task: the plugin's own exception when the task raised,
+    else what killed it."""
+    cause = getattr(exc, "cause", None)
+    if cause is not None and not isinstance(cause, type(exc)):
+        text = f"{type(cause).__name__}: {cause}"
+    else:
+        text = f"Ray task died: {type(exc).__name__}: {exc}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, dataset, device: str, address: str | None = None, cpus_per_task: float = 1.0,
+                 gpus_per_task: float = 0.0, max_in_flight: int | None = None, local_cpus: int | None = None):
+        ray = import_ray(local=not address)
+        self.ray = ray
+        self.owned = False
+        if not ray.is_initialized():
+            try:
+                if address:
+                    ray.init(address=address, logging_level=logging.WARNING)
+                else:
+                    ray.init(address="local", num_cpus=local_cpus or usable_cpus(), include_dashboard=False,
+                             _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+            except Exception as exc:
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise CmrBenchError(f"could not start or reach {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            self.owned = True
+        resources = ray.cluster_resources()
+        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        if cpus_per_task > cpus:
+            self.close()
+            raise CmrBenchError(f"--ray-cpus {cpus_per_task:g}: the cluster has only {cpus:g} CPUs")
+        if gpus_per_task > gpus:
+            self.close()
+            raise CmrBenchError(f"--ray-gpus {gpus_per_task:g}: the cluster has {gpus:g} GPUs")
+        fits = [int(cpus // cpus_per_task)] if cpus_per_task > 0 else []
+        if gpus_per_task > 0:
+            fits.append(int(gpus // gpus_per_task))
+        self.capacity = int(max_in_flight) if max_in_flight else max(1, min(fits) if fits else 1)
+        self.threads = max(1, int(cpus_per_task))
+        self.device = device
+        self.dataset_ref = ray.put(dataset)
+        self.task = ray.remote(_ray_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=0)
+        self.refs: dict = {}  # ObjectRef -> token
+        self._next = 0
+
+    def submit(self, spec) -> int:
+        self._next += 1
+        ref = self.task.remote(spec, self.dataset_ref, self.device, self.threads)
+        self.refs[ref] = self._next
+        return self._next
+
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        ray = self.ray
+        if not self.refs:
+            return []
+        refs = list(self.refs)
+        ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        out = []
+        for ref in ready:
+            token = self.refs.pop(ref)
+            try:
+                out.append(Outcome(token, RECORD, record=ray.get(ref)))
+            except ray.exceptions.RayError as exc:
+                import traceback
+
+                out.append(Outcome(token, FAILED, reason=_reason(exc), detail=traceback.format_exc(limit=4)))
+        return out
+
+    def close(self, abort: bool = False) -> None:
+        ray = self.ray
+        if abort:
+            for ref in list(self.refs):
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:
+                    pass
+        self.refs.clear()
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+            self.owned = False
