@@ -117,7 +117,8 @@ def test_ray_local_instance_equals_jobs_1_and_a_dying_task_is_a_failed_run(plugi
     pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'cmr-bench[ray]')")
     results = tmp_path / "runs"
     proc = cli(plugin_site, "run", "--methods", "cca,random,example-chaos", "--dataset", "synthetic", "--seeds", "0-1",
-               "--set", "example-chaos.mode=die", "--executor", "ray", "--results-dir", results, "--no-progress")
+               "--set", "example-chaos.mode=die", "--executor", "ray", "--jobs", "2",  # ray.init(num_cpus=2) on 127.0.0.1
+               "--results-dir", results, "--no-progress")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     ours = stored(results)
     for seed in (0, 1):

@@ -91,7 +91,8 @@ def register(sub) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="plain log lines")
     p.add_argument("--jobs", default=None, metavar="N",
                    help="local: N worker processes, each with cores/N torch threads (default 1: in this process); "
-                        "ray: at most N tasks in flight (default: as many as the cluster's CPUs/GPUs allow)")
+                        "ray: at most N tasks in flight (default: as many as the cluster's CPUs/GPUs allow), "
+                        "and a local instance gets N x --ray-cpus CPUs")
     p.add_argument("--executor", default="local", metavar="local|ray", help="local (default) or ray: every run a Ray task")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster to use (e.g. auto, HOST:6379, ray://HOST:10001); default: a local instance on 127.0.0.1")

@@ -160,7 +160,12 @@ def make_executor(options: ExecutorOptions, dataset: Dataset, device: str, runs_
     if options.executor == "ray":
         from cmr_bench.runner.ray_executor import RayExecutor
 
-        return RayExecutor(dataset, device, options.ray_address, options.ray_cpus, options.ray_gpus, max_in_flight=options.jobs)
+        import math
+
+        # A local instance gets --jobs x --ray-cpus CPUs when --jobs is given, else every usable core.
+        local_cpus = max(1, math.ceil(options.jobs * options.ray_cpus)) if options.jobs else None
+        return RayExecutor(dataset, device, options.ray_address, options.ray_cpus, options.ray_gpus,
+                           max_in_flight=options.jobs, local_cpus=local_cpus)
     jobs = max(1, int(options.jobs or 1))
     if jobs == 1:
         return InlineExecutor(dataset, device, runs_dir)
