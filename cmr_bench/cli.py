@@ -11,8 +11,18 @@ from cmr_bench import __version__
 from cmr_bench.errors import CmrBenchError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse errors as one line on stderr and exit code 2 (no usage dump); subparsers
+    inherit the class, so every subcommand behaves the same."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"cmr-bench: error: {self.prog.replace('cmr-bench', '', 1).strip() + ': ' if self.prog != 'cmr-bench' else ''}"
+                         f"{message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cmr-bench",
         description="Reproducible benchmarks for cross-modal retrieval and cross-modal hashing.",
     )

@@ -157,9 +157,6 @@ def test_other_entry_points(run_cli, store, tmp_path, monkeypatch, args, expecte
     assert store.untouched() and not (tmp_path / "missing").exists() and not (tmp_path / "methods").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="argparse errors of subcommands owned elsewhere, and unknown flags (reported by "
-                                       "the top-level parser), print usage + error (two or more lines); cli.py could install one-line parser errors for every subcommand, as "
-                                       "commands/run.py's one_line_errors does for run, runs and new-method")
 @pytest.mark.parametrize("args", [["table", "--table", "9", "--dataset", "synthetic"], ["plot", "bogus", "--dataset", "x"],
                                   ["data", "info"], ["run", "--methods", "cca", "--dataset", "synthetic", "--no-such-flag"]])
 def test_argparse_errors_of_other_subcommands_are_one_line(run_cli, args):
@@ -207,11 +204,11 @@ DATA_CASES = {
     "manifest not UTF-8": dict(manifest=lambda m: m.write_bytes(b"\xff\xfe\x00garbage"), expected="malformed manifest"),
     "manifest empty": dict(manifest=lambda m: m.write_text(""), expected="missing key"),
     "manifest class_names not a list": dict(manifest=_edit('label_kind = "single"', 'label_kind = "single"\nclass_names = 5'),
-                                            expected="malformed manifest", info_bug=True),
+                                            expected="malformed manifest"),
     "manifest offset not an int": dict(manifest=_edit('key = "train_labels" }', 'key = "train_labels", offset = "x" }'),
-                                       expected="malformed manifest", info_bug=True),
+                                       expected="malformed manifest"),
     "manifest files not a list": dict(manifest=_edit('[[files]]\npath = "features.npz"\nsha256 = ""', "files = 5"),
-                                      expected="malformed manifest", info_bug=True),
+                                      expected="malformed manifest"),
     "manifest unknown split file": dict(manifest=_edit('key = "test_text" }', 'key = "nosuch" }'), expected="no array 'nosuch'"),
     # contents
     "wrong feature dimension": dict(manifest=_edit("image_dim = 6", "image_dim = 7"), expected="expected 7 dims"),
@@ -248,12 +245,7 @@ def test_bad_data_through_run_is_one_line_and_touches_nothing(run_cli, store, tm
     assert store.untouched()
 
 
-@pytest.mark.parametrize("name", [n for n, c in DATA_CASES.items() if not c.get("info_bug") and not c.get("info_reports")] + [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=(
-        "cmr_bench/data/manifest.py does not type-check class_names, files and offset (nor source); "
-        "`data info`/`data verify` call find_manifest directly and show a traceback. load_dataset (and so `run`) "
-        "now turns these into one line; the parser itself should check the types")))
-    for n, c in DATA_CASES.items() if c.get("info_bug")])
+@pytest.mark.parametrize("name", [n for n, c in DATA_CASES.items() if not c.get("info_reports")])
 def test_bad_data_through_data_info_is_one_line(run_cli, tmp_path, name):
     manifest = make_case(tmp_path / "data", DATA_CASES[name])
     code, out, err = run_cli("data", "info", manifest)

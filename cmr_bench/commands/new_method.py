@@ -10,7 +10,6 @@ import keyword
 import re
 from pathlib import Path
 
-from cmr_bench.commands.run import one_line_errors
 from cmr_bench.errors import CmrBenchError
 
 ORDER = 60
@@ -130,7 +129,6 @@ def register(sub) -> None:
     p.add_argument("--binary", action="store_true", help="a hashing method (+-1 codes) instead of a real-valued one")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(handler=cmd_new_method)
-    one_line_errors(p)
 
 
 def names_for(name: str) -> tuple[str, str]:

@@ -62,17 +62,6 @@ def non_negative_float(text, what: str, positive: bool = False) -> float:
     return value
 
 
-def one_line_errors(parser) -> None:
-    """argparse errors of this subcommand as one line on stderr, exit code 2 (no usage dump)."""
-    import sys
-
-    def error(message: str):
-        print(f"cmr-bench: error: {parser.prog.replace('cmr-bench ', '', 1)}: {message} (see {parser.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = error
-
-
 def register(sub) -> None:
     p = sub.add_parser("run", help="train, encode, evaluate and store runs (finished runs are skipped)")
     p.add_argument("--methods", required=True, help="'all', a comma list, or globs (e.g. 'cca,sd*')")
@@ -99,7 +88,6 @@ def register(sub) -> None:
     p.add_argument("--ray-cpus", default="1", metavar="C", help="CPUs declared per Ray task (default 1; also its torch threads)")
     p.add_argument("--ray-gpus", default=None, metavar="G", help="GPUs declared per Ray task (default 1 with --device cuda, else 0)")
     p.set_defaults(handler=cmd_run)
-    one_line_errors(p)
 
 
 EXECUTORS = ("local", "ray")

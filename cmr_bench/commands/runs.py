@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from cmr_bench.commands._common import print_json, print_table
-from cmr_bench.commands.run import DEFAULT_RESULTS, one_line_errors
+from cmr_bench.commands.run import DEFAULT_RESULTS
 from cmr_bench.errors import CmrBenchError
 
 ORDER = 25
@@ -16,7 +16,6 @@ STATUSES = ("done", "failed", "corrupt", "running")
 def register(sub) -> None:
     parser = sub.add_parser("runs", help="list the stored runs, or clean up temp folders, stale locks, corrupt and failed runs")
     rsub = parser.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
-    one_line_errors(parser)
 
     p = rsub.add_parser("list", help="every stored run: dataset/protocol/method/variant/bits/seed/status/map")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS), help="run store (default results/runs)")
@@ -25,7 +24,6 @@ def register(sub) -> None:
     p.add_argument("--no-checksums", action="store_true", help="skip the sha256 checks (faster on big stores)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_list)
-    one_line_errors(p)
 
     p = rsub.add_parser("clean", help="remove temp folders (.*.tmp-*), stale locks, corrupt and failed runs")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS), help="run store (default results/runs)")
@@ -33,7 +31,6 @@ def register(sub) -> None:
     p.add_argument("--keep-failed", action="store_true", help="leave failed runs in place")
     p.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
     p.set_defaults(handler=cmd_clean)
-    one_line_errors(p)
 
 
 def _store(args) -> Path:

@@ -91,7 +91,18 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
     num_classes = _need(data, "num_classes", int, where)
     if num_classes < 1:
         raise DataError(f"malformed manifest {where}: num_classes must be >= 1")
-    class_names = list(data.get("class_names", []))
+    class_names = data.get("class_names", [])
+    if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+        raise DataError(f"malformed manifest {where}: 'class_names' must be a list of strings")
+    for key in ("image_dim", "text_dim"):
+        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 1):
+            raise DataError(f"malformed manifest {where}: '{key}' must be a positive integer")
+    source = data.get("source", {})
+    if not isinstance(source, dict) or not all(isinstance(v, str) for v in source.values()):
+        raise DataError(f"malformed manifest {where}: [source] must be a table of strings")
+    raw_files = data.get("files", [])
+    if not isinstance(raw_files, list):
+        raise DataError(f"malformed manifest {where}: 'files' must be an array of tables ([[files]])")
     if class_names and len(class_names) != num_classes:
         raise DataError(f"malformed manifest {where}: {len(class_names)} class_names for {num_classes} classes")
     split = _need(data, "split", dict, where)
@@ -103,7 +114,7 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
         raise DataError(f"malformed manifest {where}: split.sizes must map split names to integers")
 
     files = []
-    for i, f in enumerate(data.get("files", [])):
+    for i, f in enumerate(raw_files):
         if not isinstance(f, dict):
             raise DataError(f"malformed manifest {where}: files[{i}] must be a table")
         files.append(
@@ -127,11 +138,15 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
                 file = _need(spec, "file", str, f"{where} arrays.{group}.{modality}")
                 if file not in known_files:
                     raise DataError(f"malformed manifest {where}: arrays.{group}.{modality} names '{file}', not in [[files]]")
+                here = f"{where} arrays.{group}.{modality}"
+                for key, kind in (("key", str), ("column", int), ("offset", int)):
+                    if key in spec and (isinstance(spec[key], bool) or not isinstance(spec[key], kind)):
+                        raise DataError(f"malformed manifest {here}: '{key}' must be {kind.__name__}")
                 arrays[group][modality] = ArraySpec(
                     file=file,
                     key=spec.get("key"),
                     column=spec.get("column"),
-                    offset=int(spec.get("offset", 0)),
+                    offset=spec.get("offset", 0),
                 )
         if kind == "sampled":
             for key in ("seed", "query", "train"):
@@ -168,7 +183,7 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
         arrays=arrays,
         split=split,
         protocols=protocols,
-        source=dict(data.get("source", {})),
+        source=dict(source),
         synthetic=dict(synthetic),
         raw=data,
     )
