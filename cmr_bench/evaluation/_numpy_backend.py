@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import glob
+import os
+
 import numpy as np
 
 from cmr_bench.evaluation._inputs import ONE_HOT_MAX_CLASSES, Prepared
@@ -14,6 +20,40 @@ _TILE_ELEMENTS = 1 << 19
 _COUNT_TABLE = 1 << 16
 # float32 holds integers exactly below 2**24: bounds the combined Hamming count keys.
 _F32_EXACT = 1 << 24
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas_local_threads():
+    """OpenBLAS's `openblas_set_num_threads_local` (>= 0.3.27) from numpy's bundled library, or
+    None. It changes the BLAS thread count of the calling thread only."""
+    try:
+        base = os.path.dirname(os.path.dirname(np.__file__))
+        for path in glob.glob(os.path.join(base, "numpy.libs", "*openblas*")) + glob.glob(
+                os.path.join(os.path.dirname(np.__file__), ".dylibs", "*openblas*")):
+            fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
+            if fn is not None:
+                fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+                return fn
+    except (OSError, AttributeError):  # pragma: no cover - other BLAS builds
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run the many small Hamming GEMMs on one BLAS thread. They alternate with single-threaded
+    counting; a multi-threaded GEMM per tile then waits for its worker threads to be scheduled,
+    which on a busy machine made the count 10x slower (measured). Best effort: a no-op where
+    numpy's BLAS is not a recent OpenBLAS."""
+    fn = _openblas_local_threads()
+    if fn is None:
+        yield
+        return
+    previous = fn(1)
+    try:
+        yield
+    finally:
+        fn(previous)
 
 
 class NumpyBackend:
@@ -136,15 +176,16 @@ class NumpyBackend:
         buf = np.empty((b, cols), dt)
         ibuf = np.empty((b, cols), np.intp)
         counts = np.zeros(b * bins, np.int64)
-        for c0 in range(0, p.n_r, cols):
-            c1 = min(p.n_r, c0 + cols)
-            w = c1 - c0
-            np.matmul(Qa, self.Ra[c0:c1].T, out=buf[:, :w])
-            kb = ibuf[:, :w]
-            np.copyto(kb, buf[:, :w], casting="unsafe")
-            if self.mode == "equal":
-                kb += p.q_labels[s:e, None] == p.r_labels[None, c0:c1]
-            counts += np.bincount(kb.ravel(), minlength=b * bins)
+        with single_threaded_blas():
+            for c0 in range(0, p.n_r, cols):
+                c1 = min(p.n_r, c0 + cols)
+                w = c1 - c0
+                np.matmul(Qa, self.Ra[c0:c1].T, out=buf[:, :w])
+                kb = ibuf[:, :w]
+                np.copyto(kb, buf[:, :w], casting="unsafe")
+                if self.mode == "equal":
+                    kb += p.q_labels[s:e, None] == p.r_labels[None, c0:c1]
+                counts += np.bincount(kb.ravel(), minlength=b * bins)
         counts = counts.reshape(b, K + 1, W)
         N = counts.sum(axis=2)
         M = N - counts[:, :, 0]
