@@ -117,7 +117,7 @@ class ACMR(TorchMethod, Method):
             "The paper's triplet constraints are used (all in-batch cross-modal triplets), not the official Wikipedia script's pairwise similar/dissimilar loss.",
             "Loss weights alpha (triplets) = 1 and beta (labels) = 100 follow the official demo's 1 : 100 ratio; the hinge weight lambda = 1 is our choice (docs/methods.md).",
             "Multi-label datasets use a binary cross-entropy with logits for the label classifier; positives / negatives are items sharing / not sharing a label.",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features): on a validation split carved from Wikipedia's training set it raised mAP in both directions, and the hashing plugins do the same; standardize=false gives raw inputs.",
+            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {

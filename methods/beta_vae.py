@@ -67,7 +67,7 @@ class BetaVAE(TorchMethod, Method):
         supervision="supervised",
         deviations=(
             "beta-VAE is a single-modality, unsupervised model; its cross-modal transfer (SDCMR Table IV) is not described, so it is embedded in SDCMR's framework: SDCMR's shared semantic encoder as the VAE encoder, SDCMR's L_sim (Eq. 7) and semantic classifier C^s as the cross-modal and label signals (docs/methods.md).",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features): on a validation split carved from Wikipedia's training set it raised mAP in both directions, and the hashing plugins do the same; standardize=false gives raw inputs.",
+            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {

@@ -84,7 +84,7 @@ class P3S(TorchMethod, Method):
             "Re-implemented from the published description (abstract, and the SDCMR paper's account of P3S); no official code or full text was consulted, so layer sizes, loss weights and the exact form of each term are our choices (docs/methods.md).",
             "The similarity between paired shared representations is a plain mean squared distance, not P3S's own (unavailable) similarity measure.",
             "Multi-label datasets use a binary cross-entropy with logits for the label classifier.",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features): on a validation split carved from Wikipedia's training set it raised mAP in both directions, and the hashing plugins do the same; standardize=false gives raw inputs.",
+            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {

@@ -102,9 +102,6 @@ class SDCMRNet(nn.Module):
     def blocks(self) -> list[nn.Module]:
         return [self.enc_u, self.dec, self.cls_u, self.cls_s, self.enc_s]
 
-    def semantic_mean(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        return self.enc_s(x, modality)[0]
-
 
 @register_method
 class SDCMR(TorchMethod, Method):
@@ -125,7 +122,7 @@ class SDCMR(TorchMethod, Method):
             "Algorithm 1's five block updates use the gradients of one forward/backward pass per iteration instead of re-evaluating the loss between block updates.",
             "L_sim (Eq. 7) is averaged over the k latent dimensions and L_ind (Eq. 14) divided by the batch size; the printed sums collapse z^s (chance-level codes on synthetic data and a Wikipedia validation split, contradicting Table III); literal_scale=true restores them.",
             "Multi-label datasets use a binary cross-entropy with logits for the semantic classifier.",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features): on a validation split carved from Wikipedia's training set it raised mAP in both directions, and the hashing plugins do the same; standardize=false gives raw inputs.",
+            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {

@@ -103,7 +103,7 @@ class SDGZSL(TorchMethod, Method):
         deviations=(
             "Transferred from zero-shot classification to cross-modal retrieval (the SDCMR paper gives no details): the unseen-class feature generator is dropped, the disentangling auto-encoder takes SDCMR's encoder shape with a first layer per modality, the relation module scores h_s against one-hot class vectors, and SDCMR's L_sim links paired h_s (docs/methods.md).",
             "The TC weight warms up linearly over the first half of training (SDGZSL: 0.001 per epoch, which would leave it near zero in 500 iterations).",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features): on a validation split carved from Wikipedia's training set it raised mAP in both directions, and the hashing plugins do the same; standardize=false gives raw inputs.",
+            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {
