@@ -1,0 +1,53 @@
+"""The wiki grid, one method at a time: wall time and peak memory of
+`cmr-bench run --methods M --dataset wiki --seeds 0` (each in a fresh subprocess, so the peak
+RSS is the method's own). Needs the real wiki files (CMR_BENCH_DATA).
+
+    pytest benchmarks/bench_wiki_grid.py --benchmark-enable -p no:cacheprovider -s
+
+Slow (minutes: DSCMR's 500 epochs dominate); the numbers are recorded in docs/methods.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cmr_bench.registry import all_methods
+
+DATA = os.environ.get("CMR_BENCH_DATA")
+METHODS = [n for n, c in all_methods().items() if c.in_all]
+
+_CHILD = """
+import resource, sys
+from cmr_bench.cli import main
+code = main(sys.argv[1:])
+print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+sys.exit(code)
+"""
+
+
+@pytest.mark.skipif(not DATA or not (Path(DATA) / "wiki" / "raw_features.mat").is_file(), reason="needs CMR_BENCH_DATA with wiki/")
+@pytest.mark.parametrize("method", METHODS)
+def test_wiki_grid_one_method(benchmark, report, tmp_path, method):
+    def run():
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, "run", "--methods", method, "--dataset", "wiki", "--seeds", "0",
+             "--bits", "64", "--results-dir", str(tmp_path), "--force", "--no-progress"],
+            capture_output=True, text=True,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        peak_kb = int(proc.stdout.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+        return time.perf_counter() - start, peak_kb
+
+    wall, peak_kb = benchmark.pedantic(run, rounds=1, iterations=1)
+    fits = [json.loads(p.read_text())["timings"].get("fit_s", 0.0) for p in tmp_path.rglob("run.json")]
+    report({"benchmark": f"wiki grid: {method}", "wall_s": round(wall, 1), "fit_s": round(sum(fits), 1),
+            "peak_rss_mb": round(peak_kb / 1024, 1)})
