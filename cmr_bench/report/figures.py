@@ -53,19 +53,12 @@ def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None
                 curves[label][d].append((np.asarray(pr["recall"], float), np.asarray(pr["precision"], float)))
     if not curves:
         raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, (d, title) in zip(axes, DIRECTION_TITLES.items()):
-        for i, (label, per_dir) in enumerate(sorted(curves.items())):
-            if not per_dir[d]:
-                continue
-            recall = np.mean([c[0] for c in per_dir[d]], axis=0)
-            precision = np.mean([c[1] for c in per_dir[d]], axis=0)
-            ax.plot(recall, precision, _style(i), marker=".", markersize=3, label=f"{label} (n={len(per_dir[d])})")
-        ax.set(title=f"{title} — {dataset}", xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.0))
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper right")
-    return _save(fig, out)
+    def draw(ax, i, label, runs):
+        recall = np.mean([c[0] for c in runs], axis=0)
+        precision = np.mean([c[1] for c in runs], axis=0)
+        ax.plot(recall, precision, _style(i), marker=".", markersize=3, label=f"{label} (n={len(runs)})")
+
+    return _two_panels(curves, draw, dataset, out, xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1))
 
 
 def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None) -> Path:
@@ -78,18 +71,24 @@ def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str |
                 curves[label][d].append(ps)
     if not curves:
         raise CmrBenchError(f"no finished runs with precision@R for dataset '{dataset}' in {runs_dir}")
+    def draw(ax, i, label, runs):
+        rs = [r for r, _ in runs[0]]
+        ax.plot(rs, np.mean([[v for _, v in run] for run in runs], axis=0), _style(i), marker="o", markersize=3, label=label)
+
+    return _two_panels(curves, draw, dataset, out, xlabel="Number of top returned items R", ylabel="Precision@R", ylim=(0, 1))
+
+
+def _two_panels(curves, draw, dataset: str, out: Path, **axis) -> Path:
+    """Img2Txt and Txt2Img side by side; `curves[label][direction]` holds one entry per run."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax, (d, title) in zip(axes, DIRECTION_TITLES.items()):
         for i, (label, per_dir) in enumerate(sorted(curves.items())):
-            if not per_dir[d]:
-                continue
-            rs = [r for r, _ in per_dir[d][0]]
-            vals = np.mean([[v for _, v in run] for run in per_dir[d]], axis=0)
-            ax.plot(rs, vals, _style(i), marker="o", markersize=3, label=label)
-        ax.set(title=f"{title} — {dataset}", xlabel="Number of top returned items R", ylabel="Precision@R", ylim=(0, 1))
+            if per_dir[d]:
+                draw(ax, i, label, per_dir[d])
+        ax.set(title=f"{title} — {dataset}", **axis)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper right")
     return _save(fig, out)
 
 
