@@ -141,6 +141,9 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})" for _, r in same.iterrows())
         notes.append(f"Published on the same features as ours: {refs}.")
     notes += sorted({n for n in pub["note"] if n})
+    if table == "5":
+        notes.append("These rows need BLIP-2 ViT-L features of the dataset; none are available here, so no row of ours "
+                     "can be run until such features are imported as a dataset of their own.")
     return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes)
 
 
