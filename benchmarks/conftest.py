@@ -10,9 +10,18 @@ import pytest
 
 
 def pytest_collect_file(file_path, parent):
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+    # Collect bench_*.py when the folder is given (`pytest benchmarks/`); a file named on the
+    # command line is already collected by pytest itself, so it is not collected twice.
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and not _named_on_command_line(file_path, parent):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
+
+
+def _named_on_command_line(file_path, parent) -> bool:
+    from pathlib import Path
+
+    args = parent.config.invocation_params.args
+    return any(Path(a.split("::")[0]).resolve() == file_path.resolve() for a in args if not a.startswith("-"))
 
 
 def pytest_configure(config):
