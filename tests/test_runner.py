@@ -225,3 +225,21 @@ def test_table_marks_missing_methods(run_cli, tmp_path, real_root):
 def test_plot_without_runs_is_a_clear_error(run_cli, tmp_path):
     code, _, err = run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", tmp_path / "none")
     assert code == 2 and "no finished runs" in err
+
+
+def test_tables_leave_out_a_hand_edited_run(grid, run_cli, tmp_path):
+    """A run whose metrics were edited after it was written fails its recorded checksum and
+    never reaches a table; the warning names it."""
+    assert grid("--seeds", "0,1", methods="cca")[0] == 0
+    folders = _run_folders(grid.results)
+    metrics_file = folders[0] / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["i2t"]["map@all"] = 0.999
+    metrics_file.write_text(json.dumps(metrics))
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", grid.results,
+                             "--out", tmp_path / "t", "--format", "csv")
+    assert code == 0 and "skipping corrupt run" in err
+    import pandas as pd
+
+    row = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method").loc["cca"]
+    assert row["runs"] == 1 and row["img2txt_mean"] < 0.99

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import os
 import re
 import shutil
@@ -235,7 +236,9 @@ def recover(folder: Path) -> list[str]:
 
 
 def iter_runs(runs_dir: Path, dataset: str | None = None):
-    """Yield (folder, run.json, metrics.json or None) for every stored run, skipping temp folders."""
+    """Yield (folder, run.json, metrics.json or None) for every stored run that validates,
+    skipping temp folders. A corrupt or hand-edited run is reported on stderr and left out,
+    so it never reaches a table (the next `cmr-bench run` redoes it)."""
     runs_dir = Path(runs_dir)
     base = runs_dir / dataset if dataset else runs_dir
     if not base.is_dir():
@@ -244,13 +247,11 @@ def iter_runs(runs_dir: Path, dataset: str | None = None):
         folder = run_file.parent
         if any(part.startswith(".") for part in folder.relative_to(runs_dir).parts):
             continue
-        try:
-            run = json.loads(run_file.read_text())
-            metrics_file = folder / "metrics.json"
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-        except (OSError, ValueError):
+        state = validate_run(folder)
+        if state.status == STATUS_CORRUPT:
+            print(f"cmr-bench: warning: skipping corrupt run {folder}: {state.problem}", file=sys.stderr)
             continue
-        yield folder, run, metrics
+        yield folder, state.run, state.metrics
 
 
 # --- the whole store, for `cmr-bench runs list|clean` --------------------------------------
