@@ -131,3 +131,24 @@ def write_mat73(path: Path, arrays: dict) -> None:
             fh[k] = np.ascontiguousarray(np.asarray(v).T)
     with open(path, "r+b") as fh:
         fh.write(b"MATLAB 7.3 MAT-file, written by cmr-bench tests".ljust(116, b" "))
+
+
+EXAMPLE_PLUGIN_SRC = REPO / "tests" / "example_plugin"
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory) -> Path:
+    """tests/example_plugin installed into a temporary --target folder, shared by the session
+    (nothing is installed into the environment itself)."""
+    import shutil
+    import subprocess
+    import sys
+
+    site = tmp_path_factory.getbasetemp() / "example-plugin-site"
+    if not (site / "cmr_example_plugin").is_dir():
+        src = tmp_path_factory.mktemp("example-plugin-src") / "pkg"
+        shutil.copytree(EXAMPLE_PLUGIN_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                               "--target", str(site), str(src)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return site

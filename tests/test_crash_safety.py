@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,23 +23,11 @@ from cmr_bench.plugin import Method, MethodInfo
 from cmr_bench.runner.lock import RunLock, lock_path, probe
 from cmr_bench.runner.store import validate_run
 
-PLUGIN_SRC = Path(__file__).resolve().parent / "example_plugin"
 
 
 # --- the example plugin package (its test-only `example-chaos` method sleeps, diverges or dies)
 
 
-@pytest.fixture(scope="session")
-def plugin_site(tmp_path_factory) -> Path:
-    """tests/example_plugin installed into a temporary --target folder, shared by the session."""
-    site = tmp_path_factory.getbasetemp() / "example-plugin-site"
-    if not (site / "cmr_example_plugin").is_dir():
-        src = tmp_path_factory.mktemp("example-plugin-src") / "pkg"
-        shutil.copytree(PLUGIN_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                               "--target", str(site), str(src)], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return site
 
 
 def cli_env(site: Path) -> dict:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,17 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGIN_SRC = Path(__file__).resolve().parent / "example_plugin"
 
 
-@pytest.fixture(scope="session")
-def plugin_site(tmp_path_factory) -> Path:
-    """tests/example_plugin installed into a temporary --target folder, shared by the session."""
-    site = tmp_path_factory.getbasetemp() / "example-plugin-site"
-    if not (site / "cmr_example_plugin").is_dir():
-        src = tmp_path_factory.mktemp("example-plugin-src") / "pkg"
-        shutil.copytree(PLUGIN_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                               "--target", str(site), str(src)], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return site
 
 
 @pytest.fixture

@@ -166,7 +166,6 @@ def test_sdcmr_gradient_reversal_reaches_the_encoders_with_the_right_sign(monkey
         return param.grad.clone()
 
     mod_img = torch.zeros(len(y), dtype=torch.long)
-    mod_txt = torch.ones(len(y), dtype=torch.long)
     ce_mod_s_img = lambda: F.cross_entropy(m.net.cls_u(m.net.enc_s(x["image"], "image")[0]), mod_img)
     ce_sem_u_txt = lambda: F.cross_entropy(m.net.cls_s(m.net.enc_u["text"](x["text"])[0]), y.argmax(1))
     g_es = direct(ce_mod_s_img, e_s)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,21 +17,9 @@ import pytest
 from cmr_bench.runner.executors import threads_per_job, usable_cpus
 from cmr_bench.runner.store import validate_run
 
-PLUGIN_SRC = Path(__file__).resolve().parent / "example_plugin"
 GRID = ["--methods", "cca,random", "--dataset", "synthetic", "--seeds", "0-1"]
 
 
-@pytest.fixture(scope="session")
-def plugin_site(tmp_path_factory) -> Path:
-    """tests/example_plugin installed into a temporary --target folder, shared by the session."""
-    site = tmp_path_factory.getbasetemp() / "example-plugin-site"
-    if not (site / "cmr_example_plugin").is_dir():
-        src = tmp_path_factory.mktemp("example-plugin-src") / "pkg"
-        shutil.copytree(PLUGIN_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                               "--target", str(site), str(src)], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return site
 
 
 def cli(site: Path, *args, timeout=240) -> subprocess.CompletedProcess:
