@@ -16,7 +16,7 @@ from cmr_bench.data.readers import read_array
 from cmr_bench.data.root import data_root
 from cmr_bench.data.splits import sample_query_database
 from cmr_bench.data.synthetic import make_synthetic
-from cmr_bench.data.types import Dataset, Protocol, Split
+from cmr_bench.data.types import Dataset, Split
 from cmr_bench.errors import DataError
 
 
@@ -211,9 +211,7 @@ def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | 
         manifest = find_manifest(name_or_manifest, root_path)
     except (TypeError, ValueError, AttributeError) as exc:  # a key of the wrong type the parser did not check
         raise DataError(f"malformed manifest {name_or_manifest}: {type(exc).__name__}: {exc}") from None
-    protocols = {
-        p.name: Protocol(p.name, p.train, p.query, p.retrieval, p.description) for p in manifest.protocols.values()
-    }
+    protocols = dict(manifest.protocols)
     if manifest.split_kind == "synthetic":
         params = dict(manifest.synthetic)
         params.setdefault("num_classes", manifest.num_classes)

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cmr_bench.data.types import Protocol
 from cmr_bench.errors import DataError, UnknownNameError
 
 SPLIT_KINDS = ("fixed", "sampled", "synthetic")
@@ -32,15 +33,6 @@ class ArraySpec:
     offset: int = 0  # added to integer labels (1-based files use -1)
 
 
-@dataclass(frozen=True)
-class ProtocolSpec:
-    name: str
-    train: str
-    query: str
-    retrieval: str
-    description: str = ""
-
-
 @dataclass
 class Manifest:
     name: str
@@ -54,7 +46,7 @@ class Manifest:
     files: list[FileSpec]
     arrays: dict[str, dict[str, ArraySpec]]  # group ("train", "test" or "all") -> modality -> spec
     split: dict[str, Any]
-    protocols: dict[str, ProtocolSpec]
+    protocols: dict[str, Protocol]
     source: dict[str, str] = field(default_factory=dict)
     synthetic: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
@@ -155,7 +147,7 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
 
     protocols = {}
     for pname, p in _need(data, "protocols", dict, where).items():
-        spec = ProtocolSpec(
+        spec = Protocol(
             pname,
             train=_need(p, "train", str, f"{where} [protocols.{pname}]"),
             query=_need(p, "query", str, f"{where} [protocols.{pname}]"),
