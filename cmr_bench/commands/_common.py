@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
 
 
 def root_of(args):
@@ -15,12 +14,13 @@ def root_of(args):
 
 
 def print_json(data) -> None:
+    from cmr_bench.runner.store import json_default
+
     def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        return str(o)
+        try:
+            return json_default(o)
+        except TypeError:
+            return str(o)  # printing must not fail on an odd value
 
     json.dump(data, sys.stdout, indent=2, default=default)
     sys.stdout.write("\n")

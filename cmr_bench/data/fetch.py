@@ -151,15 +151,10 @@ def verify(manifest: Manifest, root: Path) -> Report:
 def _check_loads(manifest: Manifest, root: Path, report: Report) -> None:
     """Shapes, dims, labels and finiteness, by loading the dataset for real."""
     try:
-        ds = load_dataset(manifest.path, root) if not _is_builtin(manifest) else load_dataset(manifest.name, root)
+        ds = load_dataset(manifest.path, root)
     except CmrBenchError as exc:
         report.add(f"load check failed: {exc}", ok=False)
         return
     sizes = ", ".join(f"{name} {len(s)}" for name, s in ds.splits.items())
     report.add(f"loads: {sizes}; image {ds.image_dim}-d, text {ds.text_dim}-d, {ds.num_classes} classes")
 
-
-def _is_builtin(manifest: Manifest) -> bool:
-    from cmr_bench.data.manifest import builtin_manifest_paths
-
-    return builtin_manifest_paths().get(manifest.name) == manifest.path

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from cmr_bench.runner.store import STATUS_DONE
+from cmr_bench.runner.store import STATUS_DONE, STATUS_FAILED, validate_run
 
 
 def load_runs(runs_dir: Path, specs) -> list[tuple[object, dict, dict | None]]:
+    """(spec, run.json, metrics.json or None) for each spec whose run folder validates."""
     out = []
     for spec in specs:
-        folder = spec.folder(runs_dir)
-        try:
-            run = json.loads((folder / "run.json").read_text())
-            metrics = json.loads((folder / "metrics.json").read_text()) if run.get("status") == STATUS_DONE else None
-        except (OSError, ValueError):
-            continue
-        out.append((spec, run, metrics))
+        state = validate_run(spec.folder(runs_dir))
+        if state.status in (STATUS_DONE, STATUS_FAILED):
+            out.append((spec, state.run, state.metrics))
     return out
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+def mean_std(values) -> tuple[float, float, int]:
+    """Mean, sample std (0 for one value) and count of the finite values; NaNs when none."""
+    a = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if len(a) == 0:
+        return np.nan, np.nan, 0
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0, len(a)
 
 
 def summary_rows(runs_dir: Path, specs, metric: str = "map@all") -> list[dict]:
@@ -43,7 +42,7 @@ def summary_rows(runs_dir: Path, specs, metric: str = "map@all") -> list[dict]:
         row = {"method": method + (f" [{variant}]" if variant else ""), "bits": bits or "", "runs": len(g["i2t"])}
         for d in ("i2t", "t2i"):
             if g[d]:
-                m, s = mean_std(g[d])
+                m, s, _ = mean_std(g[d])
                 row[f"{d} {metric}"] = f"{m:.4f} ± {s:.4f}"
         if g["i2t"]:
             row["avg"] = f"{(np.mean(g['i2t']) + np.mean(g['t2i'])) / 2:.4f}"

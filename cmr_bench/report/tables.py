@@ -11,6 +11,7 @@ import pandas as pd
 
 from cmr_bench.report.published import published
 from cmr_bench.report.results import collect
+from cmr_bench.report.summary import mean_std
 
 TITLES = {
     "2": "Table II: MAP of cross-modal retrieval",
@@ -30,13 +31,6 @@ class Table:
     frame: pd.DataFrame  # numeric, for CSV
     display: pd.DataFrame  # formatted strings, for Markdown / LaTeX
     notes: list[str] = field(default_factory=list)
-
-
-def _stats(values) -> tuple[float, float, int]:
-    a = np.asarray([v for v in values if pd.notna(v)], dtype=float)
-    if len(a) == 0:
-        return np.nan, np.nan, 0
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0, len(a)
 
 
 def _fmt(mean, std, n) -> str:
@@ -101,8 +95,8 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
             label = f"{label} (ceiling)"
         mine = runs[runs["key"] == key] if (has_plugin and not runs.empty) else pd.DataFrame()
         done = mine[mine["status"] == "done"] if not mine.empty else mine
-        i2t = _stats(done.get(f"i2t:{metric}", [])) if not done.empty else (np.nan, np.nan, 0)
-        t2i = _stats(done.get(f"t2i:{metric}", [])) if not done.empty else (np.nan, np.nan, 0)
+        i2t = mean_std(done.get(f"i2t:{metric}", [])) if not done.empty else (np.nan, np.nan, 0)
+        t2i = mean_std(done.get(f"t2i:{metric}", [])) if not done.empty else (np.nan, np.nan, 0)
         avg = (i2t[0] + t2i[0]) / 2 if i2t[2] and t2i[2] else np.nan
         if key.startswith("same:"):
             p = same[same["method"] == key[5:]].iloc[0]
@@ -178,7 +172,7 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
         for b in bits:
             sel = mine[(mine["bits"] == b) & (mine["status"] == "done")]
             for d, label in (("i2t", "I→T"), ("t2i", "T→I")):
-                m, s, n = _stats(sel.get(f"{d}:{metric}", []))
+                m, s, n = mean_std(sel.get(f"{d}:{metric}", []))
                 rec[f"{d}_{b}_mean"], rec[f"{d}_{b}_std"], rec[f"{d}_{b}_n"] = m, s, n
                 failed = int(((mine["bits"] == b) & (mine["status"] != "done")).sum()) if not mine.empty else 0
                 disp[f"{label} {b}"] = _fmt(m, s, n) if n else ("failed" if failed else "not run")

@@ -37,7 +37,7 @@ LOCK_FILE = re.compile(r"^\.(seed-.+)\.lock$")
 CONFIG_DIR = re.compile(r"^(?P<tag>.+)-(?P<hash>[0-9a-f]{10})$")
 
 
-def _json_default(o):
+def json_default(o):
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -88,11 +88,11 @@ def write_run(folder: Path, run: dict[str, Any], metrics: dict | None, log: list
     try:
         written = []
         if metrics is not None:
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=json_default))
             written.append("metrics.json")
         with open(tmp / "log.jsonl", "w") as fh:
             for row in log:
-                fh.write(json.dumps(row, default=_json_default) + "\n")
+                fh.write(json.dumps(row, default=json_default) + "\n")
         written.append("log.jsonl")
         if arrays:
             np.savez_compressed(tmp / "arrays.npz", **arrays)
@@ -102,7 +102,7 @@ def write_run(folder: Path, run: dict[str, Any], metrics: dict | None, log: list
             _fsync_file(tmp / name)
             files[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
         # run.json last, with the checksums of the others: a folder is only as good as it says.
-        (tmp / "run.json").write_text(json.dumps({**run, "files": files}, indent=2, sort_keys=True, default=_json_default))
+        (tmp / "run.json").write_text(json.dumps({**run, "files": files}, indent=2, sort_keys=True, default=json_default))
         _fsync_file(tmp / "run.json")
         _fsync_dir(tmp)
         if folder.exists():  # replacing a failed, corrupt or forced run
