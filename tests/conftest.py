@@ -152,3 +152,14 @@ def plugin_site(tmp_path_factory) -> Path:
                                "--target", str(site), str(src)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
     return site
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Method tests train on one thread: deterministic timing on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
