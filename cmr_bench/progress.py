@@ -1,0 +1,26 @@
+"""Training progress, from the trainer to whoever displays it.
+
+The trainer calls `training_step(done, total, loss)` after each epoch/iteration; the runner
+installs a listener (a TTY bar, a line every ~30 s off a TTY, or a pipe to the parent process).
+Without a listener the call costs one global lookup: plugins and tests need not care."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+Listener = Callable[[int, int, Optional[float], str], None]
+_listener: Optional[Listener] = None
+
+
+def set_listener(listener: Optional[Listener]) -> Optional[Listener]:
+    """Install `listener(done, total, loss, unit)`; returns the previous one (to restore)."""
+    global _listener
+    previous, _listener = _listener, listener
+    return previous
+
+
+def training_step(done: int, total: int, loss: Optional[float] = None, unit: str = "epoch") -> None:
+    """Report that `done` of `total` epochs (or iterations: `unit`) are finished; `loss` is the
+    latest training loss as a Python float (pass None rather than forcing a device sync)."""
+    if _listener is not None:
+        _listener(done, total, loss, unit)
