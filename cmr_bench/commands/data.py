@@ -42,10 +42,19 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_import)
 
 
-def _manifests(args):
+def _manifests(args, errors: dict | None = None):
+    """Every manifest; a malformed one in the data root is reported on stderr (or collected
+    in `errors`) and left out, never hiding the others."""
+    import sys
+
     from cmr_bench.data.manifest import all_manifests
 
-    return all_manifests(root_of(args))
+    collected: dict[str, str] = {} if errors is None else errors
+    found = all_manifests(root_of(args), errors=collected)
+    if errors is None:
+        for name, problem in collected.items():
+            print(f"cmr-bench: warning: skipping dataset '{name}': {problem}", file=sys.stderr)
+    return found
 
 
 def cmd_list(args) -> int:
@@ -53,11 +62,15 @@ def cmd_list(args) -> int:
 
     root = root_of(args)
     rows = []
-    for name, m in _manifests(args).items():
+    bad: dict[str, str] = {}
+    for name, m in _manifests(args, bad).items():
         state = dataset_state(m, root)
         missing = [] if m.split_kind == "synthetic" else [s.path for s in file_status(m, files_dir(m, root)) if not s.present]
         rows.append({"name": name, "state": state, "label_kind": m.label_kind, "classes": m.num_classes,
                      "splits": m.split.get("sizes", {}), "missing": missing, "title": m.title})
+    for name, problem in bad.items():
+        rows.append({"name": name, "state": "malformed", "label_kind": "", "classes": "", "splits": {},
+                     "missing": [], "title": "", "problem": problem})
     if args.json:
         print_json({"data_root": str(root), "datasets": rows})
         return 0
@@ -65,6 +78,9 @@ def cmd_list(args) -> int:
     print_table([{"dataset": r["name"], "state": r["state"], "labels": r["label_kind"], "classes": r["classes"],
                   "splits": " / ".join(f"{k} {v:,}" for k, v in r["splits"].items()),
                   "missing files": ", ".join(r["missing"]) if r["state"] == "partial" else ""} for r in rows])
+    for r in rows:
+        if r["state"] == "malformed":
+            print(f"{r['name']}: {r['problem']}")
     return 0
 
 

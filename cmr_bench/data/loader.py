@@ -108,6 +108,14 @@ def cached_sha256(path: Path) -> str:
     return digest
 
 
+def checked_sha256(path: Path, dataset: str) -> str:
+    """cached_sha256 with an unreadable file as one DataError line."""
+    try:
+        return cached_sha256(path)
+    except OSError as exc:
+        raise DataError(f"dataset '{dataset}': cannot read {path}: {exc.strerror or exc}") from None
+
+
 def check_files(manifest: Manifest, folder: Path, checksums: bool = True) -> None:
     missing = [f.path for f in manifest.files if not (folder / f.path).is_file()]
     if missing:
@@ -116,7 +124,7 @@ def check_files(manifest: Manifest, folder: Path, checksums: bool = True) -> Non
         )
     if checksums:
         for f in manifest.files:
-            if f.sha256 and cached_sha256(folder / f.path) != f.sha256:
+            if f.sha256 and checked_sha256(folder / f.path, manifest.name) != f.sha256:
                 raise DataError(
                     f"dataset '{manifest.name}': checksum mismatch for {folder / f.path} "
                     f"(expected sha256 {f.sha256[:12]}...); the file is corrupt or a different version"
@@ -129,6 +137,8 @@ def check_files(manifest: Manifest, folder: Path, checksums: bool = True) -> Non
 def _features(array: np.ndarray, what: str, expected_dim: int | None) -> np.ndarray:
     if array.ndim != 2:
         raise DataError(f"{what}: expected a 2-D (items x dims) array, got shape {array.shape}")
+    if array.shape[1] == 0:
+        raise DataError(f"{what}: the features have zero columns")
     if expected_dim and array.shape[1] != expected_dim:
         raise DataError(f"{what}: expected {expected_dim} dims, got {array.shape[1]}")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
@@ -186,8 +196,9 @@ def _sampled_indices(manifest: Manifest, n: int, root: Path) -> dict[str, np.nda
     candidates.append(Path(platformdirs.user_cache_dir("cmr-bench")) / "splits" / name)
     for path in candidates:
         if path.is_file():
-            with np.load(path) as saved:
-                return {k: saved[k] for k in saved.files}
+            saved = _read_saved_split(path, n, s["query"], s["train"])
+            if saved is not None:
+                return saved
     try:
         indices = sample_query_database(n, s["query"], s["train"], s["seed"])
     except ValueError as exc:
@@ -202,6 +213,26 @@ def _sampled_indices(manifest: Manifest, n: int, root: Path) -> dict[str, np.nda
         except OSError:
             continue
     return indices
+
+
+def _read_saved_split(path: Path, n: int, n_query: int, n_train: int) -> dict[str, np.ndarray] | None:
+    """A saved draw, only when it is one: three sorted index arrays of the recorded sizes
+    inside 0..n-1 (query and database disjoint, train within the database). Anything else
+    (a damaged or planted file) is ignored and the split is drawn again from its seed."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            out = {k: np.asarray(saved[k]) for k in ("query", "database", "train")}
+    except Exception:
+        return None
+    sizes = {"query": n_query, "database": n - n_query, "train": n_train}
+    for k, a in out.items():
+        if a.ndim != 1 or len(a) != sizes[k] or not np.issubdtype(a.dtype, np.integer):
+            return None
+        if len(a) and (a.min() < 0 or a.max() >= n or np.any(np.diff(a) <= 0)):
+            return None
+    if np.intersect1d(out["query"], out["database"]).size or np.setdiff1d(out["train"], out["database"]).size:
+        return None
+    return {k: a.astype(np.int64) for k, a in out.items()}
 
 
 def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, checksums: bool = True) -> Dataset:
@@ -230,6 +261,10 @@ def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | 
         for group in manifest.arrays:
             image, text, labels = _read_group(manifest, folder, group)
             splits[group] = Split(group, image, text, labels, np.arange(len(image)))
+        dims = {(s.image.shape[1], s.text.shape[1]) for s in splits.values()}
+        if len(dims) > 1:
+            shown = ", ".join(f"{k} {s.image.shape[1]}/{s.text.shape[1]}" for k, s in splits.items())
+            raise DataError(f"dataset '{manifest.name}': splits differ in feature dims (image/text: {shown})")
     else:  # sampled
         image, text, labels = _read_group(manifest, folder, "all")
         for split_name, rows in _sampled_indices(manifest, len(image), root_path).items():

@@ -4,6 +4,7 @@ malformed manifest fails with one line naming the file and the key."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -11,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from cmr_bench.data.types import Protocol
-from cmr_bench.errors import DataError, UnknownNameError
+from cmr_bench.errors import CmrBenchError, DataError, UnknownNameError
+
+# Bounds on manifest numbers: far beyond any real dataset, small enough that nothing built
+# from them (label matrices, class counts, index arrays) can exhaust memory or overflow int64.
+MAX_CLASSES = 100_000
+MAX_ROWS = 10**9
+MAX_OFFSET = 2**31
+MAX_COLUMN = 10_000
+MAX_MANIFEST_BYTES = 1 << 20
 
 SPLIT_KINDS = ("fixed", "sampled", "synthetic")
 LABEL_KINDS = ("single", "multi")
@@ -23,6 +32,7 @@ class FileSpec:
     path: str
     sha256: str = ""  # "" = no checksum recorded (bring-your-own files)
     fetch: bool = True  # False: no public download exists
+    bytes: int | None = None  # expected size; checked on download when there is no sha256
 
 
 @dataclass(frozen=True)
@@ -74,24 +84,42 @@ def _need(table: dict, key: str, kind, where: str):
     return value
 
 
+def _bounded_int(value, key: str, where: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise DataError(f"malformed manifest {where}: '{key}' must be an integer in {lo}..{hi:,}")
+    return value
+
+
+def _component(value, what: str, where: str) -> str:
+    from cmr_bench.paths import check_component
+
+    try:
+        return check_component(value, what)
+    except CmrBenchError as exc:
+        raise DataError(f"malformed manifest {where}: {exc}") from None
+
+
 def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
     where = str(path)
-    name = _need(data, "name", str, where)
+    name = _component(_need(data, "name", str, where), "dataset name", where)
     label_kind = _need(data, "label_kind", str, where)
     if label_kind not in LABEL_KINDS:
         raise DataError(f"malformed manifest {where}: label_kind must be one of {LABEL_KINDS}")
-    num_classes = _need(data, "num_classes", int, where)
-    if num_classes < 1:
-        raise DataError(f"malformed manifest {where}: num_classes must be >= 1")
+    num_classes = _bounded_int(_need(data, "num_classes", int, where), "num_classes", where, 1, MAX_CLASSES)
     class_names = data.get("class_names", [])
     if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
         raise DataError(f"malformed manifest {where}: 'class_names' must be a list of strings")
     for key in ("image_dim", "text_dim"):
-        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 1):
-            raise DataError(f"malformed manifest {where}: '{key}' must be a positive integer")
+        if key in data:
+            _bounded_int(data[key], key, where, 1, MAX_ROWS)
+    for key in ("title", "folder"):
+        if key in data and not isinstance(data[key], str):
+            raise DataError(f"malformed manifest {where}: '{key}' must be a string")
     source = data.get("source", {})
     if not isinstance(source, dict) or not all(isinstance(v, str) for v in source.values()):
         raise DataError(f"malformed manifest {where}: [source] must be a table of strings")
+    if source.get("base_url") and not source["base_url"].lower().startswith(("http://", "https://")):
+        raise DataError(f"malformed manifest {where}: source.base_url must be an http(s) URL")
     raw_files = data.get("files", [])
     if not isinstance(raw_files, list):
         raise DataError(f"malformed manifest {where}: 'files' must be an array of tables ([[files]])")
@@ -102,21 +130,36 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
     if kind not in SPLIT_KINDS:
         raise DataError(f"malformed manifest {where}: split.kind must be one of {SPLIT_KINDS}, got '{kind}'")
     sizes = split.get("sizes", {})
-    if not isinstance(sizes, dict) or not all(isinstance(v, int) for v in sizes.values()):
+    if not isinstance(sizes, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes.values()):
         raise DataError(f"malformed manifest {where}: split.sizes must map split names to integers")
+    for split_name, size in sizes.items():
+        _component(split_name, "split name", where)
+        _bounded_int(size, f"split.sizes.{split_name}", where, 1, MAX_ROWS)
+    if kind == "fixed" and not sizes:
+        raise DataError(f"malformed manifest {where}: a fixed split needs split.sizes (e.g. {{ train = 100, test = 50 }})")
 
     files = []
     for i, f in enumerate(raw_files):
+        here = f"{where} files[{i}]"
         if not isinstance(f, dict):
             raise DataError(f"malformed manifest {where}: files[{i}] must be a table")
-        files.append(
-            FileSpec(
-                path=_need(f, "path", str, f"{where} files[{i}]"),
-                sha256=str(f.get("sha256", "")).lower(),
-                fetch=bool(f.get("fetch", True)),
-            )
-        )
+        file_path = _need(f, "path", str, here)
+        from cmr_bench.paths import check_relative
+
+        try:
+            check_relative(file_path, "file path")
+        except CmrBenchError as exc:
+            raise DataError(f"malformed manifest {here}: {exc}") from None
+        digest = f.get("sha256", "")
+        if not isinstance(digest, str) or (digest and not re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
+            raise DataError(f"malformed manifest {here}: 'sha256' must be 64 hex digits or \"\"")
+        if "fetch" in f and not isinstance(f["fetch"], bool):
+            raise DataError(f"malformed manifest {here}: 'fetch' must be true or false")
+        size = _bounded_int(f["bytes"], "bytes", here, 0, 1 << 50) if "bytes" in f else None
+        files.append(FileSpec(path=file_path, sha256=digest.lower(), fetch=f.get("fetch", True), bytes=size))
     known_files = {f.path for f in files}
+    if len(known_files) != len(files):
+        raise DataError(f"malformed manifest {where}: a file is listed twice in [[files]]")
 
     arrays: dict[str, dict[str, ArraySpec]] = {}
     if kind != "synthetic":
@@ -131,9 +174,13 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
                 if file not in known_files:
                     raise DataError(f"malformed manifest {where}: arrays.{group}.{modality} names '{file}', not in [[files]]")
                 here = f"{where} arrays.{group}.{modality}"
-                for key, kind in (("key", str), ("column", int), ("offset", int)):
-                    if key in spec and (isinstance(spec[key], bool) or not isinstance(spec[key], kind)):
-                        raise DataError(f"malformed manifest {here}: '{key}' must be {kind.__name__}")
+                for key, kind_ in (("key", str), ("column", int), ("offset", int)):
+                    if key in spec and (isinstance(spec[key], bool) or not isinstance(spec[key], kind_)):
+                        raise DataError(f"malformed manifest {here}: '{key}' must be {kind_.__name__}")
+                if "column" in spec:
+                    _bounded_int(spec["column"], "column", here, 0, MAX_COLUMN)
+                if "offset" in spec:
+                    _bounded_int(spec["offset"], "offset", here, -MAX_OFFSET, MAX_OFFSET)
                 arrays[group][modality] = ArraySpec(
                     file=file,
                     key=spec.get("key"),
@@ -141,12 +188,26 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
                     offset=spec.get("offset", 0),
                 )
         if kind == "sampled":
-            for key in ("seed", "query", "train"):
-                _need(split, key, int, f"{where} [split]")
-    synthetic = data.get("synthetic", {}) if kind == "synthetic" else {}
+            _bounded_int(_need(split, "seed", int, f"{where} [split]"), "split.seed", where, 0, 2**63 - 1)
+            for key in ("query", "train"):
+                _bounded_int(_need(split, key, int, f"{where} [split]"), f"split.{key}", where, 1, MAX_ROWS)
+    synthetic: dict[str, Any] = {}
+    if kind == "synthetic":
+        from cmr_bench.data.synthetic import check_params
+
+        raw_synthetic = data.get("synthetic", {})
+        if not isinstance(raw_synthetic, dict):
+            raise DataError(f"malformed manifest {where}: [synthetic] must be a table")
+        try:
+            synthetic = check_params(raw_synthetic)
+        except ValueError as exc:
+            raise DataError(f"malformed manifest {where} [synthetic]: {exc}") from None
 
     protocols = {}
     for pname, p in _need(data, "protocols", dict, where).items():
+        _component(pname, "protocol name", where)
+        if not isinstance(p, dict):
+            raise DataError(f"malformed manifest {where}: [protocols.{pname}] must be a table")
         spec = Protocol(
             pname,
             train=_need(p, "train", str, f"{where} [protocols.{pname}]"),
@@ -183,13 +244,25 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
 
 def read_manifest(path: Path) -> Manifest:
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest not found: {path}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        if not path.is_file():
+            raise DataError(f"manifest not found: {path}")
+        with open(path, "rb") as fh:
+            blob = fh.read(MAX_MANIFEST_BYTES + 1)
+    except (OSError, ValueError) as exc:  # unreadable, a NUL in the name, ...
+        raise DataError(f"cannot read manifest {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(blob) > MAX_MANIFEST_BYTES:
+        raise DataError(f"malformed manifest {path}: larger than {MAX_MANIFEST_BYTES // 1024} KiB")
+    try:
+        data = tomllib.loads(blob.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"malformed manifest {path}: {exc}") from None
-    return parse_manifest(data, path)
+        raise DataError(f"malformed manifest {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    except RecursionError:
+        raise DataError(f"malformed manifest {path}: nested too deep") from None
+    try:
+        return parse_manifest(data, path)
+    except RecursionError:
+        raise DataError(f"malformed manifest {path}: nested too deep") from None
 
 
 def builtin_manifest_paths() -> dict[str, Path]:
@@ -200,17 +273,22 @@ def builtin_manifest_paths() -> dict[str, Path]:
 def root_manifest_paths(root: Path) -> dict[str, Path]:
     """User manifests dropped into the data root: <root>/<name>.toml or <root>/<name>/manifest.toml."""
     found: dict[str, Path] = {}
-    if root.is_dir():
-        for p in sorted(root.glob("*.toml")):
-            found[p.stem] = p
-        for p in sorted(root.glob("*/manifest.toml")):
-            found[p.parent.name] = p
+    try:
+        if root.is_dir():
+            for p in sorted(root.glob("*.toml")):
+                found[p.stem] = p
+            for p in sorted(root.glob("*/manifest.toml")):
+                found[p.parent.name] = p
+    except OSError:  # an unreadable data root lists the built-in datasets only
+        pass
     return found
 
 
 def find_manifest(name_or_path: str | Path, root: Path | None = None) -> Manifest:
     """A dataset name (built-in, or a manifest in the data root) or a path to a .toml file."""
     text = str(name_or_path)
+    if "\x00" in text or len(text) > 4096:
+        raise DataError(f"invalid dataset name or manifest path {ascii(text[:60])}")
     if text.endswith(".toml") or Path(text).is_file():
         return read_manifest(Path(text))
     known = builtin_manifest_paths()
@@ -221,8 +299,18 @@ def find_manifest(name_or_path: str | Path, root: Path | None = None) -> Manifes
     return read_manifest(known[text])
 
 
-def all_manifests(root: Path | None = None) -> dict[str, Manifest]:
+def all_manifests(root: Path | None = None, errors: dict[str, str] | None = None) -> dict[str, Manifest]:
+    """Every manifest by name. With `errors`, a malformed one is recorded there (name ->
+    message) and left out, so one bad file in the data root does not hide the others."""
     paths = builtin_manifest_paths()
     if root is not None:
         paths = {**root_manifest_paths(root), **paths}
-    return {name: read_manifest(p) for name, p in sorted(paths.items())}
+    out = {}
+    for name, p in sorted(paths.items()):
+        try:
+            out[name] = read_manifest(p)
+        except CmrBenchError as exc:
+            if errors is None:
+                raise
+            errors[name] = str(exc)
+    return out

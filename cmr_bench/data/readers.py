@@ -4,6 +4,7 @@ v7.3 (.mat = HDF5, via h5py, transposed back to MATLAB's row-major view), .h5/.h
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,99 @@ def _is_hdf5(path: Path) -> bool:
     return head[:8] == sig or head[512:520] == sig
 
 
+ALLOW_EXTERNAL_ENV = "CMR_BENCH_ALLOW_HDF5_EXTERNAL"  # =1: follow external links/storage
+MAX_BYTES_ENV = "CMR_BENCH_MAX_ARRAY_BYTES"  # override the memory budget of one array
+# A chunked HDF5 dataset may compress well; one that claims more than this ratio of the
+# bytes it stores is a decompression bomb or a declared-but-empty dataset.
+MAX_HDF5_RATIO = 1000
+
+
+def memory_budget() -> int:
+    """Most bytes one array may take: $CMR_BENCH_MAX_ARRAY_BYTES, else half the memory
+    available now (Linux), else 8 GiB."""
+    if os.environ.get(MAX_BYTES_ENV, "").strip().isdigit():
+        return int(os.environ[MAX_BYTES_ENV])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 << 30
+
+
+def _check_budget(path: Path, key: str, nbytes: int) -> None:
+    budget = memory_budget()
+    if nbytes > budget:
+        raise DataError(f"{path}: array '{key}' declares {nbytes:,} bytes, more than the {budget:,} bytes available "
+                        f"for one array (set {MAX_BYTES_ENV} to raise it)")
+
+
+def _external_allowed() -> bool:
+    return os.environ.get(ALLOW_EXTERNAL_ENV, "") == "1"
+
+
+def _hdf5_object(fh, path: Path, key: str, depth: int = 0):
+    """Walk `key` one link at a time without following external links (they name another
+    file, which could be any local file, a FIFO or a device)."""
+    import h5py
+
+    if depth > 8:
+        raise DataError(f"{path}: array '{key}': soft links nested too deep")
+    parts = [p for p in key.split("/") if p]
+    if not parts:
+        raise DataError(f"{path}: empty array key")
+    node = fh
+    for i, part in enumerate(parts):
+        if not isinstance(node, h5py.Group):
+            return None
+        link = node.get(part, getlink=True)
+        if link is None:
+            return None
+        if isinstance(link, h5py.ExternalLink) and not _external_allowed():
+            raise DataError(f"{path}: '{key}' is an HDF5 external link to {link.filename!r}; refused "
+                            f"(set {ALLOW_EXTERNAL_ENV}=1 to allow data files that point at other files)")
+        if isinstance(link, h5py.SoftLink):
+            node = _hdf5_object(fh, path, link.path, depth + 1)
+            if node is None:
+                return None
+        else:
+            node = node[part]
+    return node
+
+
 def _read_hdf5(path: Path, key: str, matlab: bool) -> np.ndarray:
     import h5py
 
     try:
         with h5py.File(path, "r") as fh:
-            if key not in fh:
+            ds = _hdf5_object(fh, path, key)
+            if ds is None:
                 raise DataError(f"{path}: no array '{key}' (has: {', '.join(sorted(map(str, fh.keys())))})")
-            array = fh[key][()]
+            if not isinstance(ds, h5py.Dataset):
+                raise DataError(f"{path}: '{key}' is a group, not an array")
+            if not _external_allowed():
+                if ds.external:
+                    raise DataError(f"{path}: array '{key}' keeps its data in external file(s) "
+                                    f"{', '.join(repr(str(e[0])) for e in ds.external)[:200]}; refused "
+                                    f"(set {ALLOW_EXTERNAL_ENV}=1 to allow)")
+                if ds.is_virtual:
+                    raise DataError(f"{path}: array '{key}' is a virtual dataset mapping other files; refused "
+                                    f"(set {ALLOW_EXTERNAL_ENV}=1 to allow)")
+            nbytes = int(ds.size) * ds.dtype.itemsize
+            _check_budget(path, key, nbytes)
+            if nbytes and not ds.external and not ds.is_virtual:
+                stored = ds.id.get_storage_size()
+                if ds.chunks is None and ds.compression is None:
+                    offset = ds.id.get_offset()
+                    if stored < nbytes or offset is None or offset + nbytes > path.stat().st_size:
+                        raise DataError(f"{path}: array '{key}' declares {nbytes:,} bytes but the file holds "
+                                        f"{stored:,} of them (truncated or forged)")
+                elif stored * MAX_HDF5_RATIO < nbytes:
+                    raise DataError(f"{path}: array '{key}' declares {nbytes:,} bytes but stores only {stored:,} "
+                                    "(an implausible compression ratio)")
+            array = ds[()]
     except DataError:
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError, ... for corrupt files
@@ -145,10 +231,15 @@ def _check_mat5(path: Path) -> None:
             elif t == 15:
                 if depth:
                     bad(f"nested compressed element at byte {pos}")
+                budget = memory_budget()
                 try:
-                    inner = zlib.decompressobj().decompress(buf[b:b + nb])
+                    z = zlib.decompressobj()
+                    inner = z.decompress(buf[b:b + nb], budget)
                 except zlib.error as exc:
                     bad(f"compressed element at byte {pos}: {exc}")
+                if z.unconsumed_tail:
+                    raise DataError(f"{path}: a compressed variable expands to more than the {budget:,} bytes "
+                                    f"available for one array (set {MAX_BYTES_ENV} to raise it)")
                 top(inner, 0, len(inner), depth + 1)
 
     top(data, 128, len(data), 0)
@@ -190,6 +281,23 @@ def _read_list(path: Path, column: int | None) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
+def _check_npz_member(path: Path, key: str) -> None:
+    """The declared shape of an .npz member against the bytes the archive says it holds and
+    the memory budget, before numpy allocates it."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        with zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(fh)
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if nbytes > info.file_size:
+        raise DataError(f"{path}: array '{key}' declares {nbytes:,} bytes but holds {info.file_size:,} (truncated or forged)")
+    _check_budget(path, key, nbytes)
+
+
 def read_array(folder: Path, spec: ArraySpec) -> np.ndarray:
     path = folder / spec.file
     suffix = path.suffix.lower()
@@ -202,9 +310,15 @@ def read_array(folder: Path, spec: ArraySpec) -> np.ndarray:
             with np.load(path, allow_pickle=False) as npz:
                 if spec.key not in npz.files:
                     raise DataError(f"{path}: no array '{spec.key}' (has: {', '.join(npz.files)})")
+                _check_npz_member(path, spec.key)
                 array = npz[spec.key]
         elif suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
+            # mapped first: a header that declares more than the file holds fails here,
+            # before anything of the declared size is allocated
+            mapped = np.load(path, allow_pickle=False, mmap_mode="r")
+            _check_budget(path, "", mapped.nbytes)
+            array = np.array(mapped)
+            del mapped
         elif suffix in (".list", ".txt", ".tsv"):
             array = _read_list(path, spec.column)
         else:

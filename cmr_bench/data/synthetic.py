@@ -21,6 +21,39 @@ def _labels(rng, n, num_classes, multilabel):
     return np.maximum(y, extra.astype(np.int64))
 
 
+# Largest synthetic dataset: cells of the (n x (image_dim + text_dim + classes)) arrays built.
+MAX_CELLS = 200_000_000
+_INTS = ("n_train", "n_test", "image_dim", "text_dim", "num_classes", "seed")
+
+
+def check_params(params: dict) -> dict:
+    """The [synthetic] table of a manifest, checked (ValueError with the reason): known keys,
+    the right types, sizes >= 1 and small enough to build, a finite noise level."""
+    import math
+
+    known = set(_INTS) | {"multilabel", "noise"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+    for key in _INTS:
+        if key in params:
+            value = params[key]
+            lo = 0 if key == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= 2**62:
+                raise ValueError(f"'{key}' must be an integer >= {lo}")
+    if "multilabel" in params and not isinstance(params["multilabel"], bool):
+        raise ValueError("'multilabel' must be true or false")
+    if "noise" in params:
+        noise = params["noise"]
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
+            raise ValueError("'noise' must be a finite number >= 0")
+    n = params.get("n_train", 200) + params.get("n_test", 100)
+    width = params.get("image_dim", 32) + params.get("text_dim", 16) + max(4, params.get("num_classes", 5)) * 2
+    if n * width > MAX_CELLS:
+        raise ValueError(f"{n:,} rows x {width:,} columns is more than the {MAX_CELLS:,} cells a synthetic dataset may have")
+    return dict(params)
+
+
 def make_synthetic(
     n_train: int = 200,
     n_test: int = 100,
@@ -32,6 +65,8 @@ def make_synthetic(
     seed: int = 0,
     name: str = "synthetic",
 ) -> Dataset:
+    check_params({"n_train": n_train, "n_test": n_test, "image_dim": image_dim, "text_dim": text_dim,
+                  "num_classes": num_classes, "multilabel": bool(multilabel), "noise": noise, "seed": seed})
     rng = np.random.default_rng(seed)
     latent_dim = max(4, num_classes)
     prototypes = rng.normal(size=(num_classes, latent_dim)) * 2.0

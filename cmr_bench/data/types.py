@@ -66,6 +66,29 @@ class Dataset:
     label_kind: str  # "single" or "multi"
     class_names: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    _fingerprint: str = field(default="", repr=False, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the data actually loaded: every split's arrays and indices, the labels'
+        kind and class count, and the protocols. Part of every run's identity, so two
+        datasets that share a name never share (or overwrite) runs."""
+        if not self._fingerprint:
+            import hashlib
+            import json
+
+            h = hashlib.sha256()
+            head = {"num_classes": int(self.num_classes), "label_kind": self.label_kind,
+                    "protocols": sorted((p.name, p.train, p.query, p.retrieval) for p in self.protocols.values())}
+            h.update(json.dumps(head, sort_keys=True).encode())
+            for name in sorted(self.splits):
+                split = self.splits[name]
+                for what in ("image", "text", "labels", "indices"):
+                    a = np.ascontiguousarray(getattr(split, what))
+                    h.update(f"|{name}.{what}:{a.dtype.str}:{a.shape}|".encode())
+                    h.update(memoryview(a).cast("B"))
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     @property
     def image_dim(self) -> int:
