@@ -23,6 +23,19 @@ def _real_root() -> Path | None:
 REAL_ROOT = _real_root()
 
 
+def pytest_collection_modifyitems(config, items):
+    # Tests marked `cuda` run only where a CUDA device is visible (GPU machines); CI is CPU-only.
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="no CUDA device visible")
+        for item in marked:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def real_root() -> Path:
     if REAL_ROOT is None:

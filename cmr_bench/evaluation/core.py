@@ -58,7 +58,8 @@ def evaluate(
     zero_relevant: "count" (queries without relevant items score 0 and count) or "exclude".
     memory_budget_mb: working memory per chunk of queries (beyond the inputs themselves).
     pr_points: recall levels of the interpolated PR curve for real-valued codes (0, 1/(P-1), .., 1).
-    backend: "auto" (numpy on the CPU, torch on CUDA), or force "numpy" / "torch".
+    backend: "auto" (numpy on the CPU, torch on CUDA), or force "numpy" (CPU; device "auto" then
+        means the CPU) / "torch" (any device).
 
     Returns a dict: "map@all", "map@<k>", "p@<R>" (floats), "pr_curve" (dict of lists),
     "per_query_ap" (float64 array; NaN for excluded queries), "n_queries" (queries averaged),
@@ -82,7 +83,9 @@ def evaluate(
 
     from cmr_bench.seeding import resolve_device
 
-    dev = resolve_device(device)
+    # The numpy backend is the CPU backend: with it, "auto" means the CPU (an explicit "cuda"
+    # stays an error below).
+    dev = "cpu" if backend == "numpy" and device == "auto" else resolve_device(device)
     prep = prepare(query, retrieval, query_labels, retrieval_labels, similarity)
     if backend == "auto":
         backend = "numpy" if dev == "cpu" else "torch"
