@@ -1,9 +1,10 @@
 """`evaluate`: mAP@all, mAP@k, P@R, PR curves and per-query AP for cross-modal retrieval.
 
 Conventions and formulas: docs/evaluation.md. In short: queries are processed in chunks sized
-from `memory_budget_mb`; a backend (numpy on the CPU, torch on CUDA) reduces each chunk to
-tie groups (integer counts and positions), and _metrics turns those into exact metric values
-in float64 on the CPU, identically for both backends.
+from the memory budget. The numpy backend (the CPU) reduces each chunk to tie groups (integer
+counts and positions) that _metrics turns into exact float64 metric values; the torch backend
+(CUDA, or any torch device) computes the same values on the device and returns only the
+per-query results.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def evaluate(
     device: str = "auto",
     map_k_denominator: str = "found",
     zero_relevant: str = "count",
-    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    memory_budget_mb: float | None = None,
     pr_points: int = 11,
     backend: str = "auto",
 ) -> dict[str, Any]:
@@ -56,7 +57,8 @@ def evaluate(
     map_k_denominator: "found" (relevant items found in the top k; DJSRH/DSCMR convention) or
         "trec" (min(k, R)).
     zero_relevant: "count" (queries without relevant items score 0 and count) or "exclude".
-    memory_budget_mb: working memory per chunk of queries (beyond the inputs themselves).
+    memory_budget_mb: working memory per chunk of queries (beyond the inputs themselves);
+        default 512 MB, and on a GPU half of the device's free memory.
     pr_points: recall levels of the interpolated PR curve for real-valued codes (0, 1/(P-1), .., 1).
     backend: "auto" (numpy on the CPU, torch on CUDA), or force "numpy" (CPU; device "auto" then
         means the CPU) / "torch" (any device).
@@ -75,7 +77,7 @@ def evaluate(
     if isinstance(pr_points, bool) or not isinstance(pr_points, (int, np.integer)) or pr_points < 2:
         raise EvaluationInputError(f"pr_points must be an integer >= 2, got {pr_points!r}")
     try:
-        budget = float(memory_budget_mb)
+        budget = DEFAULT_MEMORY_BUDGET_MB if memory_budget_mb is None else float(memory_budget_mb)
     except (TypeError, ValueError):
         budget = float("nan")
     if not budget > 0:
@@ -98,7 +100,9 @@ def evaluate(
     else:
         from cmr_bench.evaluation._torch_backend import TorchBackend
 
-        be = TorchBackend(prep, ties, dev)
+        be = TorchBackend(prep, ties, dev, ks, rs, map_k_denominator, pr_points)
+        if memory_budget_mb is None and dev.startswith("cuda"):
+            budget = device_budget_mb(dev)
 
     hamming = similarity == "hamming"
     n_q = prep.n_q
@@ -115,16 +119,23 @@ def evaluate(
         pr_prec = np.zeros((n_q, pr_points))
 
     rows = chunk_rows(n_q, be.bytes_per_row(), budget, be.max_rows())
-    for s, e, (groups, N, M) in run_chunks(be, n_q, rows):
-        out = _metrics.chunk_metrics(groups, ks, rs, map_k_denominator, None if hamming else pr_points)
-        R[s:e] = groups.R
+    for s, e, chunk in run_chunks(be, n_q, rows):
+        if isinstance(chunk, dict):  # torch: metrics computed on the device
+            out = chunk
+            R[s:e] = out.pop("R")
+            if hamming:
+                pr_prec[s:e], pr_rec[s:e] = out.pop("pr_prec"), out.pop("pr_rec")
+        else:
+            groups, N, M = chunk
+            out = _metrics.chunk_metrics(groups, ks, rs, map_k_denominator, None if hamming else pr_points)
+            R[s:e] = groups.R
+            if hamming:
+                pr_prec[s:e], pr_rec[s:e] = _metrics.radius_curve(N, M)
         for key, values in out.items():
             if key == "pr":
                 pr_prec[s:e] = values
             else:
                 per[key][s:e] = values
-        if hamming:
-            pr_prec[s:e], pr_rec[s:e] = _metrics.radius_curve(N, M)
 
     has_rel = R > 0
     counted = has_rel if zero_relevant == "exclude" else np.ones(n_q, bool)
@@ -174,6 +185,15 @@ def _pr_summary(hamming, precision, recall, has_rel, points, bits):
     curve["recall"] = [float(v) for v in rec]
     curve["precision"] = [float(v) for v in prec]
     return curve
+
+
+def device_budget_mb(device: str) -> float:
+    """Half of the CUDA device's free memory, in MB: the chunk size on a GPU follows the
+    device, not the host budget (the rest is headroom for the allocator and other tensors)."""
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return max(1.0, 0.5 * free / 2**20)
 
 
 def chunk_rows(n_q: int, bytes_per_row: int, budget_mb: float, max_rows: int) -> int:
