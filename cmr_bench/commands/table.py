@@ -37,7 +37,9 @@ def cmd_table(args) -> int:
     elif args.table == "djsrh-ablation":
         table = hash_table(args.dataset, runs_dir, metric, variants=True)
     else:
-        table = paper_table(args.table, args.dataset, runs_dir, metric)
+        from cmr_bench.commands._common import root_of
+
+        table = paper_table(args.table, args.dataset, runs_dir, metric, root=root_of(args))
     out = Path(args.out) if args.out else Path("results") / args.dataset
     paths = write_table(table, out, formats)
     print(to_markdown(table))

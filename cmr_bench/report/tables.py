@@ -49,12 +49,12 @@ def _status_text(runs: pd.DataFrame, has_plugin: bool) -> str:
     return f"{done} runs" + (f", {failed} failed" if failed else "")
 
 
-def _features_note(dataset: str, pub: pd.DataFrame) -> list[str]:
+def _features_note(dataset: str, pub: pd.DataFrame, root: Path | None = None) -> list[str]:
     from cmr_bench.data.manifest import find_manifest
 
     notes = []
     try:
-        m = find_manifest(dataset)
+        m = find_manifest(dataset, root)
         ours = f"{m.raw.get('image_features', '?')} / {m.raw.get('text_features', '?')}"
     except Exception:
         ours = "unknown"
@@ -67,12 +67,30 @@ def _features_note(dataset: str, pub: pd.DataFrame) -> list[str]:
     return notes
 
 
-def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all") -> Table:
+# Table V's rows are the backbone alone and SDCMR on its features: our plugins for them, run on a
+# dataset from `cmr-bench features extract` whose manifest names the paper's dataset.
+TABLE5_PLUGINS = {"blip2": "backbone-zero-shot", "blip2+sdcmr": "sdcmr"}
+
+
+def _table5_source(dataset: str, root: Path | None) -> tuple[str, dict]:
+    """(the paper dataset whose published rows apply, the [features] record or {})."""
+    from cmr_bench.data.manifest import find_manifest
+
+    try:
+        m = find_manifest(dataset, root)
+    except Exception:
+        return dataset, {}
+    paper = m.raw.get("paper_dataset")
+    return (paper, dict(m.raw.get("features", {}))) if isinstance(paper, str) and paper else (dataset, {})
+
+
+def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all", root: Path | None = None) -> Table:
     from cmr_bench.registry import all_methods
 
     pub_all = published(table)
-    pub = pub_all[(pub_all["dataset"] == dataset) & (~pub_all["table"].astype(str).str.contains("same-features"))]
-    same = pub_all[(pub_all["dataset"] == dataset) & (pub_all["table"].astype(str).str.contains("same-features"))]
+    paper_dataset, features = _table5_source(dataset, root) if table == "5" else (dataset, {})
+    pub = pub_all[(pub_all["dataset"] == paper_dataset) & (~pub_all["table"].astype(str).str.contains("same-features"))]
+    same = pub_all[(pub_all["dataset"] == paper_dataset) & (pub_all["table"].astype(str).str.contains("same-features"))]
     runs = collect(runs_dir, dataset, protocol="real")
     plugins = all_methods()
     # Rows: the paper's rows in its order, then our real-valued methods the paper lacks (table II only).
@@ -80,7 +98,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     if table == "2":
         listed = {k for _, k in rows}
         for name, cls in plugins.items():
-            if cls.code_type == "real" and name not in listed:
+            if cls.code_type == "real" and name not in listed and name != "backbone-zero-shot":  # Table V's
                 rows.append((name, name))
         # Same-features references without a plugin of ours get a row of their own; those with
         # one (CCA) appear in the "same-features ref." column of their row.
@@ -89,6 +107,8 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         raise_missing(table, dataset)
     records, display = [], []
     for label, key in rows:
+        if table == "5" and features:  # never SDCMR's runs on the dataset's own features
+            key = TABLE5_PLUGINS.get(key, key)
         base = key.split("[")[0]
         has_plugin = bool(key) and base in plugins
         if has_plugin and plugins[base].oracle:
@@ -106,6 +126,8 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         p_i2t, p_t2i, p_avg = (p["img2txt"], p["txt2img"], p["avg"]) if p is not None else (np.nan,) * 3
         ref = same[same["key"] == key] if key and not key.startswith("same:") else same.iloc[0:0]
         status = "reference" if key.startswith("same:") else _status_text(mine, has_plugin)
+        if table == "5" and not features:
+            status = "needs backbone features"
         rec = {
             "method": label, "plugin": key if has_plugin else "", "status": status,
             "img2txt_mean": i2t[0], "img2txt_std": i2t[1], "txt2img_mean": t2i[0], "txt2img_std": t2i[1], "avg": avg,
@@ -130,14 +152,18 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                 if pd.notna(rec["same_features_img2txt"]) else ""
             )
     notes = [f"Ours: {metric} (mean ± sample std over seeds, n runs); retrieval by cosine; protocol 'real' (test queries vs test set)."]
-    notes += _features_note(dataset, pub)
+    notes += _features_note(dataset, pub, root)
     if len(same):
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})" for _, r in same.iterrows())
         notes.append(f"Published on the same features as ours: {refs}.")
     notes += sorted({n for n in pub["note"] if n})
-    if table == "5":
-        notes.append("These rows need BLIP-2 ViT-L features of the dataset; none are available here, so no row of ours "
-                     "can be run until such features are imported as a dataset of their own.")
+    if table == "5" and features:
+        notes.append(f"Ours: '{dataset}', {features.get('backbone', '?')} {features.get('model', '?')} features from "
+                     f"`cmr-bench features extract`, beside the paper's rows for '{paper_dataset}'; BLIP-2 = "
+                     "backbone-zero-shot (the backbone's aligned embeddings, no training), BLIP-2 + SDCMR = sdcmr on them.")
+    elif table == "5":
+        notes.append("These rows need backbone features of the dataset: make them with `cmr-bench features extract "
+                     f"... --paper-dataset {dataset} --out DATA_ROOT/NAME` and run `table --table 5 --dataset NAME`.")
     return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes)
 
 

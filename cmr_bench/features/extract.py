@@ -1,0 +1,263 @@
+"""Extract a dataset of backbone features from raw images and texts.
+
+Work happens in `.<name>.partial/` beside the destination: features are written there one
+shard at a time (atomically), so an interrupted run resumes at the first unfinished shard; a
+run with other inputs, model or settings starts over. When every shard is done the shards are
+joined into `features.npz`, the manifest is written, and the folder is renamed to its final
+name: a dataset folder either is complete or does not exist. Bad input (an unreadable image,
+a caption count that does not match) removes the work folder too."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cmr_bench.errors import CmrBenchError, DataError
+from cmr_bench.features.inputs import Items, check_images_open, load_image
+
+FEATURES_FILE = "features.npz"
+JOB_FILE = "job.json"
+INFO_FILE = "extraction.json"
+ITEMS_FILE = "items.tsv"
+
+
+@dataclass
+class Result:
+    path: Path
+    name: str
+    items: int
+    image_dim: int
+    text_dim: int
+    shards_done_before: int
+    shards: int
+    images_per_s: float  # decode + preprocess + forward, over the shards computed in this run
+    texts_per_s: float
+    up_to_date: bool = False
+
+
+def work_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def _job_key(items: Items, backbone_info: dict, batch_size: int, shard_size: int) -> dict:
+    # Batch size changes nothing but padding in some tokenizers; it is part of the key anyway so
+    # that every shard of one dataset comes from one configuration.
+    return {
+        "inputs": items.fingerprint(),
+        "items": len(items),
+        "backbone": backbone_info["backbone"],
+        "model": backbone_info["model"],
+        "revision": backbone_info["revision"],
+        "dtype": backbone_info["dtype"],
+        "preprocessing": hashlib.sha256(json.dumps(backbone_info["preprocessing"], sort_keys=True).encode()).hexdigest(),
+        "batch_size": batch_size,
+        "shard_size": shard_size,
+    }
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def _manifest_text(name: str, items: Items, info: dict, dims: tuple[int, int], sha256: str,
+                   sizes: dict[str, int], paper_dataset: str | None) -> str:
+    kind, model = info["backbone"], info["model"]
+    desc = f"{kind} {model} ({info['revision']})"
+    lines = [
+        "# Written by `cmr-bench features extract`; details of the extraction in extraction.json.",
+        f"name = {_toml_str(name)}",
+        f"title = {_toml_str(f'{name}: {kind} features of {items.root.name}')}",
+        f"label_kind = {_toml_str(items.label_kind)}",
+        f"num_classes = {len(items.class_names)}",
+        f"class_names = [{', '.join(_toml_str(c) for c in items.class_names)}]",
+        f"image_dim = {dims[0]}",
+        f"text_dim = {dims[1]}",
+        f"image_features = {_toml_str(f'{desc} aligned image embeddings, {dims[0]}-d')}",
+        f"text_features = {_toml_str(f'{desc} aligned text embeddings, {dims[1]}-d')}",
+    ]
+    if paper_dataset:
+        lines.append(f"paper_dataset = {_toml_str(paper_dataset)}")
+    lines += [
+        "",
+        "[features]",
+        f"backbone = {_toml_str(kind)}",
+        f"model = {_toml_str(model)}",
+        f"revision = {_toml_str(info['revision'])}",
+        f"dtype = {_toml_str(info['dtype'])}",
+        f"transformers = {_toml_str(info['transformers'])}",
+        f"preprocessing = {_toml_str(json.dumps(info['preprocessing'], sort_keys=True))}",
+        "",
+        "[[files]]",
+        f'path = "{FEATURES_FILE}"',
+        f'sha256 = "{sha256}"',
+        "fetch = false",
+        "",
+    ]
+    for group in ("train", "test"):
+        lines += [
+            f"[arrays.{group}]",
+            f'image = {{ file = "{FEATURES_FILE}", key = "{group}_image" }}',
+            f'text = {{ file = "{FEATURES_FILE}", key = "{group}_text" }}',
+            f'labels = {{ file = "{FEATURES_FILE}", key = "{group}_labels" }}',
+            "",
+        ]
+    lines += [
+        "[split]",
+        'kind = "fixed"',
+        f"sizes = {{ train = {sizes['train']}, test = {sizes['test']} }}",
+        "",
+        "[protocols.real]",
+        'train = "train"',
+        'query = "test"',
+        'retrieval = "test"',
+        'description = "test queries against the test set (the SDCMR paper\'s protocol)"',
+        "",
+        "[protocols.hash]",
+        'train = "train"',
+        'query = "test"',
+        'retrieval = "train"',
+        'description = "test queries against the training items (the hashing literature\'s protocol)"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _progress(total: int, initial: int):
+    from tqdm import tqdm
+
+    # Quiet off a TTY (logs, CI): the summary line at the end says what was done.
+    return tqdm(total=total, initial=initial, unit="pair", desc="extracting", disable=not sys.stderr.isatty(),
+                dynamic_ncols=True)
+
+
+def extract(items: Items, out: Path, backbone_loader: Callable[[], "object"], *, batch_size: int = 32,
+            shard_size: int = 1024, workers: int = 4, paper_dataset: str | None = None,
+            overwrite: bool = False, log: Callable[[str], None] = lambda s: None) -> Result:
+    """`backbone_loader()` returns a loaded Backbone; it is called only after the inputs passed."""
+    out = Path(out)
+    name = out.name
+    if batch_size < 1 or shard_size < 1:
+        raise CmrBenchError("--batch-size and --shard-size must be positive")
+    from cmr_bench.paths import check_component
+
+    check_component(name, "--out dataset name")  # the folder name is the dataset's name
+    check_images_open(items)
+    backbone = backbone_loader()
+    key = _job_key(items, backbone.info, batch_size, shard_size)
+
+    if out.exists():
+        info_path = out / INFO_FILE
+        done = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        if done.get("job") == key and not overwrite:
+            log(f"{out} is up to date (same inputs, model and settings): nothing to do")
+            d = done["dims"]
+            return Result(out, name, len(items), d[0], d[1], done["shards"], done["shards"], 0.0, 0.0, up_to_date=True)
+        if not overwrite:
+            raise CmrBenchError(f"{out} already exists from another extraction; pass --overwrite to replace it")
+
+    work = work_dir(out)
+    shard_dir = work / "shards"
+    if work.exists():
+        try:
+            previous = json.loads((work / JOB_FILE).read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != key:
+            log(f"discarding {work}: it was started with other inputs, model or settings")
+            shutil.rmtree(work)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    (work / JOB_FILE).write_text(json.dumps(key, indent=1))
+
+    n = len(items)
+    n_shards = (n + shard_size - 1) // shard_size
+    shard_paths = [shard_dir / f"{i:05d}.npz" for i in range(n_shards)]
+    done_before = sum(p.is_file() for p in shard_paths)
+    if done_before:
+        log(f"resuming: {done_before} of {n_shards} shards already done")
+    image_s = text_s = 0.0
+    computed = 0
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, _progress(n, min(n, done_before * shard_size)) as bar:
+            for i, path in enumerate(shard_paths):
+                if path.is_file():
+                    continue
+                rows = range(i * shard_size, min(n, (i + 1) * shard_size))
+                img_parts, txt_parts = [], []
+                for start in range(rows.start, rows.stop, batch_size):
+                    batch = range(start, min(rows.stop, start + batch_size))
+                    t0 = time.perf_counter()
+                    # Pillow releases the GIL while decoding: threads decode a batch in parallel.
+                    images = list(pool.map(load_image, [items.root / items.keys[j] for j in batch]))
+                    img_parts.append(backbone.encode_images(images))
+                    t1 = time.perf_counter()
+                    txt_parts.append(backbone.encode_texts([items.texts[j] for j in batch]))
+                    t2 = time.perf_counter()
+                    image_s += t1 - t0
+                    text_s += t2 - t1
+                    computed += len(batch)
+                    bar.update(len(batch))
+                img, txt = np.concatenate(img_parts), np.concatenate(txt_parts)
+                if not (np.isfinite(img).all() and np.isfinite(txt).all()):
+                    raise CmrBenchError(f"the backbone produced NaN/Inf features in shard {i} "
+                                        f"(try --dtype float32)")
+                tmp = path.with_name(f".{path.stem}.tmp.npz")
+                np.savez(tmp, image=img.astype(np.float32), text=txt.astype(np.float32))
+                os.replace(tmp, path)
+    except DataError:
+        shutil.rmtree(work, ignore_errors=True)  # the inputs must change: nothing is worth keeping
+        raise
+
+    image = np.concatenate([np.load(p)["image"] for p in shard_paths])
+    text = np.concatenate([np.load(p)["text"] for p in shard_paths])
+    arrays = {}
+    sizes = {}
+    for group in ("train", "test"):
+        rows = np.flatnonzero(items.split == group)
+        sizes[group] = int(len(rows))
+        arrays[f"{group}_image"] = image[rows]
+        arrays[f"{group}_text"] = text[rows]
+        arrays[f"{group}_labels"] = items.labels[rows]
+    np.savez(work / FEATURES_FILE, **arrays)
+    with open(work / ITEMS_FILE, "w", encoding="utf-8") as fh:
+        fh.write("split\trow\timage\n")
+        for group in ("train", "test"):
+            for r, i in enumerate(np.flatnonzero(items.split == group)):
+                fh.write(f"{group}\t{r}\t{items.keys[i]}\n")
+    dims = (int(image.shape[1]), int(text.shape[1]))
+    info = dict(backbone.info)
+    images_per_s = computed / image_s if image_s else 0.0
+    texts_per_s = computed / text_s if text_s else 0.0
+    record = {**info, "job": key, "dims": dims, "shards": n_shards, "items": n, "sizes": sizes,
+              "batch_size": batch_size, "throughput": {"images_per_s": round(images_per_s, 2),
+                                                       "texts_per_s": round(texts_per_s, 2),
+                                                       "pairs_timed": computed}}
+    (work / INFO_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
+    (work / "manifest.toml").write_text(
+        _manifest_text(name, items, info, dims, _sha256(work / FEATURES_FILE), sizes, paper_dataset), encoding="utf-8")
+    shutil.rmtree(shard_dir)
+    (work / JOB_FILE).unlink()
+    from cmr_bench.data.manifest import read_manifest
+
+    read_manifest(work / "manifest.toml")  # the data layer must accept what we wrote
+    if out.exists():  # --overwrite: the old dataset goes only once the new one is complete
+        shutil.rmtree(out)
+    os.replace(work, out)
+    return Result(out, name, n, dims[0], dims[1], done_before, n_shards, images_per_s, texts_per_s)
