@@ -270,6 +270,7 @@ def test_corrupt_and_half_written_runs_are_reported_listed_and_redone(grid, run_
     edited = json.loads((f[2] / "metrics.json").read_text())["i2t"]["map@all"]
     temp = f[3].parent / ".seed-7.tmp-999999-1"
     temp.mkdir()
+    (temp / "cmr-bench-run").write_text("{}")  # the store's marker, its first write into a temp folder
     (temp / "run.json").write_text("{")
     stale = f[3].parent / ".seed-7.lock"
     stale.write_text(json.dumps({"pid": 999999, "host": "gone"}))

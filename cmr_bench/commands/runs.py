@@ -34,9 +34,17 @@ def register(sub) -> None:
 
 
 def _store(args) -> Path:
+    from cmr_bench.paths import check_component
+
     runs_dir = Path(args.results_dir)
-    if not runs_dir.is_dir():
-        raise CmrBenchError(f"no results store at {runs_dir} (use --results-dir)")
+    try:
+        ok = runs_dir.is_dir()
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise CmrBenchError(f"no results store at {ascii(str(runs_dir))[1:-1]} (use --results-dir)")
+    if args.dataset is not None:
+        check_component(args.dataset, "--dataset")
     if args.dataset is not None and not (runs_dir / args.dataset).is_dir():
         known = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         raise CmrBenchError(f"no runs of dataset '{args.dataset}' in {runs_dir} (has: {', '.join(known) or 'nothing'})")
@@ -82,65 +90,98 @@ def cmd_list(args) -> int:
 
 
 def cmd_clean(args) -> int:
+    """Plan first, then act on exactly the plan: --dry-run prints the same lines with
+    "would remove". Only what the store provably wrote is ever deleted: run and temp folders
+    with its marker file (or empty temp folders), stale lock files; never a symlink, never
+    anything a live process holds; afterwards only the folders this emptied are pruned."""
     from cmr_bench.runner.lock import RunLock, break_stale, probe
-    from cmr_bench.runner.store import TEMP_DIR, scan_store
+    from cmr_bench.runner.store import MARKER, TEMP_DIR, removable, scan_store
 
     runs_dir = _store(args)
     entries = scan_store(runs_dir, args.dataset)
     targets = []  # (entry, why)
+    left = []  # (entry, why not)
     for e in entries:
         if e.kind == "temp":
-            targets.append((e, "temp folder"))
+            why = "temp folder"
         elif e.kind == "lock" and e.status == "stale":
-            targets.append((e, "stale lock"))
+            why = "stale lock"
         elif e.kind == "run" and e.status == "corrupt":
-            targets.append((e, f"corrupt run ({e.problem})"))
+            why = f"corrupt run ({e.problem})"
         elif e.kind == "run" and e.status == "failed" and not args.keep_failed:
-            targets.append((e, f"failed run ({e.problem})" if e.problem else "failed run"))
+            why = f"failed run ({e.problem})" if e.problem else "failed run"
+        else:
+            continue
+        if e.kind != "lock" and not removable(e.path):
+            left.append((e, f"not a folder the store wrote (no {MARKER}); left alone"))
+            continue
+        run_name = TEMP_DIR.match(e.path.name).group(1) if e.kind == "temp" else e.path.name
+        lock_file = e.path if e.kind == "lock" else e.path.parent / f".{run_name}.lock"
+        if e.kind != "lock" and probe(lock_file) == "held":
+            left.append((e, "its run is in progress"))
+            continue
+        targets.append((e, why))
     removed = skipped = 0
+    gone: set[Path] = set()
     for e, why in targets:
         rel = e.path.relative_to(runs_dir)
         if args.dry_run:
             print(f"would remove {rel}: {why}")
             removed += 1
-            continue
-        if e.kind == "lock":
-            if break_stale(e.path):
-                print(f"removed {rel}: {why}")
-                removed += 1
-            else:
-                print(f"kept {rel}: taken by a live process meanwhile")
-                skipped += 1
-            continue
-        # a run folder or a temp folder: take the run's lock, so nothing in flight is touched
-        run_name = TEMP_DIR.match(e.path.name).group(1) if e.kind == "temp" else e.path.name
-        lock = RunLock(e.path.parent / run_name)
-        if not lock.acquire():
-            print(f"kept {rel}: its run is in progress ({probe(lock.path)})")
-            skipped += 1
+            gone.add(e.path)
             continue
         try:
-            shutil.rmtree(e.path, ignore_errors=True)
-        finally:
-            lock.release()
-        print(f"removed {rel}: {why}")
-        removed += 1
-    if not args.dry_run:
-        _prune_empty(runs_dir / args.dataset if args.dataset else runs_dir, runs_dir)
+            if e.kind == "lock":
+                ok = break_stale(e.path)
+            else:  # take the run's lock, so nothing that started meanwhile is touched
+                run_name = TEMP_DIR.match(e.path.name).group(1) if e.kind == "temp" else e.path.name
+                lock = RunLock(e.path.parent / run_name)
+                ok = lock.acquire()
+                if ok:
+                    try:
+                        if removable(e.path):  # checked again under the lock
+                            shutil.rmtree(e.path)
+                        else:
+                            ok = False
+                    finally:
+                        lock.release()
+        except (OSError, CmrBenchError) as exc:
+            print(f"kept {rel}: {getattr(exc, 'strerror', None) or exc}")
+            skipped += 1
+            continue
+        if ok:
+            print(f"removed {rel}: {why}")
+            removed += 1
+            gone.add(e.path)
+        else:
+            print(f"kept {rel}: taken by a live process meanwhile")
+            skipped += 1
+    for e, why in left:
+        print(f"kept {e.path.relative_to(runs_dir)}: {why}")
+    for folder in _emptied(gone, runs_dir, dry=args.dry_run):
+        print(f"{'would remove' if args.dry_run else 'removed'} {folder.relative_to(runs_dir)}/: empty after cleaning")
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {removed} item(s)" + (f", kept {skipped} in use" if skipped else ""))
+    print(f"{verb} {removed} item(s)" + (f", kept {skipped} in use" if skipped else "")
+          + (f", left {len(left)} alone" if left else ""))
     return 0
 
 
-def _prune_empty(base: Path, runs_dir: Path) -> None:
-    folders = [p for p in base.rglob("*") if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(base).parts)]
-    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # never a (maybe empty) temp folder
+def _emptied(gone: set[Path], runs_dir: Path, dry: bool) -> list[Path]:
+    """Parents of removed items (below runs_dir) that are now empty, innermost first; removed
+    unless `dry` (then: those that would be empty). Never a symlink, never runs_dir itself."""
+    out: list[Path] = []
+    gone = set(gone)
+    candidates = sorted({p for g in gone for p in g.parents if runs_dir in p.parents}, key=lambda p: len(p.parts), reverse=True)
+    for folder in candidates:
         try:
-            folder.rmdir()  # only succeeds when empty
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            if any(child not in gone for child in folder.iterdir()):
+                continue
+            if not dry:
+                folder.rmdir()
         except OSError:
-            pass
-    if base != runs_dir:
-        try:
-            base.rmdir()
-        except OSError:
-            pass
+            continue
+        gone.add(folder)
+        out.append(folder)
+    return out

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
+
+from cmr_bench.errors import CmrBenchError
 
 from cmr_bench.runner.store import STATUS_DONE, iter_runs
 
@@ -13,9 +16,12 @@ def method_key(method: str, variant: str) -> str:
     return f"{method}[{variant}]" if variant else method
 
 
-def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_overrides: bool = False) -> pd.DataFrame:
+def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_overrides: bool = False,
+            data: str | None = None) -> pd.DataFrame:
     """Runs made with --set overrides are left out of paper tables unless asked for: a table
-    row must mean the method's published configuration."""
+    row must mean the method's published configuration. Runs of different data (another
+    dataset of the same name, or changed files: see Dataset.fingerprint) are never mixed:
+    `data` picks one fingerprint, and without it more than one is an error."""
     rows = []
     for folder, run, metrics in iter_runs(Path(runs_dir), dataset):
         spec = run.get("spec", {})
@@ -27,17 +33,29 @@ def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_o
             "key": method_key(spec["method"], spec.get("variant", "")), "method": spec["method"],
             "variant": spec.get("variant", ""), "bits": spec.get("bits"), "seed": spec["seed"],
             "config_hash": spec.get("config_hash"), "status": run.get("status"), "reason": run.get("reason", ""),
-            "finished": run.get("finished", ""), "folder": str(folder), "code_type": run.get("method_info", {}).get("code_type"),
+            "finished": str(run.get("finished", "")), "folder": str(folder), "code_type": run.get("method_info", {}).get("code_type"),
+            "data": str(spec.get("data") or ""),
         }
+        if data is not None and row["data"] != data:
+            continue
         if run.get("status") == STATUS_DONE and metrics:
             for d in ("i2t", "t2i"):
                 for k, v in metrics[d].items():
-                    if isinstance(v, (int, float)) and (k.startswith("map@") or k.startswith("p@")):
+                    if k.startswith("map@") or k.startswith("p@"):
+                        # the store validated these; a table checks again rather than print nonsense
+                        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
+                            raise CmrBenchError(f"run {folder}: {d} {k} = {v!r} is not a number in [0, 1]")
                         row[f"{d}:{k}"] = v
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    prints = df["data"].value_counts()
+    if len(prints) > 1:
+        shown = ", ".join(f"{fp or 'none recorded'} ({n} runs)" for fp, n in prints.items())
+        raise CmrBenchError(f"runs of dataset '{dataset}' in {runs_dir} come from {len(prints)} different data "
+                            f"(fingerprints {shown}); a table never mixes them: keep one in this results dir "
+                            "and move the others to another --results-dir")
     # One configuration per (key, bits): the most recently finished one (older defaults stay on disk).
     latest = df.sort_values("finished").groupby(["key", df["bits"].fillna(0)])["config_hash"].last()
     keep = df.apply(lambda r: latest.get((r["key"], r["bits"] if pd.notna(r["bits"]) else 0)) == r["config_hash"], axis=1)

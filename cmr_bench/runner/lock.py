@@ -32,9 +32,13 @@ def owner_info() -> dict:
 
 def read_owner(path: Path) -> dict:
     try:
-        data = json.loads(Path(path).read_text() or "{}")
+        path = Path(path)
+        if path.is_symlink() or not path.is_file():
+            return {}
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read(4096) or b"{}")
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
 
 
@@ -62,9 +66,18 @@ class RunLock:
 
         if self._fd is not None:
             return True
-        while True:
+        try:
+            return self._acquire(fcntl)
+        except OSError as exc:  # disk full, read-only store, a folder where the lock belongs, a link loop
+            from cmr_bench.runner.store import store_error
+
+            raise store_error("lock", self.path, exc) from None
+
+    def _acquire(self, fcntl) -> bool:
+        for _ in range(100):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                # O_NOFOLLOW: a planted symlink must not make us create or truncate a file elsewhere
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except FileNotFoundError:  # no folder yet (or `runs clean` just pruned it)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 continue
@@ -80,10 +93,14 @@ class RunLock:
             if not same:  # the holder released (and unlinked) it between our open and flock
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(owner_info()).encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(owner_info()).encode())
+            except OSError:  # disk full: the lock is still held; only its note is missing
+                pass
             self._fd = fd
             return True
+        raise OSError(f"the lock file keeps disappearing")
 
     def release(self) -> None:
         if self._fd is None:
@@ -120,7 +137,7 @@ def probe(path: Path) -> str:
 
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return "absent"
     except OSError:

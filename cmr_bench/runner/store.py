@@ -7,6 +7,8 @@ place when complete, so a crash never leaves a half-written run under its final 
     metrics.json  Img2Txt and Txt2Img: map@all, map@50, p@R, PR curves
     log.jsonl     the training log, one JSON object per line
     arrays.npz    codes of the query and retrieval splits, per-query APs, split indices
+    cmr-bench-run the store's marker, written first: `runs clean` and the grid only ever
+                  delete a folder that carries it (or an empty temp folder)
 
 Beside a run folder there may be, for a moment, `.seed-<k>.tmp-<pid>-<ns>` (being written),
 `.seed-<k>.old-<pid>-<ns>` (being replaced) and `.seed-<k>.lock` (the run's lock, see
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import os
 import re
@@ -30,11 +33,56 @@ from typing import Any
 
 import numpy as np
 
+from cmr_bench.errors import CmrBenchError
+
 STATUS_DONE, STATUS_FAILED, STATUS_CORRUPT = "done", "failed", "corrupt"
 SEED_DIR = re.compile(r"^seed-(-?\d+)$")
 TEMP_DIR = re.compile(r"^\.(seed-.+)\.(tmp|old)-(\d+)-(\d+)$")
 LOCK_FILE = re.compile(r"^\.(seed-.+)\.lock$")
 CONFIG_DIR = re.compile(r"^(?P<tag>.+)-(?P<hash>[0-9a-f]{10})$")
+MARKER = "cmr-bench-run"
+MAX_JSON_BYTES = 64 << 20  # run.json/metrics.json larger than this are not ours
+
+
+class StoreError(CmrBenchError):
+    """The results store cannot be written (disk full, read-only, a file where a folder
+    belongs, a symlink loop, ...). Finished runs are never affected."""
+
+
+def store_error(action: str, path: Path, exc: OSError) -> StoreError:
+    return StoreError(f"results store: cannot {action} {path}: {exc.strerror or exc}")
+
+
+def has_marker(folder: Path) -> bool:
+    """True when `folder` is a real folder (not a symlink) holding the store's marker file."""
+    folder = Path(folder)
+    try:
+        return not folder.is_symlink() and folder.is_dir() and (folder / MARKER).is_file() and not (folder / MARKER).is_symlink()
+    except OSError:
+        return False
+
+
+def removable(folder: Path) -> bool:
+    """What the store may delete: a folder it wrote (marker) or an empty one; never a link."""
+    folder = Path(folder)
+    try:
+        if folder.is_symlink() or not folder.is_dir():
+            return False
+        return has_marker(folder) or not any(folder.iterdir())
+    except OSError:
+        return False
+
+
+def _load_json(path: Path):
+    """json.loads for store files: a size limit, and deep nesting is just 'unreadable'."""
+    with open(path, "rb") as fh:
+        blob = fh.read(MAX_JSON_BYTES + 1)
+    if len(blob) > MAX_JSON_BYTES:
+        raise ValueError("too large")
+    try:
+        return json.loads(blob)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
 
 
 def json_default(o):
@@ -82,10 +130,21 @@ def write_run(folder: Path, run: dict[str, Any], metrics: dict | None, log: list
     """Write a run into a temporary sibling folder, fsync it, and rename it into place. The
     caller holds the run's lock (lock.py), so no one else writes this folder meanwhile."""
     folder = Path(folder)
+    try:
+        _write_run(folder, run, metrics, log, arrays)
+    except OSError as exc:
+        raise store_error("write the run", folder, exc) from None
+
+
+def _write_run(folder: Path, run: dict[str, Any], metrics: dict | None, log: list[dict], arrays: dict[str, np.ndarray]) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
+    if (folder.exists() or folder.is_symlink()) and not removable(folder):
+        raise StoreError(f"results store: {folder} exists and is not a cmr-bench run folder (no {MARKER}); "
+                         "move it away, nothing was written")
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
     try:
+        (tmp / MARKER).write_text('{"format": 1}\n')  # first: from here on the folder is provably ours
         written = []
         if metrics is not None:
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=json_default))
@@ -141,21 +200,32 @@ def _expected_identity(folder: Path) -> dict:
     return out
 
 
+def _metric_ok(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0.0 <= value <= 1.0
+
+
 def validate_run(folder: Path, checksums: bool = True) -> RunState:
-    """Check a run folder thoroughly enough to trust it: run.json readable and belonging to
-    this folder, metrics.json readable with both directions for finished runs, and every file
-    matching the sha256 that run.json recorded (runs written before checksums were recorded
-    are checked for readable files instead)."""
+    """Check a run folder thoroughly enough to trust it: written by the store (marker, no
+    symlinks), run.json readable and belonging to this folder, every file matching the sha256
+    that run.json recorded, and metrics.json readable with both directions and every mAP and
+    precision a number in [0, 1] for finished runs."""
     folder = Path(folder)
-    if not folder.exists():
-        return RunState(None)
-    if not folder.is_dir():
-        return RunState(STATUS_CORRUPT, "not a folder")
-    path = folder / "run.json"
-    if not path.is_file():
-        return RunState(STATUS_CORRUPT, "run.json is missing (half-written or edited folder)")
     try:
-        run = json.loads(path.read_text())
+        if folder.is_symlink():
+            return RunState(STATUS_CORRUPT, "a symlink, not a run folder")
+        if not folder.exists():
+            return RunState(None)
+        if not folder.is_dir():
+            return RunState(STATUS_CORRUPT, "not a folder")
+        if not has_marker(folder):
+            return RunState(STATUS_CORRUPT, f"not written by the cmr-bench store (no {MARKER})")
+        path = folder / "run.json"
+        if not path.is_file() or path.is_symlink():
+            return RunState(STATUS_CORRUPT, "run.json is missing (half-written or edited folder)")
+    except OSError as exc:
+        return RunState(STATUS_CORRUPT, f"unreadable ({exc.strerror or exc})")
+    try:
+        run = _load_json(path)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         return RunState(STATUS_CORRUPT, f"run.json is unreadable ({type(exc).__name__})")
     if not isinstance(run, dict) or run.get("status") not in (STATUS_DONE, STATUS_FAILED) or not isinstance(run.get("spec"), dict):
@@ -167,35 +237,34 @@ def validate_run(folder: Path, checksums: bool = True) -> RunState:
     if "config_hash" in expected and spec.get("config_hash") != expected["config_hash"]:
         return RunState(STATUS_CORRUPT, "run.json's config hash does not match its folder")
     files = run.get("files")
-    if files is not None:
-        if not isinstance(files, dict):
+    # No legacy path: a run.json without checksums cannot vouch for its metrics.
+    if not isinstance(files, dict) or (run["status"] == STATUS_DONE and "metrics.json" not in files):
+        return RunState(STATUS_CORRUPT, "run.json has no valid 'files' checksums (edited or written by an old version)")
+    for name, meta in files.items():
+        if not isinstance(name, str) or "/" in name or name.startswith(".") or name == "run.json":
             return RunState(STATUS_CORRUPT, "run.json 'files' is malformed")
-        for name, meta in files.items():
-            p = folder / name
-            if not p.is_file():
+        p = folder / name
+        try:
+            if not p.is_file() or p.is_symlink():
                 return RunState(STATUS_CORRUPT, f"{name} is missing")
             if not isinstance(meta, dict) or p.stat().st_size != meta.get("bytes"):
                 return RunState(STATUS_CORRUPT, f"{name} has the wrong size (truncated or edited)")
             if checksums and _sha256(p) != meta.get("sha256"):
                 return RunState(STATUS_CORRUPT, f"{name} does not match its recorded sha256 (edited or damaged)")
+        except OSError as exc:
+            return RunState(STATUS_CORRUPT, f"{name} is unreadable ({exc.strerror or exc})")
     metrics = None
     if run["status"] == STATUS_DONE:
-        mpath = folder / "metrics.json"
-        if not mpath.is_file():
-            return RunState(STATUS_CORRUPT, "metrics.json is missing")
         try:
-            metrics = json.loads(mpath.read_text())
+            metrics = _load_json(folder / "metrics.json")
             for d in ("i2t", "t2i"):
-                float(metrics[d]["map@all"])
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+                if not _metric_ok(metrics[d]["map@all"]):
+                    return RunState(STATUS_CORRUPT, f"metrics.json {d} map@all is not a number in [0, 1]")
+                for k, v in metrics[d].items():
+                    if (k.startswith("map@") or k.startswith("p@")) and not _metric_ok(v):
+                        return RunState(STATUS_CORRUPT, f"metrics.json {d} {k} is not a number in [0, 1]")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
             return RunState(STATUS_CORRUPT, "metrics.json is unreadable or incomplete")
-        if files is None:  # older run: at least the archive must be readable
-            apath = folder / "arrays.npz"
-            try:
-                with zipfile.ZipFile(apath) as zf:
-                    zf.namelist()
-            except (OSError, zipfile.BadZipFile):
-                return RunState(STATUS_CORRUPT, "arrays.npz is missing or unreadable")
     return RunState(run["status"], "", run, metrics)
 
 
@@ -230,6 +299,9 @@ def recover(folder: Path) -> list[str]:
             done.append(f"restored {keep.name}")
             rest = [p for p in rest if p != keep]
     for p in rest:
+        if not removable(p):  # not provably ours: leave it (and say so)
+            done.append(f"left {p.name} alone: not written by the store")
+            continue
         shutil.rmtree(p, ignore_errors=True)
         done.append(f"removed {p.name}")
     return done
@@ -243,10 +315,14 @@ def iter_runs(runs_dir: Path, dataset: str | None = None):
     base = runs_dir / dataset if dataset else runs_dir
     if not base.is_dir():
         return
+    if base.is_symlink():
+        return
     for run_file in sorted(base.rglob("run.json")):
         folder = run_file.parent
         if any(part.startswith(".") for part in folder.relative_to(runs_dir).parts):
             continue
+        if not SEED_DIR.match(folder.name):
+            continue  # not a run folder, whatever it holds
         state = validate_run(folder)
         if state.status == STATUS_CORRUPT:
             print(f"cmr-bench: warning: skipping corrupt run {folder}: {state.problem}", file=sys.stderr)
@@ -290,7 +366,7 @@ def scan_store(runs_dir: Path, dataset: str | None = None, checksums: bool = Tru
     runs_dir = Path(runs_dir)
     base = runs_dir / dataset if dataset else runs_dir
     entries: list[StoreEntry] = []
-    if not base.is_dir():
+    if not base.is_dir() or base.is_symlink():
         return entries
     for dirpath, dirnames, filenames in os.walk(base):
         here = Path(dirpath)
@@ -298,6 +374,8 @@ def scan_store(runs_dir: Path, dataset: str | None = None, checksums: bool = Tru
         dirnames.sort()
         keep = []
         for d in dirnames:
+            if (here / d).is_symlink():
+                continue  # never followed, never listed, never removed
             if TEMP_DIR.match(d):
                 entries.append(StoreEntry("temp", here / d, *_where(rel), status="temp"))
             elif SEED_DIR.match(d):
@@ -307,7 +385,7 @@ def scan_store(runs_dir: Path, dataset: str | None = None, checksums: bool = Tru
         dirnames[:] = keep
         for f in sorted(filenames):
             m = LOCK_FILE.match(f)
-            if m:
+            if m and not (here / f).is_symlink():
                 state = probe(here / f)
                 entries.append(StoreEntry("lock", here / f, *_where(rel), seed=_seed_of(m.group(1)),
                                           status=state, owner=read_owner(here / f)))
