@@ -52,6 +52,9 @@ def _ints(values, flag: str) -> list[int]:
     return out
 
 
+MAX_PR_POINTS = 100_000
+
+
 def _number(text: str, flag: str, kind=float):
     try:
         return kind(text)
@@ -99,6 +102,8 @@ def cmd_eval(args) -> int:
         memory_budget_mb=_number(args.memory_budget_mb, "--memory-budget-mb"),
         pr_points=_number(args.pr_points, "--pr-points", int),
     )
+    if options["pr_points"] != 0 and not 2 <= options["pr_points"] <= MAX_PR_POINTS:  # an absurd count allocates before failing
+        raise EvaluationInputError(f"--pr-points: expected 0 (no curve) or 2..{MAX_PR_POINTS:,}, got {options['pr_points']}")
     if args.profile:  # warm up imports and caches so that the timing is the evaluation itself
         q, r, ql, rl = arrays
         evaluate(q[:1], r[:2], ql[:1], rl[:2], **{**options, "ks": [1], "rs": []})

@@ -41,7 +41,12 @@ def cmd_table(args) -> int:
 
         table = paper_table(args.table, args.dataset, runs_dir, metric, root=root_of(args))
     out = Path(args.out) if args.out else Path("results") / args.dataset
-    paths = write_table(table, out, formats)
+    if out.exists() and not out.is_dir():
+        raise CmrBenchError(f"--out {out} exists and is not a folder (--out names the folder the tables go into)")
+    try:
+        paths = write_table(table, out, formats)
+    except OSError as exc:
+        raise CmrBenchError(f"cannot write tables into {out}: {exc.strerror or exc}") from None
     print(to_markdown(table))
     for p in paths:
         print(f"wrote {p}")
