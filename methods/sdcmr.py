@@ -58,34 +58,27 @@ Ambiguities and the readings taken (each consistent with the rest of the paper):
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.data.types import Split
 from cmr_bench.methods._blocks import (
     Modal,
-    TorchMethod,
-    adam,
-    batch_stream,
     classifier_head,
     frobenius,
     grad_reverse,
     kl_standard_normal,
     label_loss,
-    label_targets,
     mlp_decoder,
     modality_targets,
     reparameterize,
     shared_encoder,
     vae_encoder,
 )
-from cmr_bench.plugin import Method, MethodInfo
+from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
+from cmr_bench.trainer import MODALITIES, Batch, TorchMethod, adam
 
-MODALITIES = ("image", "text")
 OTHER = {"image": "text", "text": "image"}
 
 
@@ -104,7 +97,7 @@ class SDCMRNet(nn.Module):
 
 
 @register_method
-class SDCMR(TorchMethod, Method):
+class SDCMR(TorchMethod):
     name = "sdcmr"
     code_type = "real"
     info = MethodInfo(
@@ -122,7 +115,6 @@ class SDCMR(TorchMethod, Method):
             "Algorithm 1's five block updates use the gradients of one forward/backward pass per iteration instead of re-evaluating the loss between block updates.",
             "L_sim (Eq. 7) is averaged over the k latent dimensions and L_ind (Eq. 14) divided by the batch size; the printed sums collapse z^s (chance-level codes on synthetic data and a Wikipedia validation split, contradicting Table III); literal_scale=true restores them.",
             "Multi-label datasets use a binary cross-entropy with logits for the semantic classifier.",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {
@@ -142,8 +134,6 @@ class SDCMR(TorchMethod, Method):
         "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
     smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
-    # The paper gives one setting for all four datasets.
-    dataset_defaults = {}
     # Table III: one loss term removed at a time (L_ELBO is never removed, Sec. IV-C1).
     variants = {
         "w/o L_rec": {"alpha": 0.0},
@@ -201,7 +191,7 @@ class SDCMR(TorchMethod, Method):
                 terms["ce_sem_u"] = terms["ce_sem_u"] + label_loss(net.cls_s(grad_reverse(z_u[m])), y, self.multilabel)
             ad_objective = sum(terms.values())
             ad_logged = terms["ce_sem_s"] - terms["ce_mod_s"] + terms["ce_mod_u"] - terms["ce_sem_u"]
-            log.update({key: value.item() for key, value in terms.items()})
+            log.update(terms)
         if eta:
             # Eq. 14; divided by N like every other term of Eq. 15 unless literal_scale
             ind = sum(frobenius(z_s[m].t() @ z_u[m]) for m in MODALITIES)
@@ -209,31 +199,13 @@ class SDCMR(TorchMethod, Method):
                 ind = ind / len(y)
         objective = elbo + alpha * rec + beta * sim + gamma * ad_objective + eta * ind
         total = elbo + alpha * rec + beta * sim + gamma * ad_logged + eta * ind
-        log = {
-            "L": total.item(), "L_ELBO": elbo.item(), "L_rec": rec.item(), "L_sim": sim.item(),
-            "L_ad": ad_logged.item(), "L_ind": ind.item(), **log,
-        }
+        log = {"L": total, "L_ELBO": elbo, "L_rec": rec, "L_sim": sim, "L_ad": ad_logged, "L_ind": ind, **log}
         return objective, log
 
-    def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
-        c = self.config
-        x_all = self.prepare_inputs(train)
-        y_all = label_targets(train.labels, self.num_classes, self.device)
-        order, noise = self.generators()
+    def loss(self, batch: Batch):
+        return self.losses(batch.x, batch.y, self.noise)
+
+    def make_optimizers(self):
         # One Adam over the five blocks of Algorithm 1 (per-parameter Adam: the same update as
         # five optimizers stepped in the order of lines 3-7).
-        optimizer = adam([{"params": block.parameters()} for block in self.net.blocks()], lr=float(c["lr"]))
-        self.net.train()
-        batches = batch_stream(len(train), int(c["batch_size"]), order)
-        log, start = [], time.perf_counter()
-        for it in range(int(c["iterations"])):
-            idx = next(batches).to(self.device)
-            objective, row = self.losses({m: x_all[m][idx] for m in MODALITIES}, y_all[idx], noise)
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            log.append({"iteration": it + 1, **row})
-        self.net.eval()
-        if log:
-            log[-1]["fit_seconds"] = time.perf_counter() - start
-        return log
+        return {"net": adam([{"params": block.parameters()} for block in self.net.blocks()], lr=float(self.config["lr"]))}
