@@ -312,10 +312,16 @@ def iter_runs(runs_dir: Path, dataset: str | None = None):
     skipping temp folders. A corrupt or hand-edited run is reported on stderr and left out,
     so it never reaches a table (the next `cmr-bench run` redoes it)."""
     runs_dir = Path(runs_dir)
+    if dataset:
+        from cmr_bench.paths import check_component
+
+        check_component(dataset, "dataset name")  # before the first run is read, not lazily
+    return _iter_runs(runs_dir, dataset)
+
+
+def _iter_runs(runs_dir: Path, dataset: str | None):
     base = runs_dir / dataset if dataset else runs_dir
-    if not base.is_dir():
-        return
-    if base.is_symlink():
+    if not base.is_dir() or base.is_symlink():
         return
     for run_file in sorted(base.rglob("run.json")):
         folder = run_file.parent
