@@ -147,25 +147,32 @@ def load_backbone(kind: str, model_id: str, device: str = "auto", dtype: str = "
     require_extra()
     import torch
     import transformers
-    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
+    # Our progress bar and one-line errors are the interface: no loading bars or advice on stderr.
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    if kind == "blip2":
-        cls = transformers.Blip2ForImageTextRetrieval
-    else:
-        cls = transformers.AutoModel
+    cls = transformers.Blip2ForImageTextRetrieval if kind == "blip2" else transformers.AutoModel
+
+    def fail(exc):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return CmrBenchError(f"could not load {kind} model '{model_id}': {first}")
+
+    try:
+        model_type = getattr(AutoConfig.from_pretrained(model_id), "model_type", "")
+    except (OSError, ValueError, KeyError) as exc:
+        raise fail(exc) from None
+    expected = {"clip": ("clip",), "siglip": ("siglip", "siglip2"), "blip2": ("blip-2",)}[kind]
+    if model_type not in expected:  # checked before loading weights into the wrong architecture
+        raise CmrBenchError(f"--model '{model_id}' is a '{model_type}' model, not a {kind} one")
     try:
         model, loading = cls.from_pretrained(model_id, dtype=torch_dtype, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(model_id)
         image_processor = AutoImageProcessor.from_pretrained(model_id)
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CmrBenchError(f"could not load {kind} model '{model_id}': {first}") from None
-    model_type = getattr(model.config, "model_type", "")
-    expected = {"clip": ("clip",), "siglip": ("siglip", "siglip2"), "blip2": ("blip-2",)}[kind]
-    if model_type not in expected:
-        raise CmrBenchError(f"--model '{model_id}' is a '{model_type}' model, not a {kind} one")
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise fail(exc) from None
     if kind == "blip2" and not getattr(model.config.qformer_config, "use_qformer_text_input", True):
         raise CmrBenchError(f"'{model_id}' has no Q-Former text branch (use_qformer_text_input is false): BLIP-2 needs an "
                             "image-text retrieval checkpoint, e.g. Salesforce/blip2-itm-vit-g")
