@@ -29,11 +29,14 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any] | Any]:
         if "=" not in item:
             raise CmrBenchError(f"--set expects key=value, got '{item}'")
         key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or not all(part.strip() for part in key.split(".", 1)) or "\x00" in item:
+            raise CmrBenchError(f"--set expects key=value or method.key=value, got {ascii(item)[:80]}")
         try:
             value = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = raw
-        out[key.strip()] = value
+        out[key] = value
     return out
 
 
@@ -53,10 +56,12 @@ def _typed(method: str, key: str, value: Any, default: Any) -> Any:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise CmrBenchError(f"{where}: expected an integer")
+        _in_range(where, value, default, MAX_INT_OVERRIDE)
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise CmrBenchError(f"{where}: expected a finite number")
+        _in_range(where, value, default, MAX_FLOAT_OVERRIDE)
         return float(value) if isinstance(value, int) else value
     if isinstance(default, str):
         if isinstance(value, (list, dict)):
@@ -69,6 +74,46 @@ def _typed(method: str, key: str, value: Any, default: Any) -> Any:
     if isinstance(default, dict) and not isinstance(value, dict):
         raise CmrBenchError(f"{where}: expected a table like {{\"a\": 1}}")
     return value
+
+
+# Numeric overrides beyond these are user errors caught before the grid, not failed runs:
+# no hyperparameter of a published method is meaningfully 10^7 (dims, epochs) or 1e9.
+MAX_INT_OVERRIDE = 10**7
+MAX_FLOAT_OVERRIDE = 1e9
+
+
+def _in_range(where: str, value, default, limit) -> None:
+    """A hyperparameter whose default is >= 0 (sizes, rates, weights) is never negative."""
+    if default >= 0 and value < 0:
+        raise CmrBenchError(f"{where}: must be >= 0 (the default is {default})")
+    if abs(value) > limit:
+        raise CmrBenchError(f"{where}: {value:g} is out of range (at most {limit:g} in magnitude)")
+
+
+def _check_choice(cls, key: str, value: Any) -> None:
+    """A method may declare `choices = {"key": ("a", "b")}` for its string hyperparameters."""
+    allowed = (getattr(cls, "choices", None) or {}).get(key)
+    if allowed and value not in allowed:
+        from cmr_bench.errors import UnknownNameError
+
+        raise UnknownNameError(f"value of {cls.name}.{key}", str(value), [str(a) for a in allowed])
+
+
+def _check_targets(methods: list[str], overrides: dict[str, Any]) -> None:
+    """`method.key=value` must name a selected method: a typo ('ccaa', 'CCA') is an error
+    with suggestions, never silently ignored."""
+    from cmr_bench.errors import UnknownNameError
+
+    for key in overrides:
+        if "." not in key:
+            continue
+        target = key.split(".", 1)[0]
+        if target in methods:
+            continue
+        lowered = [m for m in methods if m.lower() == target.lower()]
+        if lowered:
+            raise CmrBenchError(f"--set {key}: unknown method '{target}'; did you mean {lowered[0]}? (names are lower-case)")
+        raise UnknownNameError("method in --set (not one of --methods)", target, methods)
 
 
 def json_text(value: Any) -> str:
@@ -94,6 +139,7 @@ def expand(
     bits: list[int] | None = None, variants: str = "none", overrides: dict[str, Any] | None = None,
 ) -> list[RunSpec]:
     overrides = overrides or {}
+    _check_targets(methods, overrides)
     for key in overrides:
         if "." not in key and not any(key in get_method(m).defaults for m in methods):
             raise CmrBenchError(f"--set {key}: no selected method has a hyperparameter '{key}'")
@@ -127,9 +173,17 @@ def expand(
         for variant in variant_names:
             merged = {**cls.variants.get(variant, {}), **user}
             config = cls.resolve_config(merged, dataset=dataset.name)
+            for key, value in config.items():
+                _check_choice(cls, key, value)
+            check = getattr(cls, "check_config", None)  # optional plugin hook: a user error before the grid
+            if callable(check):
+                try:
+                    check(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
+                except (ValueError, TypeError) as exc:
+                    raise CmrBenchError(f"--set for method '{name}': {exc}") from None
             for b in code_lengths:
                 for seed in seeds:
-                    specs.append(RunSpec(dataset.name, proto, name, seed, variant, b, user, config))
+                    specs.append(RunSpec(dataset.name, proto, name, seed, variant, b, user, config, data=dataset.fingerprint))
     return specs
 
 

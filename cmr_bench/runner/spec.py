@@ -4,6 +4,7 @@ the run's folder is derived from it, so finished runs are found again (and skipp
 from __future__ import annotations
 
 import hashlib
+import numbers
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -26,10 +27,11 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)  # --set key=value
     config: dict[str, Any] = field(default_factory=dict)  # resolved hyperparameters
     val_fraction: float = 0.1
+    data: str = ""  # Dataset.fingerprint of the data the run trains and evaluates on
 
     def identity(self) -> dict[str, Any]:
         """What the config hash covers (the seed is kept apart: seeds of one config share a folder)."""
-        return {
+        out = {
             "dataset": self.dataset,
             "protocol": self.protocol,
             "method": self.method,
@@ -39,6 +41,9 @@ class RunSpec:
             "val_fraction": self.val_fraction,
             "evaluation": {"ks": list(EVAL_KS)},
         }
+        if self.data:  # another dataset under the same name (or changed files) is another run
+            out["data"] = self.data
+        return out
 
     @property
     def config_hash(self) -> str:
@@ -55,6 +60,15 @@ class RunSpec:
         return " ".join(parts) + f" seed={self.seed}"
 
     def folder(self, runs_dir: Path) -> Path:
+        """<runs>/<dataset>/<protocol>/<method>/<tag>-<hash>/seed-<k>; names that are not
+        plain path components (see cmr_bench.paths) are refused, so no run leaves runs_dir."""
+        from cmr_bench.paths import check_component
+
+        check_component(self.dataset, "dataset name")
+        check_component(self.protocol, "protocol name")
+        check_component(self.method, "method name")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TypeError(f"seed must be an integer, got {self.seed!r}")
         tag = slug(self.variant) if self.variant else "default"
         if self.bits:
             tag += f"-{self.bits}bits"

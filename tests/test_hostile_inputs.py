@@ -1,0 +1,524 @@
+"""Issue 18, the other classes: hostile manifests, data files, store files, HTTP servers and
+option values. Each case: one line on stderr, exit 2, no traceback, no hang, nothing of
+another dataset in a table, and no finished result lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import sha256, write_user_dataset
+from test_bad_input import assert_one_line, snapshot
+
+# --- manifests ---------------------------------------------------------------------------------
+
+SYNTH = '''name = "tiny"
+label_kind = "single"
+num_classes = 3
+[synthetic]
+{synthetic}
+[split]
+kind = "synthetic"
+[protocols.real]
+train = "train"
+query = "test"
+retrieval = "test"
+'''
+
+
+def _synth(**params) -> str:
+    body = {"n_train": 30, "n_test": 10, "image_dim": 6, "text_dim": 4, **params}
+    return SYNTH.format(synthetic="\n".join(f"{k} = {v}" for k, v in body.items() if v is not None))
+
+
+def _user(folder: Path, old: str = "", new: str = "") -> str:
+    text = write_user_dataset(folder).read_text()
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+MANIFESTS = {
+    "protocols not tables": lambda f: _user(f, '[protocols.real]\ntrain = "train"\nquery = "test"\nretrieval = "test"\n',
+                                            "[protocols]\nreal = 5\n"),
+    "synthetic not a table": lambda f: SYNTH.replace("[synthetic]\n{synthetic}\n", "synthetic = 5\n"),
+    "num_classes 10**12": lambda f: _user(f, "num_classes = 3", "num_classes = 1000000000000"),
+    "offset 2**70": lambda f: _user(f, 'key = "train_labels" }', 'key = "train_labels", offset = 1180591620717411303424 }'),
+    "column huge": lambda f: _user(f, 'key = "train_labels" }', 'key = "train_labels", column = 99999999 }'),
+    "synthetic n_train 10**13": lambda f: _synth(n_train=10**13),
+    "synthetic n_train 0": lambda f: _synth(n_train=0),
+    "synthetic image_dim 0": lambda f: _synth(image_dim=0),
+    "synthetic noise nan": lambda f: _synth(noise="nan"),
+    "synthetic noise inf": lambda f: _synth(noise="inf"),
+    "synthetic unknown key": lambda f: _synth(name='"x"'),
+    "synthetic huge cells": lambda f: _synth(n_train=10**6, image_dim=10**4),
+    "fixed split without sizes": lambda f: _user(f, "sizes = { train = 30, test = 12 }", ""),
+    "split size 0": lambda f: _user(f, "test = 12", "test = 0"),
+    "sampled query 0": lambda f: _user(f, 'kind = "fixed"', 'kind = "sampled"\nseed = 0\nquery = 0\ntrain = 5'),
+    "sha256 not hex": lambda f: _user(f, 'sha256 = "', 'sha256 = "zz'),
+    "fetch not a bool": lambda f: _user(f, 'sha256 = "', 'fetch = "yes"\nsha256 = "'),
+    "base_url file scheme": lambda f: "[source]\nbase_url = \"file:///etc/\"\n" + _user(f),
+    "nested 5000 deep": lambda f: "x = " + "[" * 5000 + "]" * 5000 + "\n",
+    "not utf-8": lambda f: b"name = \"\xff\xfe\"\n",
+    "huge file": lambda f: "# " + "x" * (2 << 20) + "\n",
+}
+
+
+@pytest.mark.parametrize("case", list(MANIFESTS))
+@pytest.mark.parametrize("command", ["info", "verify", "list"])
+def test_bad_manifest_is_one_line_and_does_not_break_data_list(tmp_path, run_cli, case, command):
+    folder = tmp_path / "root" / "bad"
+    folder.mkdir(parents=True)
+    text = MANIFESTS[case](tmp_path / "src")
+    path = folder / "manifest.toml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    if command == "list":  # a bad manifest in the data root: the others are still listed
+        code, out, err = run_cli("--data-root", tmp_path / "root", "data", "list")
+        assert code == 0 and "Traceback" not in err, err
+        assert "synthetic" in out and "wiki" in out and "malformed" in out
+    else:
+        code, out, err = run_cli("--data-root", tmp_path / "root", "data", command, path)
+        assert_one_line(code, err)
+
+
+def test_unreadable_manifest_is_one_line(tmp_path, run_cli):
+    path = tmp_path / "m.toml"
+    path.mkdir()  # a folder where the file belongs: unreadable as root too
+    code, out, err = run_cli("data", "info", path)
+    assert_one_line(code, err)
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "a\x00b", "a\x00b.toml"])
+def test_odd_dataset_arguments_are_one_line(tmp_path, run_cli, name):
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", name, "--results-dir", tmp_path / "r", "--no-progress")
+    assert_one_line(code, err)
+    assert not (tmp_path / "r").exists()
+
+
+# --- user errors in the data or the options: before the grid, never a stored failed run ------
+
+def _run_user_error(run_cli, tmp_path, dataset, *extra, expected=None):
+    results = tmp_path / "results"
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", dataset, "--results-dir", results, "--no-progress", *extra)
+    assert_one_line(code, err, expected)
+    assert not list(results.rglob("run.json")) if results.exists() else True
+
+
+def test_zero_column_features_are_a_data_error(tmp_path, run_cli):
+    folder = tmp_path / "d"
+    m = write_user_dataset(folder, mutate=lambda a: [a.__setitem__(f"{s}_text", a[f"{s}_text"][:, :0]) for s in ("train", "test")],
+                           checksums=False)
+    m.write_text(m.read_text().replace("text_dim = 4\n", ""))
+    _run_user_error(run_cli, tmp_path, m, expected="zero columns")
+
+
+def test_train_test_dimension_mismatch_is_a_data_error(tmp_path, run_cli):
+    m = write_user_dataset(tmp_path / "d", mutate=lambda a: a.__setitem__("test_image", a["test_image"][:, :5]), checksums=False)
+    m.write_text(m.read_text().replace("image_dim = 6\n", ""))
+    _run_user_error(run_cli, tmp_path, m, expected="differ in feature dims")
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("cca.dims=-1", ">= 0"),
+    ("random.dims=1000000000000", "out of range"),
+    ("cca.reg=1e308", "out of range"),
+    ("cca.reg=-1", ">= 0"),
+    ("ccaa.reg=5", "did you mean cca"),
+    ("CCA.reg=5", "did you mean cca"),
+    ("sdcmr.lr=0.1", "not one of --methods"),
+    ("=5", "key=value"),
+    (".reg=5", "key=value"),
+])
+def test_absurd_or_misdirected_set_values_are_user_errors_before_the_grid(tmp_path, run_cli, setting, expected):
+    results = tmp_path / "results"
+    code, out, err = run_cli("run", "--methods", "cca,random", "--dataset", "synthetic", "--results-dir", results,
+                             "--no-progress", "--set", setting)
+    assert_one_line(code, err, expected)
+    assert not results.exists()
+
+
+def test_declared_string_choices_are_checked_before_the_grid(monkeypatch):
+    from cmr_bench.data.synthetic import make_synthetic
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.registry import get_method
+    from cmr_bench.runner.grid import expand
+
+    cls = get_method("cca")
+    monkeypatch.setattr(cls, "defaults", {**cls.defaults, "input_norm": "zscore"}, raising=False)
+    monkeypatch.setattr(cls, "choices", {"input_norm": ("zscore", "none")}, raising=False)
+    ds = make_synthetic(n_train=20, n_test=10)
+    assert expand(["cca"], ds, [0], overrides={"cca.input_norm": "none"})
+    with pytest.raises(CmrBenchError, match="did you mean zscore"):
+        expand(["cca"], ds, [0], overrides={"cca.input_norm": "zscor"})
+
+
+# --- the store keyed by the data, tables never mixing data ----------------------------------
+
+
+def _synthetic_named(folder: Path, name: str, seed: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{seed}.toml"
+    path.write_text(SYNTH.replace('name = "tiny"', f'name = "{name}"').format(
+        synthetic=f"n_train = 40\nn_test = 20\nimage_dim = 6\ntext_dim = 4\nnum_classes = 3\nseed = {seed}"))
+    return path
+
+
+def test_same_name_other_data_is_another_run_and_tables_refuse_to_mix(tmp_path, run_cli):
+    results = tmp_path / "results"
+    real = _synthetic_named(tmp_path / "a", "mydata", seed=0)
+    impostor = _synthetic_named(tmp_path / "b", "mydata", seed=1)  # same name, other data
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", real, "--results-dir", results, "--no-progress")
+    assert code == 0, out + err
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", impostor, "--results-dir", results, "--no-progress")
+    assert code == 0, out + err
+    assert "0 already finished, 1 to run" in out  # not "already finished": the data differ
+    runs = sorted(results.rglob("run.json"))
+    assert len(runs) == 2
+    prints = {json.loads(p.read_text())["spec"]["data"] for p in runs}
+    assert len(prints) == 2 and "" not in prints
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "mydata", "--results-dir", results, "--out", tmp_path / "t")
+    assert_one_line(code, err, "different data")
+    # the same data again is recognised as finished
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", real, "--results-dir", results, "--no-progress")
+    assert code == 0 and "1 already finished" in out
+
+
+def test_fingerprint_follows_the_arrays_and_the_split():
+    from cmr_bench.data.synthetic import make_synthetic
+
+    a, b = make_synthetic(seed=0), make_synthetic(seed=0)
+    assert a.fingerprint == b.fingerprint
+    assert make_synthetic(seed=1).fingerprint != a.fingerprint
+    c = make_synthetic(seed=0)
+    c.splits["test"].image[0, 0] += 1e-3
+    c._fingerprint = ""
+    assert c.fingerprint != a.fingerprint
+    d = make_synthetic(seed=0)
+    d.protocols = {"real": d.protocols["hash"].__class__("real", "train", "test", "train")}
+    assert d.fingerprint != a.fingerprint
+
+
+# --- store files written by someone else ---------------------------------------------------
+
+
+@pytest.fixture
+def one_run(tmp_path, run_cli):
+    results = tmp_path / "results"
+    assert run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress")[0] == 0
+    return results, next(results.rglob("run.json")).parent
+
+
+def _resign(folder: Path) -> None:
+    """Edit metrics.json *and* fix its recorded checksum, as a careful forger would."""
+    run = json.loads((folder / "run.json").read_text())
+    p = folder / "metrics.json"
+    run["files"]["metrics.json"] = {"sha256": sha256(p), "bytes": p.stat().st_size}
+    (folder / "run.json").write_text(json.dumps(run))
+
+
+STORE_EDITS = {
+    "deep run.json": lambda f: (f / "run.json").write_text("[" * 100000 + "]" * 100000),
+    "deep metrics.json": lambda f: ((f / "metrics.json").write_text("[" * 100000 + "]" * 100000), _resign(f)),
+    "map is a string": lambda f: (_edit_metric(f, "0.9"), _resign(f)),
+    "map is NaN": lambda f: (_edit_metric(f, float("nan")), _resign(f)),
+    "map above 1": lambda f: (_edit_metric(f, 1.5), _resign(f)),
+    "map below 0": lambda f: (_edit_metric(f, -0.1), _resign(f)),
+    "files key deleted": lambda f: _drop_files(f, edit=True),
+    "marker deleted": lambda f: (f / "cmr-bench-run").unlink(),
+    "run.json a symlink": lambda f: _symlink_run_json(f),
+}
+
+
+def _edit_metric(folder: Path, value) -> None:
+    m = json.loads((folder / "metrics.json").read_text())
+    m["i2t"]["map@all"] = value
+    (folder / "metrics.json").write_text(json.dumps(m))
+
+
+def _drop_files(folder: Path, edit: bool) -> None:
+    run = json.loads((folder / "run.json").read_text())
+    del run["files"]
+    (folder / "run.json").write_text(json.dumps(run))
+    if edit:
+        _edit_metric(folder, 0.999)
+
+
+def _symlink_run_json(folder: Path) -> None:
+    os.replace(folder / "run.json", folder.parent / "elsewhere.json")
+    os.symlink(folder.parent / "elsewhere.json", folder / "run.json")
+
+
+@pytest.mark.parametrize("case", list(STORE_EDITS))
+def test_hostile_store_files_never_reach_a_table_and_never_crash(one_run, run_cli, tmp_path, case):
+    results, folder = one_run
+    STORE_EDITS[case](folder)
+    code, out, err = run_cli("runs", "list", "--results-dir", results)
+    assert code == 0 and "Traceback" not in err and "corrupt" in out, out + err
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results,
+                             "--out", tmp_path / "t", "--format", "csv")
+    assert code == 0 and "skipping corrupt run" in err and "Traceback" not in err, err
+    import pandas as pd
+
+    row = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method").loc["cca"]
+    assert row.isna()["runs"] or row["runs"] == 0 or str(row["runs"]) in ("", "nan")
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress")
+    assert "Traceback" not in err, err
+    if case == "marker deleted":  # not provably ours: reported, never overwritten
+        assert_one_line(code, err, "not a cmr-bench run folder")
+    else:
+        assert code == 0 and "corrupt run folder" in out, out + err
+
+
+@pytest.mark.parametrize("kind", ["lock is a folder", "protocol folder is a file", "symlink loop"])
+def test_store_entries_of_the_wrong_kind_are_one_line(tmp_path, run_cli, kind):
+    results = tmp_path / "results"
+    assert run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress")[0] == 0
+    cfg = next(results.glob("synthetic/real/cca/*"))
+    if kind == "lock is a folder":
+        (cfg / ".seed-1.lock").mkdir()
+    elif kind == "protocol folder is a file":
+        (results / "synthetic" / "hash").write_text("")
+    else:
+        os.symlink(cfg / ".seed-1.lock", cfg / ".seed-1.lock.x")
+        os.symlink(cfg / ".seed-1.lock.x", cfg / ".seed-1.lock")
+    before = snapshot(results)
+    args = ["--seeds", "1"] if kind != "protocol folder is a file" else ["--protocol", "hash"]
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress", *args)
+    assert_one_line(code, err, "results store")
+    after = snapshot(results)
+    assert {k: v[1:] for k, v in after.items()} == {k: v[1:] for k, v in before.items()}
+    code, out, err = run_cli("runs", "list", "--results-dir", results)
+    assert code == 0 and "Traceback" not in err
+
+
+def test_disk_full_while_writing_a_run_is_one_line_and_keeps_finished_runs(tmp_path, run_cli, monkeypatch):
+    import errno
+
+    results = tmp_path / "results"
+    assert run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress")[0] == 0
+    before = snapshot(results)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--seeds", "0,1", "--results-dir", results,
+                             "--no-progress")
+    assert_one_line(code, err, "No space left on device")
+    after = snapshot(results)  # the finished run untouched, no half-written folder (dir mtimes may move)
+    assert {k: v[1:] for k, v in after.items()} == {k: v[1:] for k, v in before.items()}
+
+
+# --- data files ----------------------------------------------------------------------------
+
+
+def _h5_manifest(folder: Path, write) -> Path:
+    import h5py
+
+    manifest = write_user_dataset(folder, fmt="h5", checksums=False)
+    with h5py.File(folder / "features.h5", "a") as fh:
+        write(fh, folder)
+    return manifest
+
+
+def test_hdf5_external_storage_is_refused_unless_allowed(tmp_path, run_cli, monkeypatch):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(30 * 6, dtype=np.float32).tobytes())
+
+    def external(fh, folder):
+        del fh["train_image"]
+        fh.create_dataset("train_image", shape=(30, 6), dtype=np.float32, external=[(str(secret), 0, 30 * 6 * 4)])
+
+    manifest = _h5_manifest(tmp_path / "d", external)
+    code, out, err = run_cli("data", "info", manifest)
+    assert_one_line(code, err, "external")
+    monkeypatch.setenv("CMR_BENCH_ALLOW_HDF5_EXTERNAL", "1")
+    code, out, err = run_cli("data", "info", manifest)
+    assert code == 0, err
+
+
+def test_hdf5_external_storage_on_a_fifo_does_not_hang(tmp_path, run_cli):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def external(fh, folder):
+        del fh["train_image"]
+        fh.create_dataset("train_image", shape=(30, 6), dtype=np.float32, external=[(str(fifo), 0, 30 * 6 * 4)])
+
+    manifest = _h5_manifest(tmp_path / "d", external)
+    start = time.monotonic()
+    code, out, err = run_cli("data", "info", manifest)
+    assert_one_line(code, err, "external")
+    assert time.monotonic() - start < 30
+
+
+def test_hdf5_external_link_is_refused(tmp_path, run_cli):
+    import h5py
+
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as fh:
+        fh["x"] = np.ones((30, 6), dtype=np.float32)
+
+    def link(fh, folder):
+        del fh["train_image"]
+        fh["train_image"] = h5py.ExternalLink(str(other), "/x")
+
+    manifest = _h5_manifest(tmp_path / "d", link)
+    code, out, err = run_cli("data", "info", manifest)
+    assert_one_line(code, err, "external link")
+
+
+def test_hdf5_declaring_more_than_it_stores_fails_before_allocating(tmp_path, run_cli):
+    import h5py
+
+    def huge(fh, folder):
+        del fh["train_image"]
+        fh.create_dataset("train_image", shape=(50_000_000, 6), dtype=np.float64, chunks=(1000, 6), compression="gzip")
+
+    manifest = _h5_manifest(tmp_path / "d", huge)
+    code, out, err = run_cli("data", "info", manifest)
+    assert_one_line(code, err, "declares")
+    assert h5py  # noqa: the file stays small
+    assert (tmp_path / "d" / "features.h5").stat().st_size < 1 << 20
+
+
+def test_npy_header_declaring_more_than_the_file_holds(tmp_path, run_cli):
+    folder = tmp_path / "d"
+    manifest = write_user_dataset(folder, checksums=False)
+    with np.load(folder / "features.npz") as z:
+        arrays = dict(z)
+    for k, v in arrays.items():
+        np.save(folder / f"{k}.npy", v)
+    header = np.lib.format.header_data_from_array_1_0(arrays["train_image"])
+    with open(folder / "train_image.npy", "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {**header, "shape": (50_000_000, 6)})
+        fh.write(arrays["train_image"].tobytes())
+    text = manifest.read_text().replace('path = "features.npz"', "\n".join(f'path = "{k}.npy"\n[[files]]' for k in arrays)[:-10])
+    for k in arrays:
+        text = text.replace(f'{{ file = "features.npz", key = "{k}" }}', f'{{ file = "{k}.npy" }}')
+    manifest.write_text(text)
+    code, out, err = run_cli("data", "info", manifest)
+    assert_one_line(code, err, "train_image.npy")
+
+
+# --- HTTP: malformed responses, slow servers, sizes without a checksum -----------------------
+
+
+class RawServer:
+    """Answers each connection with `script(conn)`; stops by itself after `limit` connections
+    or `lifetime` seconds (daemon thread: never outlives the test process)."""
+
+    def __init__(self, script, limit: int = 8, lifetime: float = 60.0):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.script, self.limit, self.end = script, limit, time.monotonic() + lifetime
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        served = 0
+        while served < self.limit and time.monotonic() < self.end:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            served += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        self.sock.close()
+
+    def _one(self, conn):
+        try:
+            conn.recv(65536)
+            self.script(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+BODY = b"0123456789" * 10
+
+
+def _reply(head: bytes, body: bytes = BODY):
+    return lambda conn: conn.sendall(head + body)
+
+
+def _slow(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    for _ in range(30):  # 1 byte/s, bounded
+        conn.sendall(b"x")
+        time.sleep(1)
+
+
+def _slow_headers(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    for _ in range(30):
+        conn.sendall(b"X-A: b\r\n")
+        time.sleep(1)
+
+
+HTTP_CASES = {
+    "bad content-length": _reply(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n"),
+    "negative content-length": _reply(b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n"),
+    "bad status line": _reply(b"HTTP/1.1 abc OK\r\n\r\n"),
+    "not http": _reply(b"SSH-2.0-OpenSSH\r\n"),
+    "broken chunking": _reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"zz\r\nabc\r\n"),
+    "200 KB header line": _reply(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"),
+    "more than 100 headers": _reply(b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n"),
+    "truncated body": _reply(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n"),
+    "no length, no checksum": _reply(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"),
+    "404": _reply(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", b""),
+    "slow body": _slow,
+    "slow headers": _slow_headers,
+}
+
+
+@pytest.mark.parametrize("case", list(HTTP_CASES))
+def test_malformed_or_slow_http_leaves_nothing_and_is_bounded(tmp_path, run_cli, monkeypatch, case):
+    monkeypatch.setenv("CMR_BENCH_FETCH_DEADLINE", "3")
+    server = RawServer(HTTP_CASES[case])
+    manifest = write_user_dataset(tmp_path / "user", checksums=False)
+    (tmp_path / "user" / "features.npz").unlink()
+    start = time.monotonic()
+    code, out, err = run_cli("data", "fetch", manifest, "--base-url", server.url, "--no-progress")
+    assert time.monotonic() - start < 20, "fetch did not respect its deadline"
+    assert code == 2 and "Traceback" not in err and "NOT OK" in out, out + err
+    assert sorted(p.name for p in (tmp_path / "user").iterdir()) == ["manifest.toml"]  # no file, no temp
+
+
+def test_size_recorded_in_the_manifest_is_checked_without_a_sha256(tmp_path, run_cli):
+    server = RawServer(_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"))
+    manifest = write_user_dataset(tmp_path / "user", checksums=False)
+    manifest.write_text(manifest.read_text().replace('sha256 = ""', 'sha256 = ""\nbytes = 99'))
+    (tmp_path / "user" / "features.npz").unlink()
+    code, out, err = run_cli("data", "fetch", manifest, "--base-url", server.url, "--no-progress")
+    assert code == 2 and "more than the expected 99 bytes" in out, out
+    assert not (tmp_path / "user" / "features.npz").exists()
+
+
+def test_unverifiable_download_that_does_not_load_is_not_kept(tmp_path, run_cli):
+    server = RawServer(_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"))  # right length, wrong content
+    manifest = write_user_dataset(tmp_path / "user", checksums=False)
+    (tmp_path / "user" / "features.npz").unlink()
+    code, out, err = run_cli("data", "fetch", manifest, "--base-url", server.url, "--no-progress")
+    assert code == 2 and "removed again" in out, out
+    assert not (tmp_path / "user" / "features.npz").exists()
+    assert run_cli("data", "list")[0] == 0
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://x/y", "http://", "http://[::1", "http://a:99999999/",
+                                 "http://a b/", "", "javascript:alert(1)"])
+def test_malformed_base_url_and_mirror_are_one_line(tmp_path, run_cli, monkeypatch, url):
+    manifest = write_user_dataset(tmp_path / "user", checksums=False)
+    (tmp_path / "user" / "features.npz").unlink()
+    code, out, err = run_cli("data", "fetch", manifest, "--base-url", url, "--no-progress")
+    assert_one_line(code, err, "--base-url")
+    monkeypatch.setenv("CMR_BENCH_MIRROR", url or " ")
+    code, out, err = run_cli("data", "fetch", manifest, "--no-progress")
+    assert (code == 2 and "Traceback" not in err) and ("CMR_BENCH_MIRROR" in err or "no public download" in out), out + err
