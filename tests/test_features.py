@@ -363,3 +363,54 @@ def test_multi_label_and_class_order(tiny_models, raw, tmp_path, run_cli):
     ds = load_dataset("ml", root=root)
     assert ds.label_kind == "multi" and ds.class_names == ["red", "green", "blue"]
     assert ds.splits["test"].labels[0].tolist() == [1, 1, 0]  # image 00 (red, test split) + green
+
+
+# --- raw releases in their own layout ---------------------------------------------------------
+
+
+def make_wiki_raw(folder: Path) -> Path:
+    """The SVCL wikipedia_dataset/ layout in miniature: 6 train + 3 test pairs, 3 categories,
+    XML texts with a bare '&' as in the real files."""
+    raw = folder / "wikipedia_dataset"
+    cats = ["art", "biology", "geography"]
+    (raw / "texts").mkdir(parents=True)
+    (raw / "categories.list").write_text("\n".join(cats) + "\n")
+    rows = {"train": [], "test": []}
+    for i in range(9):
+        c = i % 3
+        image_id, text_id = f"{i:032x}", f"{i + 100:032x}-{i}"
+        (raw / "images" / cats[c]).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (24 + i, 20), list(COLORS.values())[c]).save(raw / "images" / cats[c] / f"{image_id}.jpg")
+        (raw / "texts" / f"{text_id}.xml").write_text(
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<document>\n<date>2009</date>\n<title>T{i}</title>\n'
+            f"<text>\nA {list(COLORS)[c]} bird & a cat on grass.\n</text>\n</document>\n")
+        rows["test" if i >= 6 else "train"].append(f"{text_id}\t{image_id}\t{c + 1}")
+    (raw / "trainset_txt_img_cat.list").write_text("\n".join(rows["train"]) + "\n")
+    (raw / "testset_txt_img_cat.list").write_text("\n".join(rows["test"]) + "\n")
+    return raw
+
+
+def test_wiki_raw_layout_in_one_command(tiny_models, tmp_path, run_cli):
+    raw = make_wiki_raw(tmp_path)
+    root = tmp_path / "data"
+    root.mkdir()
+    code, out, err = run_cli("features", "extract", "--layout", "wiki", "--raw", raw, "--backbone", "clip",
+                             "--model", tiny_models["clip"], "--out", root / "wiki-clip", "--device", "cpu")
+    assert code == 0, err
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.features.layouts import wiki_items
+
+    ds = load_dataset("wiki-clip", root=root)
+    assert ds.class_names == ["art", "biology", "geography"]
+    assert ds.splits["train"].labels.tolist() == [0, 1, 2, 0, 1, 2] and len(ds.splits["test"]) == 3
+    assert 'paper_dataset = "wiki"' in (root / "wiki-clip" / "manifest.toml").read_text()
+    assert wiki_items(raw).texts[0] == "A red bird & a cat on grass."
+    # Bad combinations are one line, exit 2.
+    code, _, err = run_cli("features", "extract", "--layout", "wiki", "--raw", raw, "--images", raw, "--backbone", "clip",
+                           "--model", tiny_models["clip"], "--out", root / "x")
+    assert code == 2 and "drop --images" in err
+    (raw / "testset_txt_img_cat.list").write_text("nope\n")
+    code, _, err = run_cli("features", "extract", "--layout", "wiki", "--raw", raw, "--backbone", "clip",
+                           "--model", tiny_models["clip"], "--out", root / "x")
+    assert code == 2 and "expected text_id<TAB>image_id<TAB>class" in err
+    assert not (root / "x").exists()

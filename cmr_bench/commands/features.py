@@ -11,6 +11,7 @@ ORDER = 15
 
 def register(sub) -> None:
     from cmr_bench.features.backbones import BACKBONES, INSTALL_HINT
+    from cmr_bench.features.layouts import LAYOUTS
 
     parser = sub.add_parser("features", help="extract datasets of backbone features (CLIP, BLIP-2, SigLIP) from raw images and texts")
     fsub = parser.add_subparsers(dest="features_command", metavar="ACTION", required=True)
@@ -21,10 +22,13 @@ def register(sub) -> None:
                     "relative to --images: '<image><TAB><caption>', '<image><TAB><label>[,<label>...]', "
                     "'<image><TAB>train|test'. Rows follow the order of --texts. See docs/datasets.md.",
     )
-    p.add_argument("--images", required=True, help="folder of images (searched recursively)")
-    p.add_argument("--texts", required=True, help="TSV: image path, caption (one line per image)")
-    p.add_argument("--labels", required=True, help="TSV: image path, label (comma-separated for multi-label)")
-    p.add_argument("--split", required=True, help="TSV: image path, train or test")
+    p.add_argument("--images", help="folder of images (searched recursively)")
+    p.add_argument("--texts", help="TSV: image path, caption (one line per image)")
+    p.add_argument("--labels", help="TSV: image path, label (comma-separated for multi-label)")
+    p.add_argument("--split", help="TSV: image path, train or test")
+    p.add_argument("--layout", choices=LAYOUTS, default=None,
+                   help="read a raw release in its own layout from --raw instead of --images/--texts/--labels/--split")
+    p.add_argument("--raw", default=None, help="the raw release's folder (with --layout)")
     p.add_argument("--classes", default=None, help="class names in label order, one a line (default: sorted labels)")
     p.add_argument("--backbone", required=True, choices=BACKBONES)
     p.add_argument("--model", required=True, help="Hugging Face hub id or local folder (save_pretrained layout)")
@@ -54,6 +58,7 @@ def cmd_extract(args) -> int:
     shard_size = positive_int(args.shard_size, "--shard-size")
     workers = positive_int(args.workers, "--workers")
     max_tokens = positive_int(args.max_text_tokens, "--max-text-tokens") if args.max_text_tokens else None
+    args.paper_dataset = args.paper_dataset or args.layout  # a known layout is its benchmark's images
     if args.paper_dataset:
         from cmr_bench.data.manifest import find_manifest
 
@@ -64,8 +69,22 @@ def cmd_extract(args) -> int:
         raise CmrBenchError(f"--out {out} exists and is not a folder")
     if not out.parent.is_dir():
         raise CmrBenchError(f"--out: the folder {out.parent} does not exist")
-    items = read_items(Path(args.images), Path(args.texts), Path(args.labels), Path(args.split),
-                       Path(args.classes) if args.classes else None, args.allow_extra_images)
+    generic = {"--images": args.images, "--texts": args.texts, "--labels": args.labels, "--split": args.split}
+    if args.layout:
+        given = [k for k, v in generic.items() if v]
+        if given or not args.raw:
+            raise CmrBenchError(f"--layout {args.layout} reads everything from --raw DIR"
+                                + (f"; drop {', '.join(given)}" if given else ""))
+        from cmr_bench.features.layouts import layout_items
+
+        items = layout_items(args.layout, Path(args.raw))
+    else:
+        lacking = [k for k, v in generic.items() if not v]
+        if lacking or args.raw:
+            raise CmrBenchError("give --images, --texts, --labels and --split (or --layout with --raw)"
+                                + (f"; missing {', '.join(lacking)}" if lacking else ""))
+        items = read_items(Path(args.images), Path(args.texts), Path(args.labels), Path(args.split),
+                           Path(args.classes) if args.classes else None, args.allow_extra_images)
     result = extract(
         items, out,
         lambda: load_backbone(args.backbone, args.model, args.device, args.dtype, max_tokens),
