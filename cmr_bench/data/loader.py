@@ -143,7 +143,8 @@ def _features(array: np.ndarray, what: str, expected_dim: int | None) -> np.ndar
         raise DataError(f"{what}: expected {expected_dim} dims, got {array.shape[1]}")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise DataError(f"{what}: expected real numbers, got dtype {array.dtype}")
-    array = array.astype(np.float32)
+    with np.errstate(all="ignore"):  # values beyond float32 become Inf, reported below (no warning first)
+        array = array.astype(np.float32)
     if not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).any(axis=1).sum())
         raise DataError(f"{what}: {bad} rows contain NaN or Inf")
@@ -159,9 +160,12 @@ def _labels(array: np.ndarray, what: str, manifest: Manifest, offset: int) -> np
             array = array.reshape(-1)
         if array.ndim != 1:
             raise DataError(f"{what}: single-label data needs one class per row, got shape {array.shape}")
-        if not np.all(np.mod(array, 1) == 0):
-            raise DataError(f"{what}: class labels must be integers")
-        labels = array.astype(np.int64) + offset
+        with np.errstate(all="ignore"):
+            if not (np.isfinite(array).all() and np.all(np.mod(array, 1) == 0)):
+                raise DataError(f"{what}: class labels must be integers")
+            if array.size and (array.min() < -2**62 or array.max() > 2**62):
+                raise DataError(f"{what}: labels out of range 0..{c - 1}")
+            labels = array.astype(np.int64) + offset
         if labels.size and (labels.min() < 0 or labels.max() >= c):
             raise DataError(f"{what}: labels out of range 0..{c - 1} (found {labels.min()}..{labels.max()})")
         return labels
