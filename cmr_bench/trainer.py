@@ -14,16 +14,15 @@ steps the named optimisers only) or, for schedules made of stages over the whole
 (SSAH), `train_epoch()` with `self.epoch_batches()` and `self.update()`.
 
 Log schema: one row per iteration (`schedule = "iterations"`, key `iteration`) or per epoch
-(key `epoch`, terms averaged over the epoch's batches), counted from 1; every row has
-`seconds` since fit() began; `val_map_i2t`, `val_map_t2i` where validation ran and
-`selected_epoch` on the last row when an epoch was selected. The runner measures fit time.
+(key `epoch`, terms averaged over the epoch's batches), counted from 1, plus what
+`start_epoch` returns; `val_map_i2t`, `val_map_t2i` where validation ran and `selected_epoch` on
+the last row of a selecting method. No timings: the runner measures fit time, once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -296,7 +295,6 @@ class TorchMethod(Method):
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         c = self.config
-        start = time.perf_counter()
         self.inputs = self.prepare(train)
         self.order = torch.Generator().manual_seed(int(self.seed))  # batch order
         self.noise = torch.Generator(device=self.device).manual_seed(int(self.seed) + 1)  # sampling noise
@@ -318,7 +316,6 @@ class TorchMethod(Method):
                 row.update(val_map_i2t=i2t, val_map_t2i=t2i)
                 if (i2t + t2i) / 2 > best:
                     best, best_at, best_state = (i2t + t2i) / 2, self.done + 1, copy.deepcopy(self.net.state_dict())
-            row["seconds"] = time.perf_counter() - start
             log.append(row)
             loss = self._last_loss
             training_step(self.done + 1, self.total,

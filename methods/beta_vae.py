@@ -19,30 +19,21 @@ not about disentangling and replaces SDCMR's disentangling with beta-VAE's:
 
 from __future__ import annotations
 
-import time
-
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.data.types import Split
 from cmr_bench.methods._blocks import (
     Modal,
-    TorchMethod,
-    adam,
-    batch_stream,
     classifier_head,
     kl_standard_normal,
     label_loss,
-    label_targets,
     mlp_decoder,
     reparameterize,
     shared_encoder,
 )
-from cmr_bench.plugin import Method, MethodInfo
+from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-
-MODALITIES = ("image", "text")
+from cmr_bench.trainer import MODALITIES, Batch, TorchMethod
 
 
 class BetaVAENet(nn.Module):
@@ -54,7 +45,7 @@ class BetaVAENet(nn.Module):
 
 
 @register_method
-class BetaVAE(TorchMethod, Method):
+class BetaVAE(TorchMethod):
     name = "beta-vae"
     code_type = "real"
     info = MethodInfo(
@@ -67,7 +58,6 @@ class BetaVAE(TorchMethod, Method):
         supervision="supervised",
         deviations=(
             "beta-VAE is a single-modality, unsupervised model; its cross-modal transfer (SDCMR Table IV) is not described, so it is embedded in SDCMR's framework: SDCMR's shared semantic encoder as the VAE encoder, SDCMR's L_sim (Eq. 7) and semantic classifier C^s as the cross-modal and label signals (docs/methods.md).",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {
@@ -81,7 +71,6 @@ class BetaVAE(TorchMethod, Method):
         "iterations": 500,
         "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
-    dataset_defaults = {}
     smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
 
     def build(self) -> nn.Module:
@@ -91,8 +80,8 @@ class BetaVAE(TorchMethod, Method):
     def encoder(self, modality: str) -> nn.Module:
         return Modal(self.net.enc, modality, output=0)
 
-    def losses(self, x: dict[str, torch.Tensor], y: torch.Tensor, noise: torch.Generator | None):
-        c, net = self.config, self.net
+    def loss(self, batch: Batch):
+        c, net, x, y, noise = self.config, self.net, batch.x, batch.y, self.noise
         rec = kl = cls = y.new_zeros(())
         z = {}
         for m in MODALITIES:
@@ -103,25 +92,4 @@ class BetaVAE(TorchMethod, Method):
             cls = cls + label_loss(net.cls(z[m]), y, self.multilabel)
         sim = (z["image"] - z["text"]).pow(2).mean()
         objective = rec + float(c["beta"]) * kl + float(c["sim"]) * sim + float(c["cls"]) * cls
-        return objective, {"L": objective.item(), "L_rec": rec.item(), "KL": kl.item(), "L_sim": sim.item(), "L_cls": cls.item()}
-
-    def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
-        c = self.config
-        x_all = self.prepare_inputs(train)
-        y_all = label_targets(train.labels, self.num_classes, self.device)
-        order, noise = self.generators()
-        optimizer = adam(self.net.parameters(), lr=float(c["lr"]))
-        batches = batch_stream(len(train), int(c["batch_size"]), order)
-        log, start = [], time.perf_counter()
-        self.net.train()
-        for it in range(int(c["iterations"])):
-            idx = next(batches).to(self.device)
-            loss, row = self.losses({m: x_all[m][idx] for m in MODALITIES}, y_all[idx], noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            log.append({"iteration": it + 1, **row})
-        self.net.eval()
-        if log:
-            log[-1]["fit_seconds"] = time.perf_counter() - start
-        return log
+        return objective, {"L": objective, "L_rec": rec, "KL": kl, "L_sim": sim, "L_cls": cls}

@@ -17,16 +17,15 @@ The ablation variants of the paper's Table 1 (DJSRH-1 ... DJSRH-6) are configura
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.methods._blocks import minibatches, mlp, to_tensor
-from cmr_bench.methods._hashing import HashingMethod, image_backbone
+from cmr_bench.methods._blocks import image_backbone, mlp
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
+from cmr_bench.trainer import Batch, TorchMethod
 
 
 class _CodeNet(nn.Module):
@@ -66,8 +65,11 @@ def alpha_at(epoch: int, schedule: str) -> float:
 
 
 @register_method
-class DJSRH(HashingMethod):
+class DJSRH(TorchMethod):
     name = "djsrh"
+    code_type = "binary"
+    schedule = "epochs"
+    drop_last = True  # the official loader drops the last partial batch
     info = MethodInfo(
         full_name="Deep Joint-Semantics Reconstructing Hashing",
         paper="S. Su, Z. Zhong, C. Zhang. Deep Joint-Semantics Reconstructing Hashing for Large-Scale "
@@ -90,7 +92,7 @@ class DJSRH(HashingMethod):
     )
     defaults = {
         "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
-        "input_norm": "zscore",  # network inputs: 'zscore' | 'none' (affinities use raw features)
+        "standardize": True,  # z-score the network inputs (the affinities use raw features)
         "img_hidden": 4096,  # stands in for AlexNet's 4096-d fc7 under the hash layer
         "txt_hidden": 4096,  # official TxtNet: bag of words -> 4096 -> K
         "beta": 0.6,  # weight of S_I in S~ (official: WIKI 0.3, MIRFlickr 0.9, NUS-WIDE 0.6)
@@ -127,7 +129,7 @@ class DJSRH(HashingMethod):
         "DJSRH-6": {"alpha_schedule": "constant"},  # full model without the growing alpha
     }
 
-    def _build(self):
+    def build(self):
         c = self.config
         backbone, img_dim = image_backbone(c["image_backbone"], self.image_dim)
         hi, ht = int(c["img_hidden"]), int(c["txt_hidden"])
@@ -136,8 +138,8 @@ class DJSRH(HashingMethod):
             "txt": _CodeNet(mlp([self.text_dim, ht]), ht, self.bits),
         }
 
-    def _encoder(self, modality):
-        return self.nets["img" if modality == "image" else "txt"]
+    def encoder(self, modality):
+        return self.net["img" if modality == "image" else "txt"]
 
     def target_affinity(self, raw_img: torch.Tensor, raw_txt: torch.Tensor) -> torch.Tensor:
         """The joint-semantics affinity S of one batch, from the original features only."""
@@ -159,50 +161,27 @@ class DJSRH(HashingMethod):
         terms["total"] = terms["cross"] + float(c["lambda1"]) * terms["img_img"] + float(c["lambda2"]) * terms["txt_txt"]
         return terms
 
-    def fit(self, train, val=None):
-        # Unsupervised: only train.image and train.text are read, never train.labels.
+    def make_optimizers(self):
         c = self.config
-        t0 = time.perf_counter()
-        x_img, x_txt = self._fit_inputs(train)
-        raw_img, raw_txt = to_tensor(train.image, self.device), to_tensor(train.text, self.device)
-        n = len(x_img)
-        gen = self._generator()
-        bs = int(c["batch_size"])
         sgd = dict(momentum=float(c["momentum"]), weight_decay=float(c["weight_decay"]))
-        opt_img = torch.optim.SGD(self.nets["img"].parameters(), lr=float(c["lr_img"]), **sgd)
-        opt_txt = torch.optim.SGD(self.nets["txt"].parameters(), lr=float(c["lr_txt"]), **sgd)
-        log: list[dict[str, float]] = []
-        for epoch in range(int(c["epochs"])):
-            alpha = alpha_at(epoch, str(c["alpha_schedule"]))
-            self.nets["img"].alpha = self.nets["txt"].alpha = alpha
-            self.nets.train()
-            sums = {"cross": 0.0, "img_img": 0.0, "txt_txt": 0.0, "total": 0.0}
-            steps = 0
-            for idx in minibatches(n, bs, gen):
-                if len(idx) < bs and steps > 0:
-                    continue  # the official loader drops the last partial batch
-                idx = idx.to(self.device)
-                with torch.no_grad():
-                    s = self.target_affinity(raw_img[idx], raw_txt[idx])
-                terms = self.loss_terms(self.nets["img"](x_img[idx]), self.nets["txt"](x_txt[idx]), s)
-                opt_img.zero_grad()
-                opt_txt.zero_grad()
-                terms["total"].backward()
-                opt_img.step()
-                opt_txt.step()
-                for k in sums:
-                    sums[k] += terms[k].item()
-                steps += 1
-            log.append({"epoch": float(epoch), "alpha": alpha, **{k: v / max(steps, 1) for k, v in sums.items()}, "seconds": time.perf_counter() - t0})
-        self.nets.eval()
-        self.fitted = True
-        return log
+        return {"img": torch.optim.SGD(self.net["img"].parameters(), lr=float(c["lr_img"]), **sgd),
+                "txt": torch.optim.SGD(self.net["txt"].parameters(), lr=float(c["lr_txt"]), **sgd)}
+
+    def start_epoch(self):
+        alpha = alpha_at(self.done, str(self.config["alpha_schedule"]))
+        self.net["img"].alpha = self.net["txt"].alpha = alpha
+        return {"alpha": alpha}
+
+    def loss(self, batch: Batch):
+        # Unsupervised: the trainer gives no labels (batch.y is None); S comes from raw features.
+        with torch.no_grad():
+            s = self.target_affinity(batch.raw("image"), batch.raw("text"))
+        terms = self.loss_terms(self.net["img"](batch.x["image"]), self.net["txt"](batch.x["text"]), s)
+        return terms["total"], terms
 
     def state_dict(self):
-        state = super().state_dict()
-        state["alpha"] = float(self.nets["img"].alpha)
-        return state
+        return {**super().state_dict(), "alpha": float(self.net["img"].alpha)}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.nets["img"].alpha = self.nets["txt"].alpha = float(state.get("alpha", 1.0))
+        self.net["img"].alpha = self.net["txt"].alpha = float(state.get("alpha", 1.0))

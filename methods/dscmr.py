@@ -29,27 +29,14 @@ indicator "share at least one label", which is the same for single-label data.
 
 from __future__ import annotations
 
-import copy
-import time
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.data.types import Split
-from cmr_bench.methods._blocks import (
-    Modal,
-    SharedTrunk,
-    TorchMethod,
-    adam,
-    cosine_map,
-    label_similarity,
-    label_targets,
-    minibatches,
-)
-from cmr_bench.plugin import Method, MethodInfo
+from cmr_bench.methods._blocks import Modal, SharedTrunk
+from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
+from cmr_bench.trainer import Batch, TorchMethod, label_similarity
 
 
 class DSCMRNet(nn.Module):
@@ -76,10 +63,11 @@ def pair_nll(theta: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 @register_method
-class DSCMR(TorchMethod, Method):
+class DSCMR(TorchMethod):
     name = "dscmr"
     code_type = "real"
     uses_validation = True
+    schedule = "epochs"
     info = MethodInfo(
         full_name="Deep Supervised Cross-Modal Retrieval",
         paper="L. Zhen, P. Hu, X. Wang, D. Peng, Deep Supervised Cross-Modal Retrieval",
@@ -92,7 +80,6 @@ class DSCMR(TorchMethod, Method):
             "The official code keeps the epoch with the best mAP on the TEST set; here the best epoch is chosen on the validation split the runner carves from the training split (the last epoch when none is given).",
             "Minibatches are reshuffled every epoch (the official loader iterates the training set in a fixed order).",
             "The pairwise similarity S_ij is 'share at least one label' (the official code uses the label dot product, identical for single-label data, a count for multi-hot rows).",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {
@@ -107,7 +94,6 @@ class DSCMR(TorchMethod, Method):
         "select_on_validation": True,
         "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
-    dataset_defaults = {}
     smoke_config = {"epochs": 2, "hidden": 32, "common": 16, "batch_size": 16}
 
     def build(self) -> nn.Module:
@@ -117,8 +103,8 @@ class DSCMR(TorchMethod, Method):
     def encoder(self, modality: str) -> nn.Module:
         return Modal(self.net.encoder, modality)
 
-    def losses(self, v: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
-        c = self.config
+    def loss(self, batch: Batch):
+        c, v, t, y = self.config, batch.x["image"], batch.x["text"], batch.y
         fv, pv = self.net(v, "image")
         ft, pt = self.net(t, "text")
         j1 = (pv - y).norm(dim=1).mean() + (pt - y).norm(dim=1).mean()
@@ -126,46 +112,4 @@ class DSCMR(TorchMethod, Method):
         j2 = pair_nll(half_cosine(fv, fv), s) + pair_nll(half_cosine(fv, ft), s) + pair_nll(half_cosine(ft, ft), s)
         j3 = (fv - ft).norm(dim=1).mean()
         total = j1 + float(c["alpha"]) * j2 + float(c["beta"]) * j3
-        return total, {"J": total.item(), "J1": j1.item(), "J2": j2.item(), "J3": j3.item()}
-
-    def _validation_map(self, val: Split) -> tuple[float, float]:
-        ci, ct = self.encode(val.image, "image"), self.encode(val.text, "text")
-        return cosine_map(ci, ct, val.labels, val.labels), cosine_map(ct, ci, val.labels, val.labels)
-
-    def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
-        c = self.config
-        x_all = self.prepare_inputs(train)
-        v_all, t_all = x_all["image"], x_all["text"]
-        y_all = label_targets(train.labels, self.num_classes, self.device)
-        order, _ = self.generators()
-        optimizer = adam(self.net.parameters(), lr=float(c["lr"]), betas=tuple(c["betas"]))
-        select = bool(c["select_on_validation"]) and val is not None and len(val) > 0
-        best, best_state, best_epoch = -np.inf, None, 0
-        log, start = [], time.perf_counter()
-        for epoch in range(int(c["epochs"])):
-            self.net.train()
-            sums, batches = {}, 0
-            for idx in minibatches(len(train), int(c["batch_size"]), order):
-                idx = idx.to(self.device)
-                loss, row = self.losses(v_all[idx], t_all[idx], y_all[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for key, value in row.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                batches += 1
-            entry = {"epoch": epoch + 1, **{key: value / max(batches, 1) for key, value in sums.items()}}
-            if select:
-                i2t, t2i = self._validation_map(val)
-                entry.update(val_map_i2t=i2t, val_map_t2i=t2i)
-                if (i2t + t2i) / 2 > best:
-                    best, best_epoch = (i2t + t2i) / 2, epoch + 1
-                    best_state = copy.deepcopy(self.net.state_dict())
-            log.append(entry)
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
-        self.net.eval()
-        if log:
-            log[-1].update(selected_epoch=float(best_epoch if best_state is not None else len(log)),
-                           fit_seconds=time.perf_counter() - start)
-        return log
+        return total, {"J": total, "J1": j1, "J2": j2, "J3": j3}

@@ -30,32 +30,24 @@ All weights 1, Adam lr 2e-4, batch 64, 500 iterations, k = 32 (our choices, not 
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.data.types import Split
 from cmr_bench.methods._blocks import (
     Modal,
-    TorchMethod,
-    adam,
-    batch_stream,
     classifier_head,
     frobenius,
     grad_reverse,
     label_loss,
-    label_targets,
     mlp,
     mlp_decoder,
     modality_targets,
     shared_encoder,
 )
-from cmr_bench.plugin import Method, MethodInfo
+from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-
-MODALITIES = ("image", "text")
+from cmr_bench.trainer import MODALITIES, Batch, TorchMethod
 
 
 class P3SNet(nn.Module):
@@ -69,7 +61,7 @@ class P3SNet(nn.Module):
 
 
 @register_method
-class P3S(TorchMethod, Method):
+class P3S(TorchMethod):
     name = "p3s"
     code_type = "real"
     info = MethodInfo(
@@ -84,7 +76,6 @@ class P3S(TorchMethod, Method):
             "Re-implemented from the published description (abstract, and the SDCMR paper's account of P3S); no official code or full text was consulted, so layer sizes, loss weights and the exact form of each term are our choices (docs/methods.md).",
             "The similarity between paired shared representations is a plain mean squared distance, not P3S's own (unavailable) similarity measure.",
             "Multi-label datasets use a binary cross-entropy with logits for the label classifier.",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {
@@ -100,7 +91,6 @@ class P3S(TorchMethod, Method):
         "iterations": 500,
         "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
-    dataset_defaults = {}
     smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
 
     def build(self) -> nn.Module:
@@ -110,8 +100,8 @@ class P3S(TorchMethod, Method):
     def encoder(self, modality: str) -> nn.Module:
         return Modal(self.net.shared, modality)
 
-    def losses(self, x: dict[str, torch.Tensor], y: torch.Tensor):
-        c, net = self.config, self.net
+    def loss(self, batch: Batch):
+        c, net, x, y = self.config, self.net, batch.x, batch.y
         w = {key: float(c[key]) for key in ("rec", "cls", "adv", "orth", "sim")}
         zero = y.new_zeros(())
         terms = {key: zero for key in w}
@@ -130,25 +120,4 @@ class P3S(TorchMethod, Method):
         if w["sim"]:
             terms["sim"] = (s["image"] - s["text"]).pow(2).mean()
         objective = sum(w[key] * terms[key] for key in w)
-        return objective, {"L": objective.item(), **{f"L_{key}": value.item() for key, value in terms.items()}}
-
-    def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
-        c = self.config
-        x_all = self.prepare_inputs(train)
-        y_all = label_targets(train.labels, self.num_classes, self.device)
-        order, _ = self.generators()
-        optimizer = adam(self.net.parameters(), lr=float(c["lr"]))
-        batches = batch_stream(len(train), int(c["batch_size"]), order)
-        log, start = [], time.perf_counter()
-        self.net.train()
-        for it in range(int(c["iterations"])):
-            idx = next(batches).to(self.device)
-            loss, row = self.losses({m: x_all[m][idx] for m in MODALITIES}, y_all[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            log.append({"iteration": it + 1, **row})
-        self.net.eval()
-        if log:
-            log[-1]["fit_seconds"] = time.perf_counter() - start
-        return log
+        return objective, {"L": objective, **{f"L_{key}": value for key, value in terms.items()}}

@@ -24,16 +24,14 @@ design and its rationale are in docs/hashing-methods.md ("SDEH").
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.methods._blocks import minibatches, mlp
-from cmr_bench.methods._hashing import HashingMethod, adam, cosine_label_similarity, image_backbone, sign_pm1
+from cmr_bench.methods._blocks import image_backbone, mlp
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
+from cmr_bench.trainer import Batch, TorchMethod, label_similarity, sign_pm1
 
 
 class AttentionFeatureNet(nn.Module):
@@ -103,8 +101,11 @@ class _Branch(nn.Module):
 
 
 @register_method
-class SDEH(HashingMethod):
+class SDEH(TorchMethod):
     name = "sdeh"
+    code_type = "binary"
+    schedule = "epochs"
+    min_batch = 2  # in-batch similarity and neighbourhood terms need two items
     info = MethodInfo(
         full_name="Semantic Decomposition and Enhancement Hashing",
         paper="L. Fei, Z. He, W. K. Wong, Q. Zhu, S. Zhao, J. Wen. Semantic decomposition and "
@@ -121,12 +122,11 @@ class SDEH(HashingMethod):
             "Image input is a precomputed feature vector: the attention subnetwork tokenises the "
             "feature vector with a learned linear map instead of attending over CNN feature-map "
             "regions; an `image_backbone` seam accepts only 'features' for now.",
-            "Input features are z-scored per dimension on the training split.",
         ),
     )
     defaults = {
         "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
-        "input_norm": "zscore",
+        "standardize": True,
         "tokens": 8,  # local tokens per input vector
         "token_dim": 64,
         "heads": 4,
@@ -144,7 +144,6 @@ class SDEH(HashingMethod):
         "weight_decay": 1e-5,
     }
     smoke_config = {"epochs": 2, "global_hidden": 16, "sem_dim": 16, "token_dim": 16, "tokens": 4, "heads": 2, "batch_size": 32}
-    dataset_defaults: dict = {}
     variants = {
         "binary similarity": {"graded_similarity": False},
         "w/o L_sem": {"w_sem": 0.0},
@@ -152,7 +151,7 @@ class SDEH(HashingMethod):
         "w/o L_quant": {"w_quant": 0.0},
     }
 
-    def _build(self):
+    def build(self):
         c = self.config
         backbone, img_dim = image_backbone(c["image_backbone"], self.image_dim)
         sem = int(c["sem_dim"])
@@ -163,24 +162,28 @@ class SDEH(HashingMethod):
             "hash": nn.Linear(sem, self.bits),
         }
 
-    def _encoder(self, modality):
-        branch = self.nets["img" if modality == "image" else "txt"]
-        protos, hash_layer = self.nets["prototypes"], self.nets["hash"]
+    def encoder(self, modality):
+        branch = self.net["img" if modality == "image" else "txt"]
+        protos, hash_layer = self.net["prototypes"], self.net["hash"]
         return lambda x: torch.tanh(hash_layer(branch(x, protos.weight)[0]))
 
     # --- losses -------------------------------------------------------------------------------
+    def loss(self, batch: Batch):
+        terms = self.loss_terms(batch.x["image"], batch.x["text"], batch.y)
+        return terms["total"], terms
+
     def loss_terms(self, x_img, x_txt, y) -> dict[str, torch.Tensor]:
         c = self.config
-        protos = self.nets["prototypes"].weight
-        hash_layer = self.nets["hash"]
-        g_i, z_i, a_i = self.nets["img"](x_img, protos)
-        g_t, z_t, a_t = self.nets["txt"](x_txt, protos)
+        protos = self.net["prototypes"].weight
+        hash_layer = self.net["hash"]
+        g_i, z_i, a_i = self.net["img"](x_img, protos)
+        g_t, z_t, a_t = self.net["txt"](x_txt, protos)
         s_y = (y @ protos) / y.sum(1, keepdim=True).clamp_min(1.0)  # label semantic feature
         h_i, h_t, h_y = torch.tanh(hash_layer(g_i)), torch.tanh(hash_layer(g_t)), torch.tanh(hash_layer(s_y))
         k = h_i.shape[1]
 
         # 1) multi-level similarity preservation: <h_a, h_b>/K regresses 2R - 1, R graded.
-        r = cosine_label_similarity(y, y) if c["graded_similarity"] else (y @ y.t() > 0).to(y.dtype)
+        r = cosine_label_similarity(y, y) if c["graded_similarity"] else label_similarity(y, y)
         target = 2 * r - 1
         pairs = [(h_i, h_t), (h_t, h_i), (h_i, h_i), (h_t, h_t), (h_y, h_i), (h_y, h_t), (h_y, h_y)]
         l_sim = sum(F.mse_loss(a @ b.t() / k, target) for a, b in pairs) / len(pairs)
@@ -213,35 +216,6 @@ class SDEH(HashingMethod):
         total = c["w_sim"] * l_sim + c["w_sem"] * l_sem + c["w_dist"] * l_dist + c["w_quant"] * l_quant
         return {"sim": l_sim, "sem": l_sem, "dist": l_dist, "quant": l_quant, "total": total}
 
-    def fit(self, train, val=None):
-        c = self.config
-        t0 = time.perf_counter()
-        x_img, x_txt = self._fit_inputs(train)
-        y = self._labels(train)
-        n = len(y)
-        gen = self._generator()
-        opt = adam(self.nets.parameters(), float(c["lr"]), weight_decay=float(c["weight_decay"]))
-        log: list[dict[str, float]] = []
-        for epoch in range(int(c["epochs"])):
-            self.nets.train()
-            sums: dict[str, float] = {}
-            steps = 0
-            for idx in minibatches(n, int(c["batch_size"]), gen):
-                if len(idx) < 2:
-                    continue
-                idx = idx.to(self.device)
-                terms = self.loss_terms(x_img[idx], x_txt[idx], y[idx])
-                opt.zero_grad()
-                terms["total"].backward()
-                opt.step()
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach())
-                steps += 1
-            log.append({"epoch": float(epoch), **{k: v / max(steps, 1) for k, v in sums.items()}, "seconds": time.perf_counter() - t0})
-        self.nets.eval()
-        self.fitted = True
-        return log
-
 
 class _Prototypes(nn.Module):
     """The c class prototypes (one learnable semantic vector per label)."""
@@ -249,3 +223,10 @@ class _Prototypes(nn.Module):
     def __init__(self, num_classes: int, dim: int):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_classes, dim) / dim**0.5)
+
+
+def cosine_label_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Graded label similarity in [0, 1]: cosine of the multi-hot vectors."""
+    a = a / a.norm(dim=1, keepdim=True).clamp_min(eps)
+    b = b / b.norm(dim=1, keepdim=True).clamp_min(eps)
+    return a @ b.t()

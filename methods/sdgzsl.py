@@ -33,27 +33,14 @@ The transfer to cross-modal retrieval (the SDCMR paper gives no details; ours):
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.data.types import Split
-from cmr_bench.methods._blocks import (
-    Modal,
-    TorchMethod,
-    adam,
-    batch_stream,
-    label_targets,
-    mlp,
-    mlp_decoder,
-    shared_encoder,
-)
-from cmr_bench.plugin import Method, MethodInfo
+from cmr_bench.methods._blocks import Modal, mlp, mlp_decoder, shared_encoder
+from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-
-MODALITIES = ("image", "text")
+from cmr_bench.trainer import MODALITIES, Batch, TorchMethod, adam
 
 
 class RelationModule(nn.Module):
@@ -89,7 +76,7 @@ def permute_dims(h: torch.Tensor, k: int, generator: torch.Generator | None) -> 
 
 
 @register_method
-class SDGZSL(TorchMethod, Method):
+class SDGZSL(TorchMethod):
     name = "sdgzsl"
     code_type = "real"
     info = MethodInfo(
@@ -103,7 +90,6 @@ class SDGZSL(TorchMethod, Method):
         deviations=(
             "Transferred from zero-shot classification to cross-modal retrieval (the SDCMR paper gives no details): the unseen-class feature generator is dropped, the disentangling auto-encoder takes SDCMR's encoder shape with a first layer per modality, the relation module scores h_s against one-hot class vectors, and SDCMR's L_sim links paired h_s (docs/methods.md).",
             "The TC weight warms up linearly over the first half of training (SDGZSL: 0.001 per epoch, which would leave it near zero in 500 iterations).",
-            "Inputs are z-scored with training-split statistics by default (standardize=true; the paper feeds raw features), a choice made on a validation split carved from Wikipedia's training set (docs/methods.md) and shared with the hashing plugins; standardize=false gives raw inputs.",
         ),
     )
     defaults = {
@@ -122,7 +108,6 @@ class SDGZSL(TorchMethod, Method):
         "iterations": 500,
         "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
-    dataset_defaults = {}
     smoke_config = {"iterations": 4, "hidden": [32, 16], "k": 8, "batch_size": 16, "relation_hidden": 16}
 
     def build(self) -> nn.Module:
@@ -133,65 +118,49 @@ class SDGZSL(TorchMethod, Method):
     def encoder(self, modality: str) -> nn.Module:
         return Modal(_Semantic(self.net), modality)
 
-    def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
-        c, net = self.config, self.net
-        k = int(c["k"])
-        x_all = self.prepare_inputs(train)
-        y_all = label_targets(train.labels, self.num_classes, self.device)
-        classes = torch.eye(self.num_classes, device=self.device)
-        order, _ = self.generators()
-        shuffle = torch.Generator().manual_seed(int(self.seed) + 2)
-        model_params = [p for name, p in net.named_parameters() if not name.startswith("discriminator.")]
-        optimizer = adam(model_params, lr=float(c["lr"]))
-        dis_optimizer = adam(net.discriminator.parameters(), lr=float(c["lr"]))
-        iterations, dis_step = int(c["iterations"]), max(int(c["dis_step"]), 0)
-        warmup = max(float(c["tc_warmup_fraction"]) * iterations, 1.0)
-        batches = batch_stream(len(train), int(c["batch_size"]), order)
-        log, start = [], time.perf_counter()
-        net.train()
-        for it in range(iterations):
-            idx = next(batches).to(self.device)
-            y = y_all[idx]
-            h, rec, rel, sim = {}, y.new_zeros(()), y.new_zeros(()), y.new_zeros(())
-            for m in MODALITIES:
-                h[m] = net.enc(x_all[m][idx], m)
-                rec = rec + F.mse_loss(net.dec[m](h[m]), x_all[m][idx])
-                rel = rel + F.mse_loss(net.relation(h[m][:, :k], classes), y)
-            sim = (h["image"][:, :k] - h["text"][:, :k]).pow(2).mean()
-            objective = float(c["rec"]) * rec + float(c["relation"]) * rel + float(c["sim"]) * sim
-            row = {"iteration": it + 1, "L_rec": rec.item(), "L_relation": rel.item(), "L_sim": sim.item()}
-            gamma = min(1.0, (it + 1) / warmup)
-            if it % (dis_step + 1) == 0:
-                # discriminator step: joint samples (class 0) vs shuffled h_n (class 1)
-                dis_loss = y.new_zeros(())
-                for m in MODALITIES:
-                    joint = torch.sigmoid(net.discriminator[m](h[m].detach()))
-                    product = torch.sigmoid(net.discriminator[m](permute_dims(h[m].detach(), k, shuffle)))
-                    zeros = torch.zeros(len(y), dtype=torch.long, device=self.device)
-                    dis_loss = dis_loss + F.cross_entropy(joint, zeros) + F.cross_entropy(product, zeros + 1)
-                dis_optimizer.zero_grad(set_to_none=True)
-                (float(c["dis"]) * dis_loss).backward()
-                dis_optimizer.step()
-                row["L_dis"] = dis_loss.item()
-            else:
-                # encoder step on the TC estimate: mean difference of the discriminator's (sigmoid)
-                # scores for "joint" and "product" (official code; bounded in [-1, 1])
-                tc = y.new_zeros(())
-                for m in MODALITIES:
-                    scores = torch.sigmoid(net.discriminator[m](h[m]))
-                    tc = tc + (scores[:, 0] - scores[:, 1]).mean()
-                objective = objective + float(c["tc"]) * gamma * tc
-                row["L_tc"] = tc.item()
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            row["L"] = objective.item()
-            log.append(row)
-        net.eval()
-        if log:
-            log[-1]["fit_seconds"] = time.perf_counter() - start
-        return log
+    def make_optimizers(self):
+        lr = float(self.config["lr"])
+        self.shuffle = torch.Generator().manual_seed(int(self.seed) + 2)
+        model = [p for name, p in self.net.named_parameters() if not name.startswith("discriminator.")]
+        return {"model": adam(model, lr=lr), "dis": adam(self.net.discriminator.parameters(), lr=lr)}
 
+    def step(self, batch: Batch):
+        """One iteration: a discriminator step every (dis_step + 1)-th iteration, an encoder step
+        on the TC estimate otherwise; the model step follows either (official schedule)."""
+        c, net, x, y = self.config, self.net, batch.x, batch.y
+        k, dis_step = int(c["k"]), max(int(c["dis_step"]), 0)
+        warmup = max(float(c["tc_warmup_fraction"]) * self.total, 1.0)
+        classes = torch.eye(self.num_classes, device=self.device)
+        h, rec, rel = {}, y.new_zeros(()), y.new_zeros(())
+        for m in MODALITIES:
+            h[m] = net.enc(x[m], m)
+            rec = rec + F.mse_loss(net.dec[m](h[m]), x[m])
+            rel = rel + F.mse_loss(net.relation(h[m][:, :k], classes), y)
+        sim = (h["image"][:, :k] - h["text"][:, :k]).pow(2).mean()
+        objective = float(c["rec"]) * rec + float(c["relation"]) * rel + float(c["sim"]) * sim
+        row = {"L_rec": rec, "L_relation": rel, "L_sim": sim}
+        if self.done % (dis_step + 1) == 0:
+            # discriminator step: joint samples (class 0) vs shuffled h_n (class 1)
+            dis_loss = y.new_zeros(())
+            for m in MODALITIES:
+                joint = torch.sigmoid(net.discriminator[m](h[m].detach()))
+                product = torch.sigmoid(net.discriminator[m](permute_dims(h[m].detach(), k, self.shuffle)))
+                zeros = torch.zeros(len(y), dtype=torch.long, device=self.device)
+                dis_loss = dis_loss + F.cross_entropy(joint, zeros) + F.cross_entropy(product, zeros + 1)
+            self.update(float(c["dis"]) * dis_loss, "dis")
+            row["L_dis"] = dis_loss
+        else:
+            # encoder step on the TC estimate: mean difference of the discriminator's (sigmoid)
+            # scores for "joint" and "product" (official code; bounded in [-1, 1])
+            tc = y.new_zeros(())
+            for m in MODALITIES:
+                scores = torch.sigmoid(net.discriminator[m](h[m]))
+                tc = tc + (scores[:, 0] - scores[:, 1]).mean()
+            objective = objective + float(c["tc"]) * min(1.0, (self.done + 1) / warmup) * tc
+            row["L_tc"] = tc
+        self.update(objective, "model")
+        row["L"] = objective
+        return row
 
 class _Semantic(nn.Module):
     def __init__(self, net: SDGZSLNet):

@@ -24,16 +24,14 @@ min-max objective (eq. 5) states.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.registry import register_method
+from cmr_bench.methods._blocks import grad_reverse, image_backbone, mlp, unique_rows
 from cmr_bench.plugin import MethodInfo
-from cmr_bench.methods._blocks import grad_reverse, minibatches, mlp
-from cmr_bench.methods._hashing import HashingMethod, adam, image_backbone, set_lr, share_label_similarity, sign_pm1, unique_rows
+from cmr_bench.registry import register_method
+from cmr_bench.trainer import Averager, TorchMethod, adam, label_similarity, set_lr, sign_pm1
 
 
 class _Heads(nn.Module):
@@ -88,8 +86,10 @@ def pairwise_nll(theta: torch.Tensor, s: torch.Tensor, row_w: torch.Tensor | Non
 
 
 @register_method
-class SSAH(HashingMethod):
+class SSAH(TorchMethod):
     name = "ssah"
+    code_type = "binary"
+    schedule = "epochs"
     info = MethodInfo(
         full_name="Self-Supervised Adversarial Hashing",
         paper="C. Li, C. Deng, N. Li, W. Liu, X. Gao, D. Tao. Self-Supervised Adversarial Hashing "
@@ -124,15 +124,15 @@ class SSAH(HashingMethod):
             "N(0, 0.01^2).",
             "No early stop of a stage on a rising training loss, and the stored label-network "
             "outputs are refreshed once per pass (the official code overwrites each batch's rows).",
-            "Input features are z-scored per dimension on the training split (the analogue of the "
-            "official mean-pixel subtraction); the LRN layers of the official code are left out, and "
+            "Input z-scoring stands in for the official mean-pixel subtraction; the LRN layers of the "
+            "official code are left out, and "
             "layers keep torch's default initialisation (the official N(0, 0.01^2) start kills the "
             "label network's features on single-label data).",
         ),
     )
     defaults = {
         "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
-        "input_norm": "zscore",  # 'zscore' | 'none'
+        "standardize": True,  # z-score inputs with training statistics
         "semantic_dim": 512,  # SEMANTIC_EMBED (paper / official code)
         "lab_hidden": 4096,  # LabNet: label -> 4096 -> 512
         "img_hidden": 1024,  # stands in for CNN-F's fc6/fc7 (4096 there; 1024 for the CPU budget)
@@ -161,7 +161,6 @@ class SSAH(HashingMethod):
         "epochs": 1, "lab_passes": 2, "img_passes": 2, "txt_passes": 2, "lab_hidden": 32, "img_hidden": 32,
         "txt_hidden": 32, "semantic_dim": 16, "dis_hidden": 16, "batch_size": 32,
     }
-    dataset_defaults: dict = {}
     variants = {
         # The official code's behaviour: discriminators train, but no adversarial gradient
         # reaches ImgNet / TxtNet.
@@ -171,7 +170,7 @@ class SSAH(HashingMethod):
     }
 
     # --- networks --------------------------------------------------------------------------
-    def _build(self):
+    def build(self):
         c = self.config
         sem, k, ncls = int(c["semantic_dim"]), self.bits, self.num_classes
         backbone, img_dim = image_backbone(c["image_backbone"], self.image_dim)
@@ -188,8 +187,8 @@ class SSAH(HashingMethod):
             "dis_txt": mlp([sem, dh, max(1, dh // 2), 1], final_activation=False),
         }
 
-    def _encoder(self, modality):
-        net = self.nets["img" if modality == "image" else "txt"]
+    def encoder(self, modality):
+        net = self.net["img" if modality == "image" else "txt"]
         return lambda x: net(x)[0]
 
     # --- losses -------------------------------------------------------------------------------
@@ -206,13 +205,13 @@ class SSAH(HashingMethod):
         j3 = (((sign_pm1(h) - h) ** 2).sum(1) * cw).sum()
         j4 = (((lab - y_batch) ** 2).sum(1) * cw).sum()
         total = c["alpha"] * j1 + c["gamma"] * j2 + c["beta"] * j3 + c["eta"] * j4
-        return total, {"pair_feat": j1.item(), "pair_hash": j2.item(), "quant": j3.item(), "label": j4.item()}
+        return total, {"pair_feat": j1, "pair_hash": j2, "quant": j3, "label": j4}
 
     def adversarial_generator_loss(self, modality: str, feature: torch.Tensor) -> torch.Tensor:
         """The adversarial term of ImgNet / TxtNet, computed on the live features (gradient flows
         into the modality network). 'fool': sum BCE(D(F), label-network class); 'minimax': minus the
         discriminator's own loss on these features, through a gradient-reversal layer."""
-        dis = self.nets["dis_img" if modality == "image" else "dis_txt"]
+        dis = self.net["dis_img" if modality == "image" else "dis_txt"]
         mode = self.config["adv_generator_loss"]
         if mode == "fool":
             logits = dis(feature).squeeze(1)
@@ -225,108 +224,85 @@ class SSAH(HashingMethod):
     def discriminator_loss(self, f_lab, f_img, f_txt) -> torch.Tensor:
         """Mean BCE: label-network features are class 1, image / text features class 0."""
         total = 0.0
-        for dis, f_mod in ((self.nets["dis_img"], f_img), (self.nets["dis_txt"], f_txt)):
+        for dis, f_mod in ((self.net["dis_img"], f_img), (self.net["dis_txt"], f_txt)):
             real, fake = dis(f_lab).squeeze(1), dis(f_mod).squeeze(1)
             total = total + F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
             total = total + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
         return total / 4.0
 
     # --- training -----------------------------------------------------------------------------
-    def fit(self, train, val=None):
-        c = self.config
-        t0 = time.perf_counter()
-        x_img, x_txt = self._fit_inputs(train)
-        y = self._labels(train)
-        n = len(y)
+    def make_optimizers(self):
+        c, nets = self.config, self.net
+        opts = {key: adam(nets[key].parameters(), float(c[f"lr_{key}"])) for key in ("lab", "img", "txt")}
+        opts["dis"] = adam(list(nets["dis_img"].parameters()) + list(nets["dis_txt"].parameters()), float(c["lr_dis"]))
         # Distinct label rows: every label-network output depends on the label row only, so a sum
         # over all n training items equals a count-weighted sum over the distinct rows.
-        y_uniq, inverse, counts = unique_rows(y)
-        s_all = share_label_similarity(y_uniq, y)  # (distinct, n)
-        gen = self._generator()
-        bs = int(c["batch_size"])
-        nets = self.nets
-        opts = {
-            key: adam(nets[key].parameters(), float(c[f"lr_{lr_key}"]))
-            for key, lr_key in (("lab", "lab"), ("img", "img"), ("txt", "txt"))
-        }
-        opt_dis = adam(list(nets["dis_img"].parameters()) + list(nets["dis_txt"].parameters()), float(c["lr_dis"]))
-        decay = float(c["lr_decay"])
-        log: list[dict[str, float]] = []
+        y = self.inputs.y
+        self.y_uniq, self.inverse, self.counts = unique_rows(y)
+        self.s_all = label_similarity(self.y_uniq, y)  # (distinct, n)
+        return opts
 
-        def stored_label_outputs():
-            with torch.no_grad():
-                h, f, _ = nets["lab"](y_uniq)
-            return f, h
+    def stored_label_outputs(self):
+        with torch.no_grad():
+            h, f, _ = self.net["lab"](self.y_uniq)
+        return f, h
 
-        for epoch in range(int(c["epochs"])):
-            nets.train()
-            rec: dict[str, float] = {"epoch": float(epoch)}
+    def train_epoch(self):
+        """One outer iteration of the official schedule: LabNet, the discriminators, ImgNet, TxtNet,
+        each in stages whose learning rate drops by lr_decay."""
+        c, nets, epoch, decay = self.config, self.net, self.done, float(self.config["lr_decay"])
+        x, y, y_uniq, inverse, counts = self.inputs.x, self.inputs.y, self.y_uniq, self.inverse, self.counts
+        rec: dict = {}
 
-            # 1) LabNet (self-supervised semantic network): two stages of k, k/2 passes.
-            sums, count = {}, 0
-            for stage in range(2):
-                set_lr(opts["lab"], float(c["lr_lab"]) * decay ** (epoch + stage))
-                for _ in range(int(c["lab_passes"]) // (stage + 1)):
-                    stored_f, stored_h = stored_label_outputs()
-                    for idx in minibatches(n, bs, gen):
-                        # The label network sees each distinct label row of the batch once,
-                        # weighted by how often it occurs: the same sums, far less work.
-                        rows, cnt = torch.unique(inverse[idx.to(self.device)], return_counts=True)
-                        out = nets["lab"](y_uniq[rows])
-                        s_rows = share_label_similarity(y_uniq, y_uniq[rows])
-                        loss, parts = self._semantic_losses(out, y_uniq[rows], stored_f, stored_h, s_rows, counts, cnt.to(y.dtype))
-                        opts["lab"].zero_grad()
-                        loss.backward()
-                        opts["lab"].step()
-                        for k_, v_ in parts.items():
-                            sums[k_] = sums.get(k_, 0.0) + v_
-                        count += 1
-            rec.update({f"lab_{k_}": v_ / max(count, 1) for k_, v_ in sums.items()})
-            stored_f, stored_h = stored_label_outputs()
+        # 1) LabNet (self-supervised semantic network): two stages of k, k/2 passes.
+        mean = Averager()
+        for stage in range(2):
+            set_lr(self.optimizers["lab"], float(c["lr_lab"]) * decay ** (epoch + stage))
+            for _ in range(int(c["lab_passes"]) // (stage + 1)):
+                stored_f, stored_h = self.stored_label_outputs()
+                for idx in self.epoch_batches():
+                    # The label network sees each distinct label row of the batch once,
+                    # weighted by how often it occurs: the same sums, far less work.
+                    rows, cnt = torch.unique(inverse[idx.to(self.device)], return_counts=True)
+                    out = nets["lab"](y_uniq[rows])
+                    s_rows = label_similarity(y_uniq, y_uniq[rows])
+                    loss, parts = self._semantic_losses(out, y_uniq[rows], stored_f, stored_h, s_rows, counts, cnt.to(y.dtype))
+                    self.update(loss, "lab")
+                    mean.add(parts)
+        rec.update(mean.result("lab_"))
+        stored_f, stored_h = self.stored_label_outputs()
 
-            # 2) Discriminators: two stages of k_dis passes.
-            d_sum, d_count = 0.0, 0
-            for stage in range(2):
-                set_lr(opt_dis, float(c["lr_dis"]) * decay ** (epoch + stage))
-                for _ in range(int(c["dis_passes"])):
-                    for idx in minibatches(n, bs, gen):
+        # 2) Discriminators: two stages of k_dis passes.
+        mean = Averager()
+        for stage in range(2):
+            set_lr(self.optimizers["dis"], float(c["lr_dis"]) * decay ** (epoch + stage))
+            for _ in range(int(c["dis_passes"])):
+                for idx in self.epoch_batches():
+                    idx = idx.to(self.device)
+                    with torch.no_grad():
+                        f_img = nets["img"](x["image"][idx])[1]
+                        f_txt = nets["txt"](x["text"][idx])[1]
+                        f_lab = stored_f[inverse[idx]]
+                    loss = self.discriminator_loss(f_lab, f_img, f_txt)
+                    self.update(loss, "dis")
+                    mean.add({"dis_loss": loss})
+        rec.update(mean.result() if mean.count else {})
+
+        # 3) ImgNet, then 4) TxtNet: three stages of k, k/2, k/3 passes each.
+        for key, modality, passes in (("img", "image", "img_passes"), ("txt", "text", "txt_passes")):
+            mean = Averager()
+            for stage in range(3):
+                set_lr(self.optimizers[key], float(c[f"lr_{key}"]) * decay ** (epoch + stage))
+                for _ in range(int(c[passes]) // (stage + 1)):
+                    for idx in self.epoch_batches():
                         idx = idx.to(self.device)
-                        with torch.no_grad():
-                            f_img = nets["img"](x_img[idx])[1]
-                            f_txt = nets["txt"](x_txt[idx])[1]
-                            f_lab = stored_f[inverse[idx]]
-                        loss = self.discriminator_loss(f_lab, f_img, f_txt)
-                        opt_dis.zero_grad()
-                        loss.backward()
-                        opt_dis.step()
-                        d_sum += loss.item()
-                        d_count += 1
-            if d_count:
-                rec["dis_loss"] = d_sum / d_count
-
-            # 3) ImgNet, then 4) TxtNet: three stages of k, k/2, k/3 passes each.
-            for key, modality, x, passes in (("img", "image", x_img, "img_passes"), ("txt", "text", x_txt, "txt_passes")):
-                sums, count = {}, 0
-                for stage in range(3):
-                    set_lr(opts[key], float(c[f"lr_{key}"]) * decay ** (epoch + stage))
-                    for _ in range(int(c[passes]) // (stage + 1)):
-                        for idx in minibatches(n, bs, gen):
-                            idx = idx.to(self.device)
-                            out = nets[key](x[idx])
-                            loss, parts = self._semantic_losses(out, y[idx], stored_f, stored_h, s_all[:, idx], counts)
-                            if c["delta"]:
-                                adv = self.adversarial_generator_loss(modality, out[1])
-                                loss = loss + c["delta"] * adv
-                                parts["adv"] = adv.item()
-                            opts[key].zero_grad()
-                            loss.backward()
-                            opts[key].step()
-                            for k_, v_ in parts.items():
-                                sums[k_] = sums.get(k_, 0.0) + v_
-                            count += 1
-                rec.update({f"{key}_{k_}": v_ / max(count, 1) for k_, v_ in sums.items()})
-            rec["seconds"] = time.perf_counter() - t0
-            log.append(rec)
-        nets.eval()
-        self.fitted = True
-        return log
+                        out = nets[key](x[modality][idx])
+                        loss, parts = self._semantic_losses(out, y[idx], stored_f, stored_h, self.s_all[:, idx], counts)
+                        if c["delta"]:
+                            adv = self.adversarial_generator_loss(modality, out[1])
+                            loss = loss + c["delta"] * adv
+                            parts["adv"] = adv
+                        self.update(loss, key)
+                        mean.add(parts)
+            rec.update(mean.result(f"{key}_"))
+        return rec

@@ -193,15 +193,15 @@ def test_djsrh_ignores_labels(multi):
 def test_ssah_adversarial_term_sends_gradient_to_modality_networks(mode, multi):
     m = build("ssah", multi, overrides=dict(TINY["ssah"], adv_generator_loss=mode))
     train = multi.split("train")
-    x_img, x_txt = m._fit_inputs(train)
+    x_img, x_txt = m.prepare(train).x.values()
     for key, modality, x in (("img", "image", x_img), ("txt", "text", x_txt)):
-        m.nets.zero_grad()
-        feature = m.nets[key](x[:32])[1]
+        m.net.zero_grad()
+        feature = m.net[key](x[:32])[1]
         m.adversarial_generator_loss(modality, feature).backward()
-        grads = [p.grad for p in m.nets[key].parameters() if p.grad is not None]
+        grads = [p.grad for p in m.net[key].parameters() if p.grad is not None]
         assert grads and sum(float(g.abs().sum()) for g in grads) > 0, (key, mode)
         assert all(torch.isfinite(g).all() for g in grads)
-        assert all(p.grad is None for p in m.nets["lab"].parameters())
+        assert all(p.grad is None for p in m.net["lab"].parameters())
 
 
 def test_ssah_minimax_reverses_the_discriminator_gradient(multi):
@@ -211,7 +211,7 @@ def test_ssah_minimax_reverses_the_discriminator_gradient(multi):
     m.adversarial_generator_loss("image", feature).backward()
     g_gen = feature.grad.clone()
     feature.grad = None
-    logits = m.nets["dis_img"](feature).squeeze(1)
+    logits = m.net["dis_img"](feature).squeeze(1)
     torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="sum").backward()
     assert torch.allclose(g_gen, -feature.grad)
 
@@ -282,8 +282,8 @@ def test_sdeh_variants_change_the_loss(multi):
     for variant in [None, *cls.variants]:
         overrides = dict(TINY["sdeh"], **(cls.variants[variant] if variant else {}))
         m = build("sdeh", multi, overrides=overrides)
-        x_img, x_txt = m._fit_inputs(train)
-        y = m._labels(train)
+        inputs = m.prepare(train)
+        x_img, x_txt, y = inputs.x["image"], inputs.x["text"], inputs.y
         with torch.no_grad():
             totals[variant] = m.loss_terms(x_img[:64], x_txt[:64], y[:64])
     base = totals[None]

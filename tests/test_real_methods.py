@@ -10,10 +10,19 @@ import pytest
 import torch
 
 from cmr_bench.data.synthetic import make_synthetic
+from cmr_bench.evaluation import evaluate
 from cmr_bench.methods import _blocks
-from cmr_bench.methods._blocks import cosine_map, label_targets, to_tensor
 from cmr_bench.registry import get_method
 from cmr_bench.seeding import seed_everything
+from cmr_bench.trainer import Batch, label_matrix, to_tensor
+
+
+def cosine_map(query, gallery, query_labels, gallery_labels):
+    return evaluate(query, gallery, query_labels, gallery_labels, similarity="cosine", device="cpu")["map@all"]
+
+
+def label_targets(labels, num_classes, device):
+    return to_tensor(label_matrix(labels, num_classes), device)
 
 # Small networks and short schedules: each fit takes a fraction of a second to a few seconds.
 FAST = {
@@ -224,6 +233,7 @@ def test_acmr_adversary_reaches_the_projectors(monkeypatch):
 
     ds, train, _ = _data()
     m = _build("acmr", ds)
+    m.adv_factor = 1.0
     v, t = to_tensor(train.image[:32], "cpu"), to_tensor(train.text[:32], "cpu")
     y = label_targets(train.labels[:32], m.num_classes, "cpu")
     proj = m.net.projector["image"][0].weight
@@ -231,7 +241,7 @@ def test_acmr_adversary_reaches_the_projectors(monkeypatch):
 
     def grads():
         m.net.zero_grad(set_to_none=True)
-        m.losses(v, t, y, 1.0)[0].backward()
+        m.loss(Batch({"image": v, "text": t}, y))[0].backward()
         return proj.grad.clone(), disc.grad.clone()
 
     p_grl, d_grl = grads()
@@ -246,7 +256,7 @@ def test_acmr_adversary_reaches_the_projectors(monkeypatch):
     torch.testing.assert_close(d_grl, d_plain)
     # the label classifier is trained (the official demo never updates it)
     m.net.zero_grad(set_to_none=True)
-    m.losses(v, t, y, 1.0)[0].backward()
+    m.loss(Batch({"image": v, "text": t}, y))[0].backward()
     assert m.net.label_classifier.weight.grad.abs().sum() > 0
 
 
@@ -261,7 +271,7 @@ def test_p3s_adversary_reaches_the_shared_encoder(monkeypatch):
 
     def grad():
         m.net.zero_grad(set_to_none=True)
-        m.losses(x, y)[0].backward()
+        m.loss(Batch(x, y))[0].backward()
         return shared.grad.clone()
 
     with_grl = grad()
@@ -294,7 +304,7 @@ def test_dscmr_without_validation_keeps_the_last_epoch():
 
 # --- shared blocks -----------------------------------------------------------------------------
 
-def test_cosine_map_matches_a_hand_computed_case():
+def test_validation_map_matches_a_hand_computed_case():
     q = np.array([[1.0, 0.0]])
     g = np.array([[1.0, 0.1], [0.0, 1.0], [0.9, 0.2]])
     # ranking by cosine: item 0, item 2, item 1; relevant items 0 and 1 -> AP = (1/1 + 2/3) / 2
@@ -320,16 +330,14 @@ def test_standardize_option_travels_with_the_state(name):
     m = _build(name, ds, {**quick, "standardize": True})
     _fit(m, train)
     fit_rows = train if not type(m).uses_validation else train.subset(np.arange(40, len(train)))
-    norm = m.standardizer if hasattr(m, "standardizer") else m.net.input_norm  # trainer / old mixin
-    np.testing.assert_allclose(norm.image_mean.numpy(), fit_rows.image.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m.standardizer.image_mean.numpy(), fit_rows.image.mean(0), rtol=1e-4, atol=1e-5)
     fresh = _build(name, ds, {**quick, "standardize": True}, seed=5)
     fresh.load_state_dict(m.state_dict())
     for mod in ("image", "text"):
         np.testing.assert_allclose(fresh.encode(test.features(mod), mod), m.encode(test.features(mod), mod), atol=1e-6)
     plain = _build(name, ds, {**quick, "standardize": False})
     _fit(plain, train)
-    norm = plain.standardizer if hasattr(plain, "standardizer") else plain.net.input_norm
-    assert norm.image_std.eq(1).all()  # identity unless asked for
+    assert plain.standardizer.image_std.eq(1).all()  # identity unless asked for
 
 
 def test_acmr_triplet_term_equals_the_sum_over_all_triplets():
