@@ -414,3 +414,28 @@ def test_wiki_raw_layout_in_one_command(tiny_models, tmp_path, run_cli):
                            "--model", tiny_models["clip"], "--out", root / "x")
     assert code == 2 and "expected text_id<TAB>image_id<TAB>class" in err
     assert not (root / "x").exists()
+
+
+def test_pascal_raw_layout(tiny_models, tmp_path, run_cli):
+    """dataset/<category>/*.jpg + sentence/<category>/*.txt; per category the last 5 test, the 5
+    before them left out, the rest train."""
+    raw = tmp_path / "pascal-sentences"
+    for c, cat in enumerate(["aeroplane", "bicycle"]):
+        (raw / "dataset" / cat).mkdir(parents=True)
+        (raw / "sentence" / cat).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (16, 16), list(COLORS.values())[c]).save(raw / "dataset" / cat / f"2008_{i:06d}.jpg")
+            (raw / "sentence" / cat / f"2008_{i:06d}.txt").write_text("".join(f" A {cat} photo {k}.\n" for k in range(5)))
+    from cmr_bench.features.layouts import pascal_items
+
+    items = pascal_items(raw)
+    assert items.class_names == ["aeroplane", "bicycle"]
+    assert list(items.split).count("train") == 4 and list(items.split).count("test") == 10
+    assert items.keys[:3] == ["aeroplane/2008_000000.jpg", "aeroplane/2008_000001.jpg", "aeroplane/2008_000007.jpg"]
+    assert items.texts[0] == "A aeroplane photo 0. A aeroplane photo 1. A aeroplane photo 2. A aeroplane photo 3. A aeroplane photo 4."
+    root = tmp_path / "data"
+    root.mkdir()
+    code, out, err = run_cli("features", "extract", "--layout", "pascal", "--raw", raw, "--backbone", "siglip",
+                             "--model", tiny_models["siglip"], "--out", root / "pascal-siglip", "--device", "cpu")
+    assert code == 0, err
+    assert 'paper_dataset = "pascal"' in (root / "pascal-siglip" / "manifest.toml").read_text()

@@ -7,7 +7,14 @@ wiki (Rasiwasia et al. 2010, the SVCL release `wikipedia_dataset/`):
     testset_txt_img_cat.list      the same, 693 rows
     images/<category>/<image_id>.jpg
     texts/<text_id>.xml           <document>...<text>article text</text></document>
-Rows keep the lists' order (train then test): the order of the features in raw_features.mat."""
+Rows keep the lists' order (train then test): the order of the features in raw_features.mat.
+
+pascal (Rashtchian et al. 2010, as the usual downloaders save the UIUC page):
+    dataset/<category>/<image>.jpg      1,000 images, 20 categories x 50 (or images/)
+    sentence/<category>/<image>.txt     its 5 sentences, one a line (or sentences/)
+The image's 5 sentences are joined into one text. Split (ours: DSCMR never published which image
+went where): per category, by file name, the last 5 are test, the 5 before them (DSCMR's
+validation) are left out, the rest (40) train: 800 / 100 like the `pascal` dataset."""
 
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import numpy as np
 from cmr_bench.errors import DataError
 from cmr_bench.features.inputs import IMAGE_SUFFIXES, Items
 
-LAYOUTS = ("wiki",)
+LAYOUTS = ("wiki", "pascal")
 
 
 def _wiki_text(path: Path) -> str:
@@ -66,7 +73,47 @@ def wiki_items(raw: Path) -> Items:
     return Items(raw / "images", keys, texts, np.array(labels, dtype=np.int64), classes, "single", np.array(split))
 
 
+def _first_dir(raw: Path, names: tuple[str, ...], layout: str) -> Path:
+    for name in names:
+        if (raw / name).is_dir():
+            return raw / name
+    raise DataError(f"--layout {layout}: {raw} has no folder {' or '.join(names)}")
+
+
+def pascal_items(raw: Path, test_per_class: int = 5, val_per_class: int = 5) -> Items:
+    raw = Path(raw)
+    image_dir = _first_dir(raw, ("dataset", "images"), "pascal")
+    sentence_dir = _first_dir(raw, ("sentence", "sentences"), "pascal")
+    classes = sorted(p.name for p in image_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"--layout pascal: no category folders in {image_dir}")
+    keys, texts, labels, split = [], [], [], []
+    for c, name in enumerate(classes):
+        files = sorted(p for p in (image_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) <= test_per_class + val_per_class:
+            raise DataError(f"--layout pascal: {image_dir / name} has {len(files)} images, "
+                            f"too few for {test_per_class} test + {val_per_class} validation")
+        groups = ["train"] * (len(files) - test_per_class - val_per_class) + [""] * val_per_class + ["test"] * test_per_class
+        for path, group in zip(files, groups):
+            if not group:
+                continue
+            text_file = sentence_dir / name / f"{path.stem}.txt"
+            if not text_file.is_file():
+                raise DataError(f"--layout pascal: no sentences {text_file} for image {path}")
+            text = " ".join(line.strip() for line in text_file.read_text(encoding="utf-8", errors="replace").splitlines()
+                            if line.strip())
+            if not text:
+                raise DataError(f"{text_file}: no sentences")
+            keys.append(path.relative_to(image_dir).as_posix())
+            texts.append(text)
+            labels.append(c)
+            split.append(group)
+    return Items(image_dir, keys, texts, np.array(labels, dtype=np.int64), classes, "single", np.array(split))
+
+
 def layout_items(layout: str, raw: Path) -> Items:
     if layout == "wiki":
         return wiki_items(raw)
+    if layout == "pascal":
+        return pascal_items(raw)
     raise DataError(f"unknown --layout '{layout}' (known: {', '.join(LAYOUTS)})")
