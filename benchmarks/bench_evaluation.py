@@ -12,6 +12,15 @@ same run, two comparisons recorded in the end-of-run table and in benchmark.extr
 Targets (docs/evaluation.md): Hamming map@all >= 5x faster than the reference and within 3x
 of the bound; cosine map@all no slower than the reference; peak memory < 2 GiB at NUS-WIDE
 scale. These are recorded, not asserted (timings depend on the machine), except memory.
+
+Also, in the same run:
+* test_torch_backend_vs_numpy: the torch backend (the device-resident path, here on the CPU)
+  against the numpy backend, on the same queries (ratio);
+* test_cuda_against_sketch (only where CUDA is visible): `evaluate` on the GPU against a
+  minimal device-resident sketch of map@all (target: within 2x), torchmetrics RetrievalMAP
+  (when importable) and a per-query torch loop on the GPU;
+* test_peak_memory_*: encode-free evaluate time and peak RSS of a whole `cmr-bench eval`
+  process at NUS-WIDE sizes (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -195,3 +204,177 @@ def test_peak_memory_nuswide_scale(report, tmp_path):
     report({"case": "nuswide_hash64_cli_peak_rss", "peak_rss_mb": round(peak), "imports_only_rss_mb": round(base),
             "inputs_mb": round(inputs_mb), "cli_seconds": round(seconds, 1)})
     assert peak < 2048, peak
+
+
+# ------------------------------------------------------------------ torch backend vs numpy
+# Queries timed per case for the backend comparison (the full set where that is quick).
+TORCH_SUBSET = {"nuswide10k_cosine": 300}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_torch_backend_vs_numpy(report, case):
+    """The torch backend's device-resident path run on the CPU against the numpy backend, on
+    the same queries, best of two each: the ratio says what the CPU pays for that path (the
+    default on the CPU stays numpy)."""
+    maker, args, similarity, metrics, _ = CASES[case]
+    q, r, ql, rl = data(maker, args)
+    n_q = len(q)
+    sub = np.linspace(0, n_q - 1, min(n_q, TORCH_SUBSET.get(case, n_q))).round().astype(int)
+    q, ql = q[sub], ql[sub]
+    out = {}
+
+    def run(backend):
+        out[backend] = evaluate(q, r, ql, rl, similarity=similarity, device="cpu", backend=backend, **metrics)
+
+    t_numpy = best_time(lambda: run("numpy"), 2)
+    t_torch = best_time(lambda: run("torch"), 2)
+    diff = float(np.max(np.abs(out["numpy"]["per_query_ap"] - out["torch"]["per_query_ap"])))
+    assert diff < 1e-9, diff
+    report({"case": f"{case} torch(cpu) vs numpy", "n_q x n_r": f"{len(q)} x {len(r)}", "numpy_s": t_numpy,
+            "torch_cpu_s": t_torch, "torch_cpu_over_numpy": t_torch / t_numpy, "max_abs_dAP": diff,
+            "load_avg_1min": round(os.getloadavg()[0], 1)})
+
+
+# ------------------------------------------------------------------ CUDA comparisons
+def _cuda():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return torch.cuda.is_available()
+
+
+CUDA_CASES = {
+    # name: (maker, args, similarity, per-query loop subset, torchmetrics too)
+    "mirflickr_hash64": (make_hash, (2_000, 18_015, 64, 24, 3.0), "hamming", 200, True),
+    "nuswide_hash64": (make_hash, (2_100, 193_734, 64, 21, 2.0), "hamming", 100, False),
+    "nuswide10k_cosine": (make_real, (28_661, 28_661, 128, 10), "cosine", 500, False),
+    "hash64_5000x1M": (make_hash, (5_000, 1_000_000, 64, 21, 2.0), "hamming", 100, False),
+}
+
+
+def _sync():
+    import torch
+
+    torch.cuda.synchronize()
+
+
+def sketch_map(q, r, ql, rl, similarity, rows=256):
+    """A minimal device-resident map@all (the yardstick of issue 15), written independently of
+    the evaluator: Hamming -- one matmul, one bincount of (query, distance, relevant) keys and
+    each distance group's expected AP in closed form; cosine -- matmul, row sort, gather,
+    cumsum (no tie handling: continuous scores). Inputs are device tensors; returns per-query AP."""
+    import torch
+
+    dev = q.device
+    n_q, n_r = len(q), len(r)
+    out = torch.empty(n_q, dtype=torch.float64, device=dev)
+    multi = ql.dim() == 2
+    if similarity == "hamming":
+        K = q.shape[1]
+        H = torch.cat([torch.zeros(1, dtype=torch.float64, device=dev),
+                       torch.cumsum(1.0 / torch.arange(1, n_r + 1, dtype=torch.float64, device=dev), 0)])
+    for s in range(0, n_q, rows):
+        e = min(n_q, s + rows)
+        rel = (ql[s:e] @ rl.T > 0) if multi else (ql[s:e, None] == rl[None, :])
+        if similarity == "hamming":
+            dist = ((K - q[s:e] @ r.T) * 0.5).long()
+            key = (torch.arange(e - s, device=dev)[:, None] * (K + 1) + dist) * 2 + rel.long()
+            cnt = torch.bincount(key.view(-1), minlength=(e - s) * (K + 1) * 2).view(e - s, K + 1, 2)
+            N, M = cnt.sum(2).double(), cnt[..., 1].double()
+            P, Q = torch.cumsum(N, 1) - N, torch.cumsum(M, 1) - M
+            c = torch.where(N > 1, (M - 1) / (N - 1).clamp_min(1), torch.zeros_like(N))
+            S = H[(P + N).long()] - H[P.long()]
+            g = torch.where(M > 0, M / N.clamp_min(1) * (N * c + (Q + 1 - c - c * P) * S), torch.zeros_like(N))
+            out[s:e] = g.sum(1) / M.sum(1).clamp_min(1)
+        else:
+            order = torch.sort(q[s:e] @ r.T, dim=1, descending=True).indices
+            hit = torch.gather(rel, 1, order).double()
+            prec = torch.cumsum(hit, 1) / torch.arange(1, n_r + 1, device=dev, dtype=torch.float64)
+            out[s:e] = (prec * hit).sum(1) / hit.sum(1).clamp_min(1)
+    return out
+
+
+def loop_map(q, r, ql, rl, similarity, queries):
+    """Per-query loop on the device, as published evaluation code is written (stable order)."""
+    import torch
+
+    K = q.shape[1]
+    aps = []
+    multi = ql.dim() == 2
+    for i in queries.tolist():
+        score = -(0.5 * (K - r @ q[i])) if similarity == "hamming" else r @ q[i]
+        order = torch.argsort(score, descending=True, stable=True)
+        rel = ((rl @ ql[i]) > 0) if multi else (rl == ql[i])
+        hit = rel[order].double()
+        prec = torch.cumsum(hit, 0) / torch.arange(1, len(hit) + 1, device=hit.device, dtype=torch.float64)
+        aps.append(float((prec * hit).sum() / hit.sum().clamp_min(1)))
+    return aps
+
+
+def torchmetrics_map(q, r, ql, rl, similarity):
+    from torchmetrics.retrieval import RetrievalMAP  # noqa: F401 (ImportError: skipped by caller)
+
+    import torch
+
+    metric = RetrievalMAP().to(q.device)
+    K = q.shape[1]
+    for s in range(0, len(q), 256):
+        e = min(len(q), s + 256)
+        score = -(0.5 * (K - q[s:e] @ r.T)) if similarity == "hamming" else q[s:e] @ r.T
+        rel = (ql[s:e] @ rl.T > 0) if ql.dim() == 2 else (ql[s:e, None] == rl[None, :])
+        idx = torch.arange(s, e, device=q.device)[:, None].expand_as(score)
+        metric.update(score.reshape(-1), rel.reshape(-1), indexes=idx.reshape(-1))
+    return float(metric.compute())
+
+
+@pytest.mark.skipif(not _cuda(), reason="no CUDA device visible")
+@pytest.mark.parametrize("case", list(CUDA_CASES))
+def test_cuda_against_sketch(report, case):
+    import torch
+
+    maker, args, similarity, loop_subset, with_tm = CUDA_CASES[case]
+    q, r, ql, rl = data(maker, args)
+    n_q = len(q)
+    dq, dr = (torch.as_tensor(x, dtype=torch.float32 if similarity == "hamming" else torch.float64).cuda() for x in (q, r))
+    if similarity == "cosine":
+        dq, dr = dq / dq.norm(dim=1, keepdim=True), dr / dr.norm(dim=1, keepdim=True)
+    dql = torch.as_tensor(ql, dtype=torch.float32 if ql.ndim == 2 else torch.int64).cuda()
+    drl = torch.as_tensor(rl, dtype=torch.float32 if rl.ndim == 2 else torch.int64).cuda()
+    evaluate(q[:2], r, ql[:2], rl, similarity=similarity, device="cuda", ks=())  # warm-up
+    sketch_map(dq[:2], dr, dql[:2], drl, similarity)
+    _sync()
+
+    def ours():
+        out = evaluate(q, r, ql, rl, similarity=similarity, device="cuda", ks=())
+        _sync()
+        return out
+
+    def sketch():
+        out = sketch_map(dq, dr, dql, drl, similarity)
+        _sync()
+        return out
+
+    result = {}
+    t_ours = best_time(lambda: result.update(ours=ours()), 3)
+    t_sketch = best_time(lambda: result.update(sketch=sketch()), 3)
+    diff = float(np.max(np.abs(result["ours"]["per_query_ap"] - result["sketch"].cpu().numpy())))
+    queries = np.linspace(0, n_q - 1, min(n_q, loop_subset)).round().astype(int)
+    t0 = time.perf_counter()
+    loop_map(dq, dr, dql, drl, similarity, queries)
+    _sync()
+    t_loop = (time.perf_counter() - t0) * n_q / len(queries)
+    row = {"case": f"{case} cuda", "n_q x n_r": f"{n_q} x {len(r)}", "cuda_s": t_ours, "sketch_s": t_sketch,
+           "cuda_over_sketch": t_ours / t_sketch, "loop_s (scaled)": t_loop, "loop_over_cuda": t_loop / t_ours,
+           "max_abs_dAP_vs_sketch": diff}
+    if with_tm:
+        try:
+            t0 = time.perf_counter()
+            torchmetrics_map(dq, dr, dql, drl, similarity)
+            _sync()
+            row["torchmetrics_s"] = time.perf_counter() - t0
+            row["torchmetrics_over_cuda"] = row["torchmetrics_s"] / t_ours
+        except ImportError:
+            row["torchmetrics_s"] = "not installed"
+    report(row)
+    assert diff < 1e-9, diff

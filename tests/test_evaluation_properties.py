@@ -207,6 +207,60 @@ def test_group_formulas_against_enumeration():
         assert got_found == pytest.approx(exp_found, abs=1e-12)
 
 
+def _device_formulas(upto):
+    """The torch backend's group formulas (cmr_bench.evaluation._torch_backend) on the CPU,
+    as numpy-in, float-out functions."""
+    import torch
+
+    from cmr_bench.evaluation import _torch_backend as tb
+
+    H = tb.harmonic_pair(torch, upto, "cpu")
+    t = lambda v: torch.as_tensor(np.atleast_1d(v), dtype=torch.int64)  # noqa: E731
+
+    def prefix(c, n, m, r_b, L):
+        return float(tb.expected_prefix_sum(H, t(c), t(n), t(m), t(r_b), t(L))[0])
+
+    def found(before, c, n, m, r_b, L):
+        return float(tb.expected_found_ap(H, torch.tensor([before], dtype=torch.float64), t(c), t(n), t(m), t(r_b),
+                                          t(L))[0])
+
+    return prefix, found
+
+
+def test_device_group_formulas_against_enumeration():
+    prefix, found = _device_formulas(60)
+    rnd = random.Random(6)
+    for _ in range(300):
+        n = rnd.randint(1, 9)
+        m = rnd.randint(0, n)
+        c = rnd.randint(0, 30)
+        r_b = rnd.randint(0, c)
+        L = rnd.randint(1, n)
+        exp_sum, exp_found, before = _enumerate_group(c, n, m, r_b, L)
+        assert prefix(c, n, m, r_b, L) == pytest.approx(exp_sum, abs=1e-12)
+        if r_b == 0 and m == 0:
+            continue
+        assert found(before, c, n, m, r_b, L) == pytest.approx(exp_found, abs=1e-12)
+
+
+def test_closed_form_of_a_whole_group():
+    # Issue 15's closed form for a whole group of n items, m relevant, after P items of which Q
+    # relevant: (m/n) (n c + (Q+1-c-cP) (H[P+n]-H[P])), c = (m-1)/(n-1), checked in exact
+    # fractions against the per-slot definition, and the device formula against both.
+    from fractions import Fraction
+
+    prefix, _ = _device_formulas(200_000)
+    for P, n, m, Q in [(0, 5, 2, 0), (17, 9, 9, 4), (190_000, 4000, 1500, 20_000), (150_000, 2, 2, 7),
+                       (99_999, 37, 5, 3), (12, 1, 1, 3)]:
+        per_slot = sum(Fraction(m, n) * (Q + 1 + (Fraction((j - 1) * (m - 1), n - 1) if n > 1 else 0)) / (P + j)
+                       for j in range(1, n + 1))
+        c = Fraction(m - 1, n - 1) if n > 1 else Fraction(0)
+        dH = sum(Fraction(1, P + j) for j in range(1, n + 1))
+        closed = Fraction(m, n) * (n * c + (Q + 1 - c - c * P) * dH)
+        assert closed == per_slot
+        assert prefix(P, n, m, Q, n) == pytest.approx(float(per_slot), rel=1e-12)
+
+
 def test_group_formula_precision_far_down_the_ranking():
     # Large offsets (c ~ 2e5, as at NUS-WIDE scale): the closed form with harmonic numbers
     # against a direct float64 sum of the per-slot expectation (in exact fractions).
@@ -253,3 +307,5 @@ def test_found_ap_with_a_large_cut_group():
     got = expected_found_ap(np.array([before]), np.array([c]), np.array([n]), np.array([m]), np.array([r_b]),
                             np.array([L]))[0]
     assert got == pytest.approx(want, rel=1e-12)
+    _, found = _device_formulas(n + c)
+    assert found(before, c, n, m, r_b, L) == pytest.approx(want, rel=1e-12)

@@ -83,64 +83,14 @@ class TorchBackend:
 
     def _harmonic(self):
         if self._h is None:
-            from cmr_bench.evaluation._metrics import harmonic
-
-            h = harmonic(self.p.n_r + 1)[: self.p.n_r + 2]
-            hi = h.astype(np.float64)
-            lo = (h - hi).astype(np.float64)
-            self._h = (self.torch.as_tensor(hi).to(self.dev), self.torch.as_tensor(lo).to(self.dev))
+            self._h = harmonic_pair(self.torch, self.p.n_r + 1, self.dev)
         return self._h
 
-    def _s_t(self, c, L):
-        """S(c, L) and T(c, L) of the module docstring (c >= 0, L >= 1)."""
-        torch = self.torch
-        hi, lo = self._harmonic()
-        a = c + L
-        s = (hi[a] - hi[c]) + (lo[a] - lo[c])
-        one = L == 1
-        s = torch.where(one, 1.0 / (c + 1).to(torch.float64), s)
-        t = torch.where(one, torch.zeros_like(s), L - (c + 1) * s)
-        return s, t
-
     def _prefix(self, c, n, m, q, L):
-        """Expected precision sum over the first L slots of a group (F above)."""
-        torch = self.torch
-        s, t = self._s_t(c, L)
-        nf, mf = n.to(torch.float64), m.to(torch.float64)
-        ratio = torch.where(n > 1, (mf - 1) / (nf - 1).clamp_min(1), torch.zeros_like(nf))
-        return (mf / nf.clamp_min(1)) * ((q + 1) * s + ratio * t)
+        return expected_prefix_sum(self._harmonic(), c, n, m, q, L)
 
-    def _found_ap(self, before, c, n, m, q, L, max_cells: int = 1 << 22):
-        """E[(before + B) / (q + X)] for groups cut after L of their n slots, X ~
-        Hypergeometric(n, m, L) the relevant items inside the cut (see _metrics)."""
-        torch = self.torch
-        f64 = torch.float64
-        lo = (L - (n - m)).clamp_min(0)
-        hi = torch.minimum(m, L)
-        mean = L.to(f64) * m / n
-        tail = torch.ceil(torch.sqrt(26.0 * L.to(f64))) + 1  # Hoeffding: mass left out < 1e-22
-        lo = torch.maximum(lo, torch.floor(mean - tail).to(torch.int64))
-        hi = torch.minimum(hi, torch.ceil(mean + tail).to(torch.int64))
-        width = int((hi - lo).max().item()) + 1
-        out = torch.empty(len(c), dtype=f64, device=c.device)
-        step = max(1, max_cells // width)
-        x0 = torch.arange(width, device=c.device)
-        for a in range(0, len(c), step):
-            sl = slice(a, a + step)
-            x = lo[sl, None] + x0
-            valid = x <= hi[sl, None]
-            xs = torch.where(valid, x, lo[sl, None]).to(f64)
-            nn, mm, ll = (v[sl, None].to(f64) for v in (n, m, L))
-            logp = _log_comb(torch, mm, xs) + _log_comb(torch, nn - mm, ll - xs) - _log_comb(torch, nn, ll)
-            p = torch.where(valid, torch.exp(logp), torch.zeros_like(logp))
-            p = p / p.sum(dim=1, keepdim=True)
-            s, t = self._s_t(c[sl], L[sl])
-            ratio = torch.where(ll > 1, (xs - 1.0) / (ll - 1.0).clamp_min(1.0), torch.zeros_like(xs))
-            inside = (xs / ll) * ((q[sl, None] + 1.0) * s[:, None] + ratio * t[:, None])
-            den = q[sl, None] + xs
-            val = torch.where(den > 0, (before[sl, None] + inside) / den.clamp_min(1), torch.zeros_like(xs))
-            out[sl] = (p * val).sum(dim=1)
-        return out
+    def _found_ap(self, before, c, n, m, q, L):
+        return expected_found_ap(self._harmonic(), before, c, n, m, q, L)
 
     # ------------------------------------------------------------------ chunk
     def chunk(self, s: int, e: int) -> dict[str, np.ndarray]:
@@ -344,3 +294,73 @@ def _radius_curve(torch, N, M):
     precision = torch.where(cn > 0, cm / cn.clamp_min(1), nan)
     recall = torch.where(R > 0, cm / R.clamp_min(1), nan)
     return precision, recall
+
+
+# ---------------------------------------------------------------------- group formulas (device)
+def harmonic_pair(torch, upto: int, device):
+    """H[0..upto] as float64 (hi, lo) tensors on `device`, from the extended-precision table."""
+    from cmr_bench.evaluation._metrics import harmonic
+
+    h = harmonic(upto)[: upto + 1]
+    hi = h.astype(np.float64)
+    lo = (h - hi).astype(np.float64)
+    return torch.as_tensor(hi).to(device), torch.as_tensor(lo).to(device)
+
+
+def prefix_sums(H, c, L):
+    """S(c, L) and T(c, L) of the module docstring (c >= 0, L >= 1, c + L within H)."""
+    import torch
+
+    hi, lo = H
+    a = c + L
+    s = (hi[a] - hi[c]) + (lo[a] - lo[c])
+    one = L == 1
+    s = torch.where(one, 1.0 / (c + 1).to(torch.float64), s)
+    t = torch.where(one, torch.zeros_like(s), L - (c + 1) * s)
+    return s, t
+
+
+def expected_prefix_sum(H, c, n, m, q, L):
+    """Expected precision sum over the first L slots of a group (F above); 0 when m = 0."""
+    import torch
+
+    s, t = prefix_sums(H, c, L)
+    nf, mf = n.to(torch.float64), m.to(torch.float64)
+    ratio = torch.where(n > 1, (mf - 1) / (nf - 1).clamp_min(1), torch.zeros_like(nf))
+    return (mf / nf.clamp_min(1)) * ((q + 1) * s + ratio * t)
+
+
+def expected_found_ap(H, before, c, n, m, q, L, max_cells: int = 1 << 22):
+    """E[(before + B) / (q + X)] for groups cut after L of their n slots, X ~
+    Hypergeometric(n, m, L) the relevant items inside the cut (see _metrics.expected_found_ap)."""
+    import torch
+
+    f64 = torch.float64
+    lo = (L - (n - m)).clamp_min(0)
+    hi = torch.minimum(m, L)
+    mean = L.to(f64) * m / n
+    tail = torch.ceil(torch.sqrt(26.0 * L.to(f64))) + 1  # Hoeffding: mass left out < 1e-22
+    lo = torch.maximum(lo, torch.floor(mean - tail).to(torch.int64))
+    hi = torch.minimum(hi, torch.ceil(mean + tail).to(torch.int64))
+    out = torch.empty(len(c), dtype=f64, device=c.device)
+    if len(c) == 0:
+        return out
+    width = int((hi - lo).max().item()) + 1
+    step = max(1, max_cells // width)
+    x0 = torch.arange(width, device=c.device)
+    for a in range(0, len(c), step):
+        sl = slice(a, a + step)
+        x = lo[sl, None] + x0
+        valid = x <= hi[sl, None]
+        xs = torch.where(valid, x, lo[sl, None]).to(f64)
+        nn, mm, ll = (v[sl, None].to(f64) for v in (n, m, L))
+        logp = _log_comb(torch, mm, xs) + _log_comb(torch, nn - mm, ll - xs) - _log_comb(torch, nn, ll)
+        p = torch.where(valid, torch.exp(logp), torch.zeros_like(logp))
+        p = p / p.sum(dim=1, keepdim=True)
+        s, t = prefix_sums(H, c[sl], L[sl])
+        ratio = torch.where(ll > 1, (xs - 1.0) / (ll - 1.0).clamp_min(1.0), torch.zeros_like(xs))
+        inside = (xs / ll) * ((q[sl, None] + 1.0) * s[:, None] + ratio * t[:, None])
+        den = q[sl, None] + xs
+        val = torch.where(den > 0, (before[sl, None] + inside) / den.clamp_min(1), torch.zeros_like(xs))
+        out[sl] = (p * val).sum(dim=1)
+    return out
