@@ -217,8 +217,12 @@ def test_table_marks_missing_methods(run_cli, tmp_path, real_root):
     import pandas as pd
 
     df = pd.read_csv(tmp_path / "t" / "table2.csv")
-    assert len(df[df["method"] == "CFA"]) == 1 and df[df["method"] == "CFA"]["status"].iloc[0] == "no plugin"
+    assert len(df[df["method"] == "Corr-AE"]) == 1 and df[df["method"] == "Corr-AE"]["status"].iloc[0] == "no plugin"
     assert df[df["method"] == "CCA"]["status"].iloc[0] == "not run"
+    assert df[df["method"] == "CFA"]["status"].iloc[0] == "not run"
+    # published on wiki's own features: its own column, apart from the paper's VGG-19 one
+    jfssl = df[df["method"] == "jfssl"].iloc[0]
+    assert jfssl["same_features_img2txt"] == pytest.approx(0.306) and pd.isna(jfssl["paper_img2txt"])
     assert df[df["method"] == "SDCMR"]["paper_img2txt"].iloc[0] == pytest.approx(0.683)
 
 
@@ -243,3 +247,143 @@ def test_tables_leave_out_a_hand_edited_run(grid, run_cli, tmp_path):
 
     row = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method").loc["cca"]
     assert row["runs"] == 1 and row["img2txt_mean"] < 0.99
+
+
+# --- threads, determinism across --jobs, progress (issue 19 items 1-2; issue 18 determinism) ---
+
+def _stored_runs(results: Path) -> dict:
+    out = {}
+    for folder in _run_folders(results):
+        run = json.loads((folder / "run.json").read_text())
+        with np.load(folder / "arrays.npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        out[(run["spec"]["method"], run["spec"]["seed"])] = (run, json.loads((folder / "metrics.json").read_text()),
+                                                            arrays, folder.relative_to(results))
+    return out
+
+
+def test_jobs_2_reproduces_jobs_1_for_a_torch_method(run_cli, tmp_path):
+    """Runs use one torch thread whatever --jobs is and whatever the calling process had, so a
+    grid resumed with another --jobs does not mix arithmetic."""
+    import torch
+
+    grid = ["run", "--methods", "acmr", "--dataset", "synthetic", "--seeds", "0,1", "--set", "acmr.epochs=3", "--no-progress"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # a process whose own default differs from the runs' count
+    try:
+        code, out, err = run_cli(*grid, "--results-dir", tmp_path / "j1")
+        assert code == 0, out + err
+        assert torch.get_num_threads() == 3  # restored after the grid
+    finally:
+        torch.set_num_threads(before)
+    code, out, err = run_cli(*grid, "--results-dir", tmp_path / "j2", "--jobs", "2")
+    assert code == 0, out + err
+    one, two = _stored_runs(tmp_path / "j1"), _stored_runs(tmp_path / "j2")
+    assert set(one) == set(two) == {("acmr", 0), ("acmr", 1)}
+    for key, (run, metrics, arrays, rel) in one.items():
+        o_run, o_metrics, o_arrays, o_rel = two[key]
+        assert run["environment"]["torch_threads"] == o_run["environment"]["torch_threads"] == 1
+        assert run["runner"]["executor"] == "inline" and o_run["runner"]["executor"] == "process"
+        assert rel == o_rel and metrics == o_metrics, key
+        for name in arrays:
+            np.testing.assert_array_equal(arrays[name], o_arrays[name], err_msg=f"{key} {name}")
+
+
+def test_threads_other_than_one_are_part_of_the_run_identity(grid):
+    code, out, err = grid("--seeds", "0", "--threads", "2", methods="cca")
+    assert code == 0, out + err
+    code, out, err = grid("--seeds", "0", methods="cca")
+    assert "0 already finished, 1 to run" in out  # one thread is another run
+    folders = _run_folders(grid.results)
+    assert len(folders) == 2
+    threads = sorted(json.loads((f / "run.json").read_text())["environment"]["torch_threads"] for f in folders)
+    assert threads == [1, 2]
+    assert any(f.parent.name.startswith("default-t2-") for f in folders)
+    assert grid("--threads", "0")[0] == 2
+
+
+def test_dry_run_prints_an_estimate(grid):
+    code, out, _ = grid("--seeds", "0,1", "--dry-run", methods="cca,acmr")
+    assert code == 0
+    from cmr_bench.runner.estimate import WIKI_SECONDS
+
+    assert "estimate: about" in out and "the 4 run(s) to do" in out
+    seconds = 2 * WIKI_SECONDS["cca"] + 2 * WIKI_SECONDS["acmr"]
+    from cmr_bench.runner.display import _duration
+
+    assert _duration(seconds) in out
+
+
+def test_estimate_packs_runs_onto_workers():
+    from types import SimpleNamespace
+
+    from cmr_bench.runner.estimate import WIKI_SECONDS, grid_estimate
+
+    specs = [SimpleNamespace(method="dscmr"), SimpleNamespace(method="acmr"), SimpleNamespace(method="nosuch")]
+    one, unknown = grid_estimate(specs)
+    assert one == WIKI_SECONDS["dscmr"] + WIKI_SECONDS["acmr"] and unknown == ["nosuch"]
+    assert grid_estimate(specs, workers=2)[0] == WIKI_SECONDS["dscmr"]
+
+
+@pytest.fixture
+def stepping_method():
+    """A method that reports 4 epochs through cmr_bench.progress, like the shared trainer."""
+    import time
+
+    from cmr_bench.progress import training_step
+
+    class Stepping(Method):
+        name = "test-stepping"
+        info = MethodInfo("Stepping", "test", "test", 2026, status="baseline")
+        defaults = {"sleep_s": 0.15}
+
+        def fit(self, train, val=None):
+            for i in range(4):
+                time.sleep(self.config["sleep_s"])
+                training_step(i + 1, 4, 2.0 / (i + 1))
+            return [{"step": 0, "loss": 0.5}]
+
+        def encode(self, features, modality):
+            return np.asarray(features[:, :3], dtype=np.float32)
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    registry._load()
+    registry._add(Stepping, "tests")
+    yield Stepping
+    registry._REGISTRY.pop("test-stepping")
+    registry._SOURCES.pop("test-stepping")
+
+
+def test_progress_lines_off_a_tty(grid, stepping_method, monkeypatch):
+    monkeypatch.setenv("CMR_BENCH_HEARTBEAT_S", "0.1")
+    code, out, err = grid("--seeds", "0", methods="test-stepping")
+    assert code == 0, out + err
+    beats = [line for line in out.splitlines() if line.strip().startswith("... ") and "test-stepping" in line]
+    assert beats, out
+    assert any("epoch " in line and "/4, loss " in line and "elapsed" in line and "left" in line for line in beats), beats
+
+
+def test_progress_bar_on_a_tty(grid, stepping_method):
+    code, out, err = grid("--seeds", "0", "--progress", methods="test-stepping")
+    assert code == 0, out + err
+    assert "4/4" in out and "loss 0.5" in out and "grid" in out  # the run's bar: epochs, latest loss
+
+
+def test_progress_reaches_the_parent_from_worker_processes(plugin_site, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(plugin_site), "CMR_BENCH_HEARTBEAT_S": "0.2", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "cmr_bench.cli", "run", "--methods", "example-chaos", "--dataset", "synthetic",
+                           "--seeds", "0,1", "--set", "example-chaos.sleep_s=2", "--set", "example-chaos.steps=4",
+                           "--jobs", "2", "--results-dir", str(tmp_path / "runs"), "--no-progress"],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    beats = [line for line in proc.stdout.splitlines() if "example-chaos" in line and "epoch " in line]
+    assert any("/4, loss " in line for line in beats), proc.stdout

@@ -154,8 +154,12 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     notes = [f"Ours: {metric} (mean ± sample std over seeds, n runs); retrieval by cosine; protocol 'real' (test queries vs test set)."]
     notes += _features_note(dataset, pub, root)
     if len(same):
-        refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})" for _, r in same.iterrows())
+        refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})"
+                         for _, r in same.iterrows() if pd.notna(r["img2txt"]))
         notes.append(f"Published on the same features as ours: {refs}.")
+        unread = [r["method"] for _, r in same.iterrows() if pd.isna(r["img2txt"])]
+        if unread:  # published on these features, but the number could not be read: never a guess
+            notes.append(f"Also published on these features, number not transcribed: {', '.join(unread)}.")
     notes += sorted({n for n in pub["note"] if n})
     if table == "5" and features:
         notes.append(f"Ours: '{dataset}', {features.get('backbone', '?')} {features.get('model', '?')} features from "
