@@ -159,3 +159,34 @@ def test_cuda_matches_cpu(similarity, multilabel, ties):
     c = evaluate(torch.as_tensor(q).cuda(), torch.as_tensor(r).cuda(), torch.as_tensor(ql).cuda(),
                  torch.as_tensor(rl).cuda(), similarity=similarity, ties=ties, device="cuda", memory_budget_mb=1, **KW)
     assert_same(c, a, keys=["map@all", "map@50", "p@100"], tol=1e-6)
+
+
+def test_gpu_chunks_follow_the_devices_free_memory(monkeypatch):
+    # On CUDA the default chunk size comes from torch.cuda.mem_get_info, not the 512 MB host
+    # budget; an explicit budget still wins. Simulated on the CPU: CUDA looks visible, the
+    # torch backend is built on the CPU, and the device reports room for about 5 queries.
+    q, r, ql, rl = dataset("hamming", True, n_q=23)
+    expected = evaluate(q, r, ql, rl, similarity="hamming", **KW)
+    init, chunk = TorchBackend.__init__, TorchBackend.chunk
+    sizes = []
+
+    def cpu_init(self, prep, ties, device, *args, **kwargs):
+        assert device == "cuda"
+        init(self, prep, ties, "cpu", *args, **kwargs)
+
+    def recording_chunk(self, s, e):
+        sizes.append(e - s)
+        return chunk(self, s, e)
+
+    per_row = TorchBackend.bytes_per_row(type("P", (), {"p": type("Q", (), {"n_r": 700, "similarity": "hamming"}),
+                                                        "ties": "average", "K": 12})())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * 5 * per_row, 10 * 2**30))
+    monkeypatch.setattr(TorchBackend, "__init__", cpu_init)
+    monkeypatch.setattr(TorchBackend, "chunk", recording_chunk)
+    got = evaluate(q, r, ql, rl, similarity="hamming", **KW)
+    assert sizes == [5, 5, 5, 5, 3]
+    assert_same(got, expected, keys=["map@all", "map@50", "p@100", "pr_curve", "per_query_ap"], tol=1e-12)
+    sizes.clear()
+    evaluate(q, r, ql, rl, similarity="hamming", memory_budget_mb=512, **KW)
+    assert sizes == [23]

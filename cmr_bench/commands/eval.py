@@ -31,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", metavar="{auto,cpu,cuda}", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--map-k-denominator", default="found", metavar="{found,trec}", help="found (default: relevant items in the top k) or trec (min(k, R))")
     p.add_argument("--zero-relevant", default="count", metavar="{count,exclude}", help="count (default: such queries score 0) or exclude")
-    p.add_argument("--memory-budget-mb", default="512", metavar="MB", help="working memory per chunk of queries (default 512)")
+    p.add_argument("--memory-budget-mb", default=None, metavar="MB",
+                   help="working memory per chunk of queries (default 512; on a GPU half its free memory)")
     p.add_argument("--pr-points", default="11", metavar="N", help="recall levels of the real-valued PR curve (default 11)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--profile", action="store_true",
@@ -99,7 +100,7 @@ def cmd_eval(args) -> int:
     options = dict(
         similarity=args.similarity, ks=ks, rs=rs, ties=args.ties, device=args.device,
         map_k_denominator=args.map_k_denominator, zero_relevant=args.zero_relevant,
-        memory_budget_mb=_number(args.memory_budget_mb, "--memory-budget-mb"),
+        memory_budget_mb=None if args.memory_budget_mb is None else _number(args.memory_budget_mb, "--memory-budget-mb"),
         pr_points=_number(args.pr_points, "--pr-points", int),
     )
     if options["pr_points"] != 0 and not 2 <= options["pr_points"] <= MAX_PR_POINTS:  # an absurd count allocates before failing
@@ -120,7 +121,7 @@ def cmd_eval(args) -> int:
         from cmr_bench.evaluation.profile import matrix_time
 
         bound = matrix_time(arrays[0], arrays[1], args.similarity, device=args.device,
-                            memory_budget_mb=options["memory_budget_mb"], repeat=3)
+                            memory_budget_mb=options["memory_budget_mb"] or 512, repeat=3)
         print(f"profile: evaluate {elapsed:.3f} s; {args.similarity} matrix alone {bound:.3f} s; "
               f"ratio {elapsed / max(bound, 1e-9):.2f}x", file=sys.stderr)
     return 0
