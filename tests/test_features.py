@@ -18,57 +18,15 @@ pytest.importorskip("PIL", reason='needs the extra: pip install "cmr-bench[backb
 
 from PIL import Image  # noqa: E402
 
+from cmr_bench.features.tiny import build_tiny  # noqa: E402
+
 COLORS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 220)}
-WORDS = ["a", "an", "the", "photo", "of", "cat", "dog", "bird", "on", "grass", *COLORS]
 
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-def _tokenizer():
-    """A word-level tokenizer built here ([CLS] words [SEP]): no vocabulary download."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tk.normalizer = normalizers.Lowercase()
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", model_max_length=16), len(vocab)
-
-
-def build_tiny(kind: str, folder: Path) -> Path:
-    import torch
-    from transformers import (Blip2Config, Blip2ForImageTextRetrieval, BlipImageProcessor, CLIPConfig, CLIPImageProcessor,
-                              CLIPModel, SiglipConfig, SiglipImageProcessor, SiglipModel)
-
-    torch.manual_seed(0)
-    tokenizer, vocab_size = _tokenizer()
-    layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    vision = dict(image_size=32, patch_size=8, **layers)
-    text = dict(vocab_size=vocab_size, max_position_embeddings=16, pad_token_id=0, **layers)
-    if kind == "clip":
-        model = CLIPModel(CLIPConfig(text_config=dict(text, bos_token_id=2, eos_token_id=3), vision_config=vision,
-                                     projection_dim=24))
-        processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    elif kind == "siglip":
-        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
-        processor = SiglipImageProcessor(size={"height": 32, "width": 32})
-    else:
-        qformer = dict(text, encoder_hidden_size=32, use_qformer_text_input=True)
-        model = Blip2ForImageTextRetrieval(Blip2Config(vision_config=vision, qformer_config=qformer, num_query_tokens=4,
-                                                       image_text_hidden_size=16))
-        processor = BlipImageProcessor(size={"height": 32, "width": 32})
-    path = folder / f"tiny-{kind}"
-    model.eval().save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
