@@ -271,6 +271,26 @@ class TorchMethod(Method):
             opt.step()
         self._last_loss = loss
 
+    def update_routed(self, routes: list[tuple[torch.Tensor, Any]], *names: str, report: torch.Tensor | None = None) -> None:
+        """Per-block gradients (a paper's own update equation per parameter block): `routes` is a
+        list of (loss, parameters); each parameter's gradient is the sum over the losses routed
+        to it, nothing else reaches it; then the named optimisers (all when none named) step.
+        A loss that does not depend on the graph (a term switched off) is skipped."""
+        opts = [self.optimizers[n] for n in names] if names else list(self.optimizers.values())
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        for loss, params in routes:
+            params = [p for p in params if p.requires_grad]
+            if not params or not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+                continue
+            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad + g
+        for opt in opts:
+            opt.step()
+        self._last_loss = report if report is not None else (routes[-1][0] if routes else None)
+
     def epoch_batches(self):
         """Index batches of one shuffled epoch from the run's batch-order stream."""
         n, bs, first = len(self.inputs), int(self.config["batch_size"]), True

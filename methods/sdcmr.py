@@ -32,14 +32,20 @@ Ambiguities and the readings taken (each consistent with the rest of the paper):
     GRL). Likewise Eq. 12's C^s(z^s_m) is read as C^s(z^u_m) behind its GRL.
   * The minus signs of Eqs. 11-12 are realised by the GRLs (DANN): the classifiers minimise
     every cross-entropy, the encoders receive the reversed gradient of the adversarial ones.
-  * Eqs. 16-20 list per-block gradients; Eq. 16 omits L_ELBO and L_ad for theta_u although
-    Sec. III-C/III-F train E_v, E_t with the KL of z^u and the min-max game of L_su: every
-    block here receives the gradient of Eq. 15 with respect to its own parameters.
+  * Per-block gradients, Eqs. 16-20 as printed (default, routing="per-block"): E_v, E_t get
+    alpha grad L_rec + eta grad L_ind only (no KL of z^u, no L_ad), the decoders alpha grad L_rec,
+    C^u and C^s gamma grad L_ad, E_s all five terms. Sec. III-C/III-F suggest E_v, E_t also feel
+    the KL of z^u and the L_su game; routing="full" (variant `full-gradient`) gives every block
+    the gradient of the whole Eq. 15. Under "full", C^s is trained to classify z^s and, behind
+    the GRL, z^u; the z^u encoders fight C^s and, when they win, C^s drifts to a uniform output
+    and z^s collapses (measured on wiki, docs/methods.md).
   * Eq. 17 trains the decoders with L_rec alone, so the likelihood term of Eqs. 2-3 is the
     cross-reconstruction of Eq. 10 (counted once, weight alpha); L_ELBO contributes its KL
     terms. `elbo_self_recon=True` adds the literal self-reconstruction D_m(z^u_m (+) z^s_m)
     of Eqs. 2-3 as a separate term instead.
-  * Losses use reparameterised samples of z^u, z^s; the classifiers' hidden layer has k/2
+  * Losses use reparameterised samples of z^u, z^s (sim_ind_on="samples"; "means" computes
+    L_sim and L_ind on the posterior means, docs/methods.md has the validation comparison);
+    the classifiers' hidden layer has k/2
     units followed by ReLU; the encoders' mu/logvar heads and the decoders' last layer are
     linear (a ReLU there would forbid negative means / reconstructions).
   * Algorithm 1 updates the five blocks one after another from the same minibatch; they are
@@ -110,7 +116,7 @@ class SDCMR(TorchMethod):
         supervision="supervised",
         deviations=(
             "No official code exists; built from the paper, with the typo readings listed in the module docstring and docs/methods.md (Eq. 9 text decoder fed z^s_v; Eq. 11 second term on text and on z^s; Eq. 12 C^s applied to z^u).",
-            "Every parameter block receives the gradient of Eq. 15 with respect to itself (Eq. 16 omits L_ELBO and L_ad for the semantic-unrelated encoders, contradicting Secs. III-C and III-F).",
+            "Per-block gradients as printed in Eqs. 16-20 (E_v, E_t: L_rec and L_ind only; decoders: L_rec; classifiers: L_ad; E_s: all terms); routing=full (variant 'full-gradient') gives every block the gradient of the whole Eq. 15.",
             "The ELBO likelihood term is the cross-reconstruction L_rec (the decoders are trained by L_rec alone, Eq. 17); set elbo_self_recon=true for a separate self-reconstruction term.",
             "Algorithm 1's five block updates use the gradients of one forward/backward pass per iteration instead of re-evaluating the loss between block updates.",
             "L_sim (Eq. 7) is averaged over the k latent dimensions and L_ind (Eq. 14) divided by the batch size; the printed sums collapse z^s (chance-level codes on synthetic data and a Wikipedia validation split, contradicting Table III); literal_scale=true restores them.",
@@ -132,6 +138,9 @@ class SDCMR(TorchMethod):
         # printed; False (default): per-element means, see the module docstring.
         "literal_scale": False,
         "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
+        # "per-block": Eqs. 16-20 as printed; "full": every block gets the gradient of Eq. 15
+        "routing": "per-block",
+        "sim_ind_on": "samples",  # L_sim and L_ind on reparameterised "samples" or posterior "means"
     }
     smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
     # Table III: one loss term removed at a time (L_ELBO is never removed, Sec. IV-C1).
@@ -140,6 +149,8 @@ class SDCMR(TorchMethod):
         "w/o L_sim": {"beta": 0.0},
         "w/o L_ad": {"gamma": 0.0},
         "w/o L_ind": {"eta": 0.0},
+        # Not an ablation of the paper: every block gets the gradient of the whole Eq. 15.
+        "full-gradient": {"routing": "full"},
     }
 
     def build(self) -> nn.Module:
@@ -150,23 +161,34 @@ class SDCMR(TorchMethod):
         return Modal(self.net.enc_s, modality, output=0)
 
     # ------------------------------------------------------------------------------------
-    def losses(self, x: dict[str, torch.Tensor], y: torch.Tensor, noise: torch.Generator | None, sample: bool = True):
-        """Eq. 15 on one minibatch. Returns (objective to back-propagate, dict of logged terms).
+    def losses(self, x: dict[str, torch.Tensor], y: torch.Tensor, noise: torch.Generator | None, sample: bool = True,
+               parts: dict | None = None):
+        """Eq. 15 on one minibatch. Returns (objective to back-propagate, dict of logged terms);
+        `parts`, when given, receives the weighted terms (elbo, rec, sim, ad, ind) for routing.
 
         The objective carries the adversarial cross-entropies with a plus sign; the GRLs make the
         encoders maximise them, which is Eqs. 11-13's min-max. The logged L_ad is Eq. 13 as the
         encoders see it (cooperating terms minus adversarial terms)."""
         c, net = self.config, self.net
         alpha, beta, gamma, eta = (float(c[key]) for key in ("alpha", "beta", "gamma", "eta"))
-        z_u, z_s, kl = {}, {}, x["image"].new_zeros(())
+        z_u, z_s, mu = {}, {}, {}
+        kl = x["image"].new_zeros(())
         for m in MODALITIES:
             mu_u, logvar_u = net.enc_u[m](x[m])
             mu_s, logvar_s = net.enc_s(x[m], m)
             kl = kl + kl_standard_normal(mu_u, logvar_u) + kl_standard_normal(mu_s, logvar_s)
+            mu[m] = (mu_u, mu_s)
             z_u[m] = reparameterize(mu_u, logvar_u, noise) if sample else mu_u
             z_s[m] = reparameterize(mu_s, logvar_s, noise) if sample else mu_s
         zero = x["image"].new_zeros(())
         elbo = kl
+        if c["routing"] not in ("per-block", "full"):
+            raise ValueError(f"routing must be 'per-block' or 'full', got {c['routing']!r}")
+        if c["sim_ind_on"] not in ("samples", "means"):
+            raise ValueError(f"sim_ind_on must be 'samples' or 'means', got {c['sim_ind_on']!r}")
+        # L_sim and L_ind on the samples (default) or on the posterior means
+        zs_si = {m: mu[m][1] for m in MODALITIES} if c["sim_ind_on"] == "means" else z_s
+        zu_si = {m: mu[m][0] for m in MODALITIES} if c["sim_ind_on"] == "means" else z_u
         if c["elbo_self_recon"]:
             for m in MODALITIES:
                 elbo = elbo + F.mse_loss(net.dec[m](torch.cat([z_u[m], z_s[m]], 1)), x[m])
@@ -176,9 +198,9 @@ class SDCMR(TorchMethod):
             rec = sum(F.mse_loss(net.dec[m](torch.cat([z_u[m], z_s[OTHER[m]]], 1)), x[m]) for m in MODALITIES)
         if beta:
             # Eq. 7; as an MSE over the k dimensions unless literal_scale (see the docstring)
-            sim = (z_s["image"] - z_s["text"]).pow(2).sum(1).mean()
+            sim = (zs_si["image"] - zs_si["text"]).pow(2).sum(1).mean()
             if not c["literal_scale"]:
-                sim = sim / z_s["image"].shape[1]
+                sim = sim / zs_si["image"].shape[1]
         if gamma:
             terms = {"ce_sem_s": zero, "ce_mod_s": zero, "ce_mod_u": zero, "ce_sem_u": zero}
             for m in MODALITIES:
@@ -194,16 +216,34 @@ class SDCMR(TorchMethod):
             log.update(terms)
         if eta:
             # Eq. 14; divided by N like every other term of Eq. 15 unless literal_scale
-            ind = sum(frobenius(z_s[m].t() @ z_u[m]) for m in MODALITIES)
+            ind = sum(frobenius(zs_si[m].t() @ zu_si[m]) for m in MODALITIES)
             if not c["literal_scale"]:
                 ind = ind / len(y)
         objective = elbo + alpha * rec + beta * sim + gamma * ad_objective + eta * ind
         total = elbo + alpha * rec + beta * sim + gamma * ad_logged + eta * ind
+        if parts is not None:
+            parts.update(elbo=elbo, rec=alpha * rec, sim=beta * sim, ad=gamma * ad_objective, ind=eta * ind)
         log = {"L": total, "L_ELBO": elbo, "L_rec": rec, "L_sim": sim, "L_ad": ad_logged, "L_ind": ind, **log}
         return objective, log
 
     def loss(self, batch: Batch):
         return self.losses(batch.x, batch.y, self.noise)
+
+    def step(self, batch: Batch):
+        if self.config["routing"] == "full":
+            objective, log = self.loss(batch)
+            self.update(objective)
+            return log
+        p: dict = {}
+        objective, log = self.losses(batch.x, batch.y, self.noise, parts=p)
+        net = self.net
+        params = lambda *blocks: [q for b in blocks for q in b.parameters()]  # noqa: E731
+        self.update_routed([
+            (p["rec"] + p["ind"], params(net.enc_u, net.dec)),  # Eq. 16 (theta_u), Eq. 17 (theta_d: L_ind does not reach it)
+            (p["ad"], params(net.cls_u, net.cls_s)),  # Eqs. 18-19
+            (objective, params(net.enc_s)),  # Eq. 20: all five terms
+        ], report=objective)
+        return log
 
     def make_optimizers(self):
         # One Adam over the five blocks of Algorithm 1 (per-parameter Adam: the same update as

@@ -81,7 +81,7 @@ def test_registered_names_and_metadata():
         assert cls.info.deviations, f"{name} documents no deviation"
     assert get_method("p3s").info.status == "re-implementation"
     assert get_method("dscmr").uses_validation
-    assert set(get_method("sdcmr").variants) == {"w/o L_rec", "w/o L_sim", "w/o L_ad", "w/o L_ind"}
+    assert set(get_method("sdcmr").variants) == {"w/o L_rec", "w/o L_sim", "w/o L_ad", "w/o L_ind", "full-gradient"}
     d = get_method("sdcmr").defaults
     assert (d["k"], d["alpha"], d["beta"], d["gamma"], d["eta"]) == (32, 1.0, 5.0, 10.0, 1.0)
     assert (d["lr"], d["batch_size"], d["iterations"], d["hidden"]) == (2e-4, 64, 500, [2048, 1024])
@@ -181,6 +181,75 @@ def test_sdcmr_gradient_reversal_reaches_the_encoders_with_the_right_sign(monkey
     # the classifiers themselves are not reversed
     torch.testing.assert_close(with_grl[2], without[2])
     torch.testing.assert_close(with_grl[3], without[3])
+
+
+def _sdcmr_step(m, train):
+    """One training step (the trainer's hook); returns {block: parameters changed?}."""
+    x, y = _sdcmr_batch(m, train)
+    m.noise = torch.Generator().manual_seed(0)
+    m.optimizers = m.make_optimizers()
+    before = {name: [p.detach().clone() for p in getattr(m.net, name).parameters()]
+              for name in ("enc_u", "dec", "cls_u", "cls_s", "enc_s")}
+    m.step(Batch(x, y))
+    return {name: any(not torch.equal(p0, p) for p0, p in zip(ps, getattr(m.net, name).parameters()))
+            for name, ps in before.items()}
+
+
+def test_sdcmr_per_block_routing_follows_eqs_16_to_20():
+    """Default routing: with L_rec and L_ind off, E_v/E_t get nothing (no KL of z^u, no L_ad,
+    Eq. 16) and the decoders nothing (Eq. 17); the classifiers and E_s still move. The
+    full-gradient variant moves E_v/E_t through the KL and the reversed L_ad."""
+    ds, train, _ = _data()
+    moved = _sdcmr_step(_build("sdcmr", ds, {"alpha": 0.0, "eta": 0.0}), train)
+    assert moved == {"enc_u": False, "dec": False, "cls_u": True, "cls_s": True, "enc_s": True}
+    full = _sdcmr_step(_build("sdcmr", ds, {"alpha": 0.0, "eta": 0.0, **get_method("sdcmr").variants["full-gradient"]}), train)
+    assert full["enc_u"] and full["enc_s"] and not full["dec"]
+    # with L_rec on, the decoders and E_v/E_t move; with L_ad off, the classifiers do not
+    moved = _sdcmr_step(_build("sdcmr", ds, {"gamma": 0.0}), train)
+    assert moved == {"enc_u": True, "dec": True, "cls_u": False, "cls_s": False, "enc_s": True}
+
+
+def test_sdcmr_per_block_gradients_equal_each_equation():
+    """The gradient each block receives is exactly its own equation's: E_t gets alpha dL_rec +
+    eta dL_ind (Eq. 16), C^s gets gamma dL_ad (Eq. 19), E_s the whole of Eq. 15 (Eq. 20)."""
+    ds, train, _ = _data()
+    m = _build("sdcmr", ds)
+    x, y = _sdcmr_batch(m, train)
+    e_u, c_s, e_s = m.net.enc_u["text"][0][0].weight, m.net.cls_s[0].weight, m.net.enc_s.first["image"][0].weight
+    captured = {}
+    m.optimizers = {"net": torch.optim.SGD(m.net.parameters(), lr=0.0)}
+    original = m.optimizers["net"].step
+    m.optimizers["net"].step = lambda *a, **k: (captured.update({id(p): p.grad.clone() for p in (e_u, c_s, e_s)}), original())[1]
+    m.noise = None
+    m.losses = (lambda f: lambda x, y, noise, sample=True, parts=None: f(x, y, None, False, parts))(m.losses)
+    m.step(Batch(x, y))
+
+    def grad(select):
+        p = {}
+        objective, _ = m.losses(x, y, None, parts=p)
+        return torch.autograd.grad(select(p, objective), [e_u, c_s, e_s], allow_unused=True)
+
+    g_rec_ind = grad(lambda p, o: p["rec"] + p["ind"])[0]
+    g_ad = grad(lambda p, o: p["ad"])[1]
+    g_all = grad(lambda p, o: o)[2]
+    torch.testing.assert_close(captured[id(e_u)], g_rec_ind)
+    torch.testing.assert_close(captured[id(c_s)], g_ad)
+    torch.testing.assert_close(captured[id(e_s)], g_all)
+    # and E_t's gradient is not the full one (the KL and the reversed L_ad are left out)
+    assert not torch.allclose(captured[id(e_u)], grad(lambda p, o: o)[0])
+
+
+def test_sdcmr_sim_and_ind_on_posterior_means():
+    ds, train, _ = _data()
+    m = _build("sdcmr", ds, {"sim_ind_on": "means"})
+    x, y = _sdcmr_batch(m, train)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        _, sampled = m.losses(x, y, g)
+        _, means = m.losses(x, y, None, sample=False)
+    assert sampled["L_sim"] == pytest.approx(means["L_sim"].item(), rel=1e-5)
+    assert sampled["L_ind"] == pytest.approx(means["L_ind"].item(), rel=1e-5)
+    assert sampled["L_rec"] != pytest.approx(means["L_rec"].item(), rel=1e-5)
 
 
 def test_sdcmr_encodes_the_posterior_mean_of_z_s():
