@@ -174,15 +174,15 @@ def test_interrupted_extraction_resumes_at_the_first_unfinished_shard(tiny_model
 
     def flaky_loader():
         bb = load_backbone("clip", str(tiny_models["clip"]), "cpu")
-        real = bb.encode_images
+        real = bb.encode_preprocessed
 
-        def encode_images(images):
+        def encode_preprocessed(inputs):
             calls["n"] += 1
             if calls["n"] == 3:  # first shard (batches of 2 in shards of 4) done, second under way
                 raise KeyboardInterrupt
-            return real(images)
+            return real(inputs)
 
-        bb.encode_images = encode_images
+        bb.encode_preprocessed = encode_preprocessed
         return bb
 
     with pytest.raises(KeyboardInterrupt):

@@ -93,7 +93,7 @@ def cmd_extract(args) -> int:
     )
     if not result.up_to_date:
         print(f"wrote {result.path}: {result.items} pairs, image {result.image_dim}-d, text {result.text_dim}-d; "
-              f"{result.images_per_s:.1f} images/s, {result.texts_per_s:.1f} texts/s"
+              f"{result.pairs_per_s:.1f} pairs/s ({result.images_per_s:.1f} images/s, {result.texts_per_s:.1f} texts/s)"
               + (f" (resumed after {result.shards_done_before} of {result.shards} shards)" if result.shards_done_before else ""))
     from cmr_bench.data.root import data_root
 

@@ -74,12 +74,19 @@ class Backbone:
     info: dict[str, Any] = field(default_factory=dict)
 
     # --- encoding ------------------------------------------------------------------------
+    def preprocess_images(self, images: list) -> dict:
+        """PIL images -> the model's input tensors, on the CPU (safe to run in a worker thread)."""
+        inputs = self.image_processor(images=images, return_tensors="pt")
+        return {k: v for k, v in inputs.items() if hasattr(v, "to")}
+
     def encode_images(self, images: list) -> np.ndarray:
+        return self.encode_preprocessed(self.preprocess_images(images))
+
+    def encode_preprocessed(self, inputs: dict) -> np.ndarray:
         import torch
 
-        inputs = self.image_processor(images=images, return_tensors="pt")
         inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
-                  for k, v in inputs.items() if hasattr(v, "to")}
+                  for k, v in inputs.items()}
         with torch.inference_mode():
             if self.kind == "blip2":
                 out = self._blip2_images(inputs["pixel_values"])

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,12 @@ class Result:
     text_dim: int
     shards_done_before: int
     shards: int
-    images_per_s: float  # decode + preprocess + forward, over the shards computed in this run
+    # Over the batches computed in this run. images: waiting for decoded + preprocessed batches
+    # (worker threads) plus the forward pass; texts: tokenising plus the forward pass; pairs:
+    # the whole loop, wall clock, shard writing included.
+    images_per_s: float
     texts_per_s: float
+    pairs_per_s: float = 0.0
     up_to_date: bool = False
 
 
@@ -192,38 +197,60 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], "object"], *,
     done_before = sum(p.is_file() for p in shard_paths)
     if done_before:
         log(f"resuming: {done_before} of {n_shards} shards already done")
+    shard_rows = [range(i * shard_size, min(n, (i + 1) * shard_size)) for i in range(n_shards)]
+    pending = [(i, range(start, min(rows.stop, start + batch_size)))
+               for i, rows in enumerate(shard_rows) if not shard_paths[i].is_file()
+               for start in range(rows.start, rows.stop, batch_size)]
+
+    def prepare(batch: range):
+        # Decoding and resizing run in worker threads (Pillow releases the GIL), `workers`
+        # batches ahead of the model, so the GPU is not left waiting for JPEG decoding.
+        return backbone.preprocess_images([load_image(items.root / items.keys[j]) for j in batch])
+
     image_s = text_s = 0.0
     computed = 0
+    loop_start = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, _progress(n, min(n, done_before * shard_size)) as bar:
-            for i, path in enumerate(shard_paths):
-                if path.is_file():
-                    continue
-                rows = range(i * shard_size, min(n, (i + 1) * shard_size))
-                img_parts, txt_parts = [], []
-                for start in range(rows.start, rows.stop, batch_size):
-                    batch = range(start, min(rows.stop, start + batch_size))
-                    t0 = time.perf_counter()
-                    # Pillow releases the GIL while decoding: threads decode a batch in parallel.
-                    images = list(pool.map(load_image, [items.root / items.keys[j] for j in batch]))
-                    img_parts.append(backbone.encode_images(images))
-                    t1 = time.perf_counter()
-                    txt_parts.append(backbone.encode_texts([items.texts[j] for j in batch]))
-                    t2 = time.perf_counter()
-                    image_s += t1 - t0
-                    text_s += t2 - t1
-                    computed += len(batch)
-                    bar.update(len(batch))
-                img, txt = np.concatenate(img_parts), np.concatenate(txt_parts)
-                if not (np.isfinite(img).all() and np.isfinite(txt).all()):
-                    raise CmrBenchError(f"the backbone produced NaN/Inf features in shard {i} "
-                                        f"(try --dtype float32)")
-                tmp = path.with_name(f".{path.stem}.tmp.npz")
-                np.savez(tmp, image=img.astype(np.float32), text=txt.astype(np.float32))
-                os.replace(tmp, path)
+        window: deque = deque()
+        queue = iter(pending)
+
+        def top_up():
+            while len(window) < max(1, workers) + 1 and (nxt := next(queue, None)) is not None:
+                window.append((nxt, pool.submit(prepare, nxt[1])))
+
+        top_up()
+        img_parts, txt_parts = [], []
+        with _progress(n, min(n, sum(len(shard_rows[i]) for i, p in enumerate(shard_paths) if p.is_file()))) as bar:
+            while window:
+                (i, batch), future = window.popleft()
+                t0 = time.perf_counter()
+                inputs = future.result()
+                top_up()
+                img_parts.append(backbone.encode_preprocessed(inputs))
+                t1 = time.perf_counter()
+                txt_parts.append(backbone.encode_texts([items.texts[j] for j in batch]))
+                t2 = time.perf_counter()
+                image_s += t1 - t0
+                text_s += t2 - t1
+                computed += len(batch)
+                bar.update(len(batch))
+                if batch.stop == shard_rows[i].stop:  # the shard is complete: write it atomically
+                    img, txt = np.concatenate(img_parts), np.concatenate(txt_parts)
+                    img_parts, txt_parts = [], []
+                    if not (np.isfinite(img).all() and np.isfinite(txt).all()):
+                        raise CmrBenchError(f"the backbone produced NaN/Inf features in shard {i} (try --dtype float32)")
+                    path = shard_paths[i]
+                    tmp = path.with_name(f".{path.stem}.tmp.npz")
+                    np.savez(tmp, image=img.astype(np.float32), text=txt.astype(np.float32))
+                    os.replace(tmp, path)
     except DataError:
+        pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(work, ignore_errors=True)  # the inputs must change: nothing is worth keeping
         raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    loop_s = time.perf_counter() - loop_start
 
     image = np.concatenate([np.load(p)["image"] for p in shard_paths])
     text = np.concatenate([np.load(p)["text"] for p in shard_paths])
@@ -245,9 +272,11 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], "object"], *,
     info = dict(backbone.info)
     images_per_s = computed / image_s if image_s else 0.0
     texts_per_s = computed / text_s if text_s else 0.0
+    pairs_per_s = computed / loop_s if computed and loop_s else 0.0
     record = {**info, "job": key, "dims": dims, "shards": n_shards, "items": n, "sizes": sizes,
               "batch_size": batch_size, "throughput": {"images_per_s": round(images_per_s, 2),
                                                        "texts_per_s": round(texts_per_s, 2),
+                                                       "pairs_per_s": round(pairs_per_s, 2),
                                                        "pairs_timed": computed}}
     (work / INFO_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
     (work / "manifest.toml").write_text(
@@ -260,4 +289,4 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], "object"], *,
     if out.exists():  # --overwrite: the old dataset goes only once the new one is complete
         shutil.rmtree(out)
     os.replace(work, out)
-    return Result(out, name, n, dims[0], dims[1], done_before, n_shards, images_per_s, texts_per_s)
+    return Result(out, name, n, dims[0], dims[1], done_before, n_shards, images_per_s, texts_per_s, pairs_per_s)
