@@ -20,20 +20,21 @@ from cmr_bench.registry import all_methods
 
 GRIDS = {
     "cfa": {"dims": [5, 10]},
-    "kcca": {"kernel": ["rbf", "poly"], "gamma_scale": [0.25, 1.0, 4.0], "reg": [1e-3, 1e-1], "dims": [10, 20]},
-    "cca-3v": {"dims": [10, 20, 40], "reg": [1e-4, 1e-2], "power": [1.0, 4.0]},
-    "scm": {"cca": [True, False], "l2": [1e-4, 1e-2], "center_posteriors": [False, True]},
+    "kcca": {"kernel": ["rbf"], "gamma_scale": [0.25, 1.0, 4.0, 16.0], "reg": [0.1, 1.0, 10.0], "dims": [10]},
+    "kcca[poly]": {"kernel": ["poly"], "degree": [2.0, 3.0, 4.0], "reg": [0.1, 1.0, 10.0], "dims": [10]},
+    "cca-3v": {"dims": [10, 20, 40, 80], "reg": [1e-4, 1e-2], "power": [1.0, 4.0]},
+    "scm": {"cca": [True, False], "l2": [1e-6, 1e-5, 1e-4, 1e-2], "center_posteriors": [False, True]},
     "jfssl": {"lambda1": [1e-3, 1e-2, 0.1], "lambda2": [1e-3, 1e-2, 1e-1, 1.0], "k": [10, 50], "center": [True]},
-    "lcfs": {"lambda1": [1e-3, 1e-2, 0.1], "lambda2": [1e-2, 0.1, 1.0], "center": [False, True]},
-    "lgcfl": {"lambda_image": [1e-3, 1e-2, 0.1], "lambda_text": [1e-3, 1e-2, 0.1], "group_size": [1, 8], "center": [True]},
-    "jrl": {"gamma": [10.0, 1000.0], "sigma": [10.0, 1000.0], "lambda": [0.1, 1.0], "k": [10, 100]},
+    "lcfs": {"lambda1": [1e-2, 0.1, 1.0], "lambda2": [0.1, 1.0, 10.0], "center": [True]},
+    "lgcfl": {"lambda_image": [0.03, 0.1, 0.3, 1.0], "lambda_text": [0.03, 0.1, 0.3, 1.0], "group_size": [1, 8], "center": [True]},
+    "jrl": {"gamma": [1.0, 10.0, 100.0], "sigma": [1.0, 10.0, 100.0], "lambda": [1.0], "k": [10]},
 }
 
 
 def score(cls, config, splits, num_classes):
     out = []
     for tr, va in splits:
-        m = cls(image_dim=tr.image.shape[1], text_dim=tr.text.shape[1], num_classes=num_classes, config=config, seed=0)
+        m = cls(image_dim=tr.image.shape[1], text_dim=tr.text.shape[1], num_classes=num_classes, config=cls.resolve_config(config), seed=0)
         m.fit(tr)
         ci, ct = m.encode(va.image, "image"), m.encode(va.text, "text")
         i2t = evaluate(ci, ct, va.labels, va.labels, ks=(), device="cpu")["map@all"]
@@ -48,7 +49,7 @@ def main(names):
     train = ds.splits["train"]  # the test split is never touched
     splits = [carve_validation(train, 0.2, seed=s) for s in (0, 1)]
     for name in names or GRIDS:
-        cls, grid = all_methods()[name], GRIDS[name]
+        cls, grid = all_methods()[name.split("[")[0]], GRIDS[name]
         best = None
         for values in itertools.product(*grid.values()):
             config = dict(zip(grid, values))

@@ -47,7 +47,8 @@ class JRL(LinearCodes):
             "gamma, sigma, lambda, mu, k chosen on a validation split carved from wiki's training set (docs/methods.md).",
         ),
     )
-    defaults = {"gamma": 1000.0, "sigma": 1000.0, "lambda": 1.0, "mu": 1.0, "k": 100, "iterations": 5,
+    # chosen on validation carved from wiki train (the authors' code defaults: 1000, 1000, 1, 1, k 100)
+    defaults = {"gamma": 100.0, "sigma": 1.0, "lambda": 1.0, "mu": 1.0, "k": 10, "iterations": 5,
                 "tol": 0.02, "eps": 1e-8}
     smoke_config = {"k": 5}
 

@@ -23,7 +23,7 @@ def data():
 def build(name, ds, **config):
     cls = all_methods()[name]
     return cls(image_dim=ds.image_dim, text_dim=ds.text_dim, num_classes=ds.num_classes,
-               label_kind=ds.label_kind, config=config, seed=0)
+               label_kind=ds.label_kind, config=cls.resolve_config(config), seed=0)
 
 
 def mean_map(m, split):
@@ -101,7 +101,8 @@ def test_kcca_nystrom_beyond_exact_max_and_seeded():
     m0 = build("kcca", ds, exact_max=100, landmarks=50)
     m0.fit(tr)
     assert m0.params["landmarks_image"].shape == (50, 8)
-    m1 = all_methods()["kcca"](image_dim=8, text_dim=6, num_classes=3, config={"exact_max": 100, "landmarks": 50}, seed=1)
+    cls = all_methods()["kcca"]
+    m1 = cls(image_dim=8, text_dim=6, num_classes=3, config=cls.resolve_config({"exact_max": 100, "landmarks": 50}), seed=1)
     m1.fit(tr)
     assert not np.array_equal(m0.params["landmarks_image"], m1.params["landmarks_image"])  # landmarks follow the seed
 
@@ -144,7 +145,7 @@ def test_l21_penalty_selects_features(data):
 
     def noise_ratio(lambda1):
         m = cls(image_dim=tr2.image.shape[1], text_dim=data.text_dim, num_classes=data.num_classes,
-                config={"lambda1": lambda1, "iterations": 30}, seed=0)
+                config=cls.resolve_config({"lambda1": lambda1, "iterations": 30}), seed=0)
         m.fit(tr2)
         norms = np.linalg.norm(m.params["proj_image"], axis=1)
         return norms[data.image_dim:].mean() / norms[:data.image_dim].mean()
@@ -215,13 +216,17 @@ def test_cca3v_solves_generalised_eigenproblem(data):
 
 def test_scm_codes_are_posteriors_and_sm_variant_skips_cca(data):
     tr, te = data.splits["train"], data.splits["test"]
-    scm, sm = build("scm", data), build("scm", data, **all_methods()["scm"].variants["SM"])
+    raw = {"center_posteriors": False}
+    scm, sm = build("scm", data, **raw), build("scm", data, **all_methods()["scm"].variants["SM"], **raw)
     scm.fit(tr)
     sm.fit(tr)
     for m in (scm, sm):
         p = m.encode(te.image, "image")
         assert p.shape == (len(te), data.num_classes)
         assert np.allclose(p.sum(1), 1.0, atol=1e-5) and (p >= 0).all()
+    centred = build("scm", data, center_posteriors=True)
+    centred.fit(tr)
+    assert np.allclose(centred.encode(te.text, "text"), scm.encode(te.text, "text") - 1.0 / data.num_classes, atol=1e-6)
     assert scm.params["proj_image"].shape[1] <= min(data.image_dim, data.text_dim)
     assert sm.params["proj_image"].shape == (data.image_dim, data.image_dim)  # standardisation only
 
