@@ -44,6 +44,76 @@ def _ray_task(spec, dataset, device: str, threads: int):  # pragma: no cover - r
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_ENV = "CMR_BENCH_RAY_CONNECT_TIMEOUT"  # seconds to reach a cluster (default 60)
+
+
+def _connect_deadline() -> float:
+    raw = os.environ.get(CONNECT_ENV, "")
+    try:
+        value = float(raw) if raw else 60.0
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise CmrBenchError(f"{CONNECT_ENV}: expected a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _probe(address: str, timeout: float) -> None:
+    """A TCP connection to host:port (plain or ray://) before Ray's own client, which retries
+    an unreachable address for minutes: refused or silent means one line now."""
+    import socket
+    import urllib.parse
+
+    text = address.strip()
+    if text == "auto" or text.startswith("local"):
+        return
+    parsed = urllib.parse.urlsplit(text if "://" in text else f"tcp://{text}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        raise CmrBenchError(f"--ray-address {address!r}: not HOST:PORT, ray://HOST:PORT or auto") from None
+    if not host or not port:
+        raise CmrBenchError(f"--ray-address {address!r}: not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 10.0)) as conn:
+            # Ray's servers speak gRPC (HTTP/2): a server that does not answer the HTTP/2
+            # preface with a SETTINGS frame is not one, however long Ray would retry it.
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            head = b""
+            while len(head) < 9:
+                block = conn.recv(9 - len(head))
+                if not block:
+                    break
+                head += block
+    except OSError as exc:
+        raise CmrBenchError(f"could not reach the Ray cluster at {address}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(head) < 9 or head[3] != 0x04:
+        raise CmrBenchError(f"could not reach the Ray cluster at {address}: the server there does not speak Ray's protocol (gRPC)")
+
+
+def _init_with_deadline(ray, deadline: float, **kwargs) -> None:
+    """ray.init of a remote cluster in a helper thread, given up after `deadline` seconds (Ray
+    itself retries a silent or wrong server for minutes)."""
+    import threading
+
+    # Ray cannot install its own SIGTERM handler from this thread and says so; ours replaces it.
+    logging.getLogger("ray._private.worker").addFilter(
+        lambda record: "SIGTERM handler is not set" not in record.getMessage())
+    box: dict = {}
+
+    def target():
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="ray-init")
+    thread.start()
+    thread.join(deadline)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {deadline:g} s (set {CONNECT_ENV} to wait longer)")
+    if "error" in box:
+        raise box["error"]
 
 
 def import_ray(local: bool = False):
@@ -83,13 +153,20 @@ class RayExecutor:
         ray = import_ray(local=not address)
         self.ray = ray
         self.owned = False
+        self.refs: dict = {}  # ObjectRef -> token (set first: close() may run before the end of __init__)
         if not ray.is_initialized():
+            # Ray's notice that it enabled token auth (it did, and it stays on) is not news each time.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             try:
                 if address:
-                    ray.init(address=address, logging_level=logging.WARNING)
-                else:
+                    deadline = _connect_deadline()
+                    _probe(address, deadline)
+                    _init_with_deadline(ray, deadline, address=address, logging_level=logging.WARNING)
+                else:  # a local start has nothing to wait for; it runs in this (the main) thread
                     ray.init(address="local", num_cpus=local_cpus or usable_cpus(), include_dashboard=False,
                              _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+            except CmrBenchError:
+                raise
             except Exception as exc:
                 where = f"the Ray cluster at {address}" if address else "a local Ray instance"
                 raise CmrBenchError(f"could not start or reach {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
@@ -110,8 +187,8 @@ class RayExecutor:
         self.device = device
         self.dataset_ref = ray.put(dataset)
         self.task = ray.remote(_ray_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=0)
-        self.refs: dict = {}  # ObjectRef -> token
         self._next = 0
+        self._previous_sigterm = _terminate_cleanly()
 
     def submit(self, spec) -> int:
         self._next += 1
@@ -124,10 +201,15 @@ class RayExecutor:
         if not self.refs:
             return []
         refs = list(self.refs)
-        ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
-        if ready and rest:
-            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-            ready += more
+        try:
+            ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+            if ready and rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+        except SystemExit:
+            if _TERMINATED:  # Ray turns our handler's exit into SystemExit(1) inside its wait
+                raise SystemExit(143) from None
+            raise
         out = []
         for ref in ready:
             token = self.refs.pop(ref)
@@ -151,3 +233,34 @@ class RayExecutor:
         if self.owned and ray.is_initialized():
             ray.shutdown()
             self.owned = False
+        previous = getattr(self, "_previous_sigterm", None)
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+            self._previous_sigterm = None
+
+
+_TERMINATED = False
+
+
+def _terminate_cleanly():
+    """SIGTERM while Ray runs: unwind like Ctrl-C (the grid cancels the tasks, shuts Ray down
+    and keeps every finished run) and exit 143 with one line, instead of Ray's own handler
+    aborting the process (-6, a C++ stack). Returns the handler it replaced."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        import sys
+
+        global _TERMINATED
+        _TERMINATED = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        print("cmr-bench: terminated (SIGTERM); finished runs are kept", file=sys.stderr)
+        raise SystemExit(143)
+
+    return signal.signal(signal.SIGTERM, handler)
