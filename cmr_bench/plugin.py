@@ -34,9 +34,15 @@ class MethodInfo:
 class Method:
     """Base class of every method plugin.
 
-    Subclasses set the class attributes and implement fit / encode / state_dict /
-    load_state_dict. The runner builds one instance per run with the resolved config:
-    `defaults`, then `dataset_defaults[dataset]`, then the user's `--set key=value`.
+    Subclasses set the class attributes and implement fit and encode; torch methods subclass
+    cmr_bench.trainer.TorchMethod instead, which implements them. The runner resolves the
+    config once (`resolve_config`: `defaults`, then `dataset_defaults[dataset]`, then the
+    user's `--set key=value`), seeds python, numpy and torch with the run's seed, and builds one
+    instance per run (`create`); the instance receives that config as it is.
+
+    `state_dict` / `load_state_dict` are optional: the runner never stores models (a run is
+    reproduced from its config and seed), so they serve users who want to keep a fitted model.
+    Where a plugin implements them, the conformance checks require a faithful round trip.
     """
 
     name: ClassVar[str] = ""
@@ -53,8 +59,6 @@ class Method:
     # Overrides that make fit() fast on tiny data, used by the conformance checks only
     # (e.g. {"iterations": 5}); never used for reported numbers.
     smoke_config: ClassVar[dict[str, Any]] = {}
-    # True only for the label oracle: encode() is also given the encoded items' labels.
-    oracle: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -70,7 +74,8 @@ class Method:
     ):
         self.image_dim, self.text_dim = int(image_dim), int(text_dim)
         self.num_classes, self.label_kind = int(num_classes), label_kind
-        self.config = self.resolve_config(config or {})
+        # Resolved by the caller (the runner, once); None means the defaults.
+        self.config = dict(self.defaults) if config is None else dict(config)
         self.bits = bits
         self.device = device
         self.seed = seed
@@ -89,6 +94,19 @@ class Method:
             config[key] = value
         return config
 
+    @classmethod
+    def create(cls, *, seed: int = 0, **kwargs) -> "Method":
+        """The one way the runner and the conformance checks make an instance: every random
+        generator (python, numpy, torch) seeded with the run's seed, then the constructor."""
+        from cmr_bench.seeding import seed_everything
+
+        seed_everything(seed)
+        return cls(seed=seed, **kwargs)
+
+    def notes(self) -> list[str]:
+        """Sentences the runner records in run.json (e.g. how inputs were preprocessed)."""
+        return []
+
     # --- to implement -------------------------------------------------------------------
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         """Learn from the training pairs; return the training log (one dict per step/epoch)."""
@@ -99,8 +117,10 @@ class Method:
         Real methods return float32; binary methods return ±1 (float32) of length `bits`."""
         raise NotImplementedError
 
+    # --- optional -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """Everything encode() needs, as plain tensors/arrays (optional, see the class docstring)."""
+        raise NotImplementedError(f"method '{self.name}' does not save its state")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"method '{self.name}' does not load a saved state")

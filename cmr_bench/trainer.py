@@ -21,7 +21,6 @@ the last row of a selecting method. No timings: the runner measures fit time, on
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -36,7 +35,7 @@ from cmr_bench.progress import training_step
 
 MODALITIES = ("image", "text")
 
-# Recorded into every run of a plugin that standardises its inputs (see `TorchMethod.notes`).
+# Recorded into run.json of every run that standardises its inputs (`TorchMethod.notes`).
 STANDARDIZE_NOTE = (
     "Inputs are z-scored per dimension with training-split statistics (standardize=true; the "
     "papers feed raw features), a choice made on a validation split carved from Wikipedia's "
@@ -94,14 +93,6 @@ def batch_stream(n: int, batch_size: int, generator: torch.Generator):
         stop = n - n % batch_size if n >= batch_size else n
         for start in range(0, stop, batch_size):
             yield order[start : start + batch_size]
-
-
-@contextlib.contextmanager
-def seeded(seed: int):
-    """Run a block under its own torch seed, leaving the global generator as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        yield
 
 
 class Standardizer(nn.Module):
@@ -210,18 +201,15 @@ class TorchMethod(Method):
             if self.bits is None or int(self.bits) <= 0:
                 raise ValueError(f"method '{self.name}' needs a positive code length (bits), got {self.bits}")
             self.bits = int(self.bits)
-        # Built under the run's seed: a fresh instance + load_state_dict encodes exactly like
-        # the trained one, whatever was drawn before.
-        with seeded(self.seed):
-            net = self.build()
-            self.net = nn.ModuleDict(net) if isinstance(net, dict) else net
-        self.net.to(self.device)
+        # Weights come from the global torch generator, which Method.create has just seeded
+        # with the run's seed (the one seeding layer).
+        net = self.build()
+        self.net = (nn.ModuleDict(net) if isinstance(net, dict) else net).to(self.device)
         self.standardizer = Standardizer({"image": self.image_dim, "text": self.text_dim}).to(self.device)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
-    @classmethod
-    def notes(cls, config: dict[str, Any]) -> list[str]:
-        return [STANDARDIZE_NOTE] if config.get("standardize") else []
+    def notes(self) -> list[str]:
+        return [STANDARDIZE_NOTE] if self.config.get("standardize") else []
 
     # --- to implement ---------------------------------------------------------------------
     def build(self) -> nn.Module | dict[str, nn.Module]:

@@ -1,5 +1,6 @@
-"""Sanity baselines: the floor (random projections) and the ceiling (codes from labels).
-Every real method should land between them; a method below `random` is broken."""
+"""Sanity baseline: the floor (random projections). Every real method should land above it; a
+method below `random` is broken. The ceiling (codes from labels) needs no plugin: the table
+code computes it from the labels (report/tables.py, `_label_ceiling`)."""
 
 from __future__ import annotations
 
@@ -41,37 +42,3 @@ class RandomProjection(Method):
 
     def load_state_dict(self, state) -> None:
         self.proj = {k: torch.as_tensor(v) for k, v in state.items()}
-
-
-@register_method
-class LabelOracle(Method):
-    """Codes are the items' own (one-hot or multi-hot) labels: every relevant item ranks
-    first, the ceiling of the protocol. The one plugin the runner hands labels at encode time
-    (`oracle = True`); it is excluded from `--methods all` and marked in every table."""
-
-    name = "label-oracle"
-    code_type = "real"
-    oracle = True
-    in_all = False
-    info = MethodInfo(
-        full_name="Label oracle (ceiling)", paper="sanity baseline", venue="cmr-bench", year=2026,
-        status="baseline", supervision="oracle",
-        deviations=("Reads the labels of the items it encodes: a ceiling, not a method.",),
-    )
-    defaults = {}
-
-    def fit(self, train: Split, val: Split | None = None):
-        return [{"step": 0}]
-
-    def encode(self, features: np.ndarray, modality: str, labels: np.ndarray | None = None) -> np.ndarray:
-        if labels is None:
-            raise ValueError("label-oracle needs the labels of the encoded items")
-        if labels.ndim == 2:
-            return labels.astype(np.float32)
-        return np.eye(self.num_classes, dtype=np.float32)[labels]
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state) -> None:
-        pass

@@ -142,3 +142,26 @@ def test_new_method_outside_a_checkout_asks_for_out(run_cli, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli("new-method", "my-method")
     assert code == 2 and "--out" in err and not (tmp_path / "methods").exists()
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_new_method_torch_skeleton_passes_check_plugin_as_generated(run_cli, tmp_path, monkeypatch, fresh_registry, binary):
+    """`new-method --torch` writes a deep method on the shared trainer: networks, encoder and
+    loss only (no loop of its own), and it passes check-plugin and runs as generated."""
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("new-method", "my-deep", "--torch", *(["--binary"] if binary else []))
+    assert code == 0, err
+    plugin = tmp_path / "methods" / "my_deep.py"
+    text = plugin.read_text()
+    assert "class MyDeep(TorchMethod)" in text and "def fit" not in text and "for " not in text.split("class MyDeep")[1].split("def loss")[0]
+    spec = importlib.util.spec_from_file_location("cmr_bench.methods.my_deep", plugin)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    code, out, err = run_cli("check-plugin", "my-deep")
+    assert code == 0 and "8 passed, 0 failed" in out, out + err
+    code, out, err = run_cli("run", "--methods", "my-deep", "--dataset", "synthetic", "--results-dir", tmp_path / "runs",
+                             "--no-progress", "--set", "my-deep.iterations=20", *(["--bits", "16"] if binary else []))
+    assert code == 0 and "my-deep" in out, out + err

@@ -21,7 +21,6 @@ from cmr_bench.registry import get_method
 from cmr_bench.runner.environment import environment
 from cmr_bench.runner.spec import DEFAULT_RS, EVAL_KS, RunSpec
 from cmr_bench.runner.store import STATUS_DONE, STATUS_FAILED, write_run
-from cmr_bench.seeding import seed_everything
 
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}
 
@@ -133,7 +132,6 @@ def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inlin
     metrics = None
     t0 = time.perf_counter()
     try:
-        seed_everything(spec.seed)
         if cls.uses_validation:
             train, val = carve_validation(train_full, spec.val_fraction, seed=spec.seed)
             arrays["split_val_indices"] = val.indices
@@ -143,10 +141,12 @@ def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inlin
         arrays["split_query_indices"] = query.indices
         arrays["split_retrieval_indices"] = retrieval.indices
         try:
-            method = cls(
+            # spec.config was resolved once, when the grid was expanded; create() seeds the run.
+            method = cls.create(
                 image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes,
                 label_kind=dataset.label_kind, config=spec.config, bits=spec.bits, device=device, seed=spec.seed,
             )
+            run["notes"] = list(method.notes())
             log = list(method.fit(train, val) or [])
             _check_log(log)
             t_fit = time.perf_counter()
@@ -154,9 +154,8 @@ def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inlin
             for role, split in (("query", query), ("retrieval", retrieval)):
                 for modality in ("image", "text"):
                     what = f"{role} {modality} codes"
-                    extra = {"labels": split.labels} if cls.oracle else {}
                     codes[(role, modality)] = _check_codes(
-                        method.encode(split.features(modality), modality, **extra), len(split), cls.code_type, spec.bits, what
+                        method.encode(split.features(modality), modality), len(split), cls.code_type, spec.bits, what
                     )
                     arrays[f"codes_{role}_{modality}"] = codes[(role, modality)]
         except RunFailed:
