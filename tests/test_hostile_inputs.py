@@ -522,3 +522,66 @@ def test_malformed_base_url_and_mirror_are_one_line(tmp_path, run_cli, monkeypat
     monkeypatch.setenv("CMR_BENCH_MIRROR", url or " ")
     code, out, err = run_cli("data", "fetch", manifest, "--no-progress")
     assert (code == 2 and "Traceback" not in err) and ("CMR_BENCH_MIRROR" in err or "no public download" in out), out + err
+
+
+# --- Ray: deadlines and intended messages --------------------------------------------------
+
+
+def _silent_server(lifetime: float = 30.0) -> str:
+    return RawServer(lambda conn: time.sleep(lifetime), limit=4, lifetime=lifetime).url.replace("http://", "")
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "silent", "not an address:x"])
+def test_unreachable_ray_address_is_one_line_within_seconds(tmp_path, run_cli, monkeypatch, address):
+    pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'cmr-bench[ray]')")
+    monkeypatch.setenv("CMR_BENCH_RAY_CONNECT_TIMEOUT", "5")
+    if address == "silent":
+        address = _silent_server()
+    start = time.monotonic()
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", tmp_path / "r",
+                             "--no-progress", "--executor", "ray", "--ray-address", address)
+    assert_one_line(code, err)
+    assert time.monotonic() - start < 45
+    assert not list((tmp_path / "r").rglob("run.json")) if (tmp_path / "r").exists() else True
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("extra, expected", [(["--ray-cpus", "64"], "the cluster has only"),
+                                             (["--ray-gpus", "1"], "--ray-gpus 1: the cluster has")])
+def test_ray_resources_beyond_the_local_instance_are_the_intended_line(tmp_path, extra, expected):
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'cmr-bench[ray]')")
+    proc = subprocess.run([sys.executable, "-m", "cmr_bench.cli", "run", "--methods", "cca", "--dataset", "synthetic",
+                           "--results-dir", str(tmp_path / "r"), "--no-progress", "--executor", "ray", *extra],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Token authentication" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigterm_under_ray_is_one_line_exit_143(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'cmr-bench[ray]')")
+    proc = subprocess.Popen([sys.executable, "-m", "cmr_bench.cli", "run", "--methods", "sdcmr", "--dataset", "synthetic",
+                             "--seeds", "0,1", "--results-dir", str(tmp_path / "r"), "--no-progress", "--executor", "ray",
+                             "--jobs", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 240
+        while time.monotonic() < end and not list((tmp_path / "r").rglob("sdcmr")):  # the grid has started
+            time.sleep(1)
+        time.sleep(10)  # Ray is up and a task is running
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert err.strip().splitlines() == ["cmr-bench: terminated (SIGTERM); finished runs are kept"], err
