@@ -108,7 +108,7 @@ class CAAL(TorchMethod):
         ),
     )
     defaults = {
-        "hidden": 1024,
+        "hidden": 512,
         "k": 128,
         "noise": 64,
         "disc_hidden": 256,
@@ -119,7 +119,7 @@ class CAAL(TorchMethod):
         "lr_disc": 1e-4,
         "betas": [0.5, 0.999],
         "batch_size": 64,
-        "epochs": 60,
+        "epochs": 30,
         "select_on_validation": True,
         "standardize": True,
     }

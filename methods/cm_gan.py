@@ -103,7 +103,7 @@ class CMGAN(TorchMethod):
         ),
     )
     defaults = {
-        "hidden": 1024,
+        "hidden": 512,
         "k": 128,
         "disc_hidden": 256,
         "rec": 1.0,
@@ -114,7 +114,7 @@ class CMGAN(TorchMethod):
         "lr_disc": 1e-4,
         "betas": [0.5, 0.999],
         "batch_size": 64,
-        "epochs": 60,
+        "epochs": 30,
         "select_on_validation": True,
         "standardize": True,
     }

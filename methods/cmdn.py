@@ -117,8 +117,8 @@ class CMDN(TorchMethod):
         "alpha": 0.8,
         "lr": 1e-3,
         "batch_size": 64,
-        "epochs": 60,
-        "stage1_epochs": 30,
+        "epochs": 30,
+        "stage1_epochs": 15,
         "standardize": True,
     }
     smoke_config = {"epochs": 3, "stage1_epochs": 1, "h1": 16, "h2": 8, "k": 4, "batch_size": 16}

@@ -110,7 +110,7 @@ class CorrAE(TorchMethod):
         "k": 64,
         "lr": 1e-3,
         "batch_size": 64,
-        "epochs": 60,
+        "epochs": 40,
         "standardize": True,
     }
     choices = {"variant": VARIANTS}

@@ -76,13 +76,13 @@ class DeepSM(TorchMethod):
         ),
     )
     defaults = {
-        "image_hidden": [1024],
-        "text_hidden": [1024, 1024],
+        "image_hidden": [512],
+        "text_hidden": [512, 512],
         "backbone": "features",
         "lr": 1e-4,
         "weight_decay": 1e-4,
         "batch_size": 64,
-        "epochs": 60,
+        "epochs": 30,
         "select_on_validation": True,
         "standardize": True,
     }

@@ -98,15 +98,15 @@ class MCSM(TorchMethod):
         ),
     )
     defaults = {
-        "hidden": 1024,
+        "hidden": 512,
         "k": 128,
         "fusion_weight": 0.5,
         "rank": 1.0,
         "margin": 0.2,
-        "pretrain_epochs": 10,
+        "pretrain_epochs": 5,
         "lr": 1e-4,
         "batch_size": 64,
-        "epochs": 60,
+        "epochs": 30,
         "select_on_validation": True,
         "standardize": True,
     }

@@ -87,7 +87,7 @@ class TANSS(TorchMethod):
         ),
     )
     defaults = {
-        "hidden": 1024,
+        "hidden": 512,
         "k": 128,
         "disc_hidden": 256,
         "align": 1.0,
@@ -98,7 +98,7 @@ class TANSS(TorchMethod):
         "lr_disc": 1e-4,
         "betas": [0.5, 0.999],
         "batch_size": 64,
-        "epochs": 60,
+        "epochs": 30,
         "select_on_validation": True,
         "standardize": True,
     }
