@@ -273,7 +273,7 @@ def test_jobs_2_reproduces_jobs_1_for_a_torch_method(run_cli, tmp_path):
     grid resumed with another --jobs does not mix arithmetic."""
     import torch
 
-    grid = ["run", "--methods", "acmr", "--dataset", "synthetic", "--seeds", "0,1", "--set", "acmr.epochs=3", "--no-progress"]
+    grid = ["run", "--methods", "acmr", "--dataset", "synthetic", "--seeds", "0,1", "--set", "acmr.epochs=2", "--no-progress"]
     before = torch.get_num_threads()
     torch.set_num_threads(3)  # a process whose own default differs from the runs' count
     try:
@@ -282,8 +282,13 @@ def test_jobs_2_reproduces_jobs_1_for_a_torch_method(run_cli, tmp_path):
         assert torch.get_num_threads() == 3  # restored after the grid
     finally:
         torch.set_num_threads(before)
-    code, out, err = run_cli(*grid, "--results-dir", tmp_path / "j2", "--jobs", "2")
-    assert code == 0, out + err
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "cmr_bench.cli", *grid, "--results-dir", str(tmp_path / "j2"), "--jobs", "2"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     one, two = _stored_runs(tmp_path / "j1"), _stored_runs(tmp_path / "j2")
     assert set(one) == set(two) == {("acmr", 0), ("acmr", 1)}
     for key, (run, metrics, arrays, rel) in one.items():

@@ -78,8 +78,11 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the grid and what would run")
     p.add_argument("--progress", dest="progress", action="store_true", default=None, help="force progress bars")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="plain log lines")
+    p.add_argument("--threads", default="1", metavar="T",
+                   help="torch threads per run (default 1, whatever --jobs is: results do not depend on --jobs; "
+                        "another count is part of the run's identity, since it changes the arithmetic)")
     p.add_argument("--jobs", default=None, metavar="N",
-                   help="local: N worker processes, each with cores/N torch threads (default 1: in this process); "
+                   help="local: N worker processes, one run each (default 1: in this process); "
                         "ray: at most N tasks in flight (default: as many as the cluster's CPUs/GPUs allow), "
                         "and a local instance gets N x --ray-cpus CPUs")
     p.add_argument("--executor", default="local", metavar="local|ray", help="local (default) or ray: every run a Ray task")
@@ -101,6 +104,7 @@ def executor_options(args):
     if args.executor not in EXECUTORS:
         raise CmrBenchError(f"--executor: unknown '{args.executor}' (choose from {', '.join(EXECUTORS)})")
     jobs = positive_int(args.jobs, "--jobs") if args.jobs is not None else None
+    threads = positive_int(args.threads, "--threads")
     ray = args.executor == "ray"
     if not ray:
         given = [flag for flag, value in (("--ray-address", args.ray_address), ("--ray-gpus", args.ray_gpus)) if value is not None]
@@ -108,7 +112,7 @@ def executor_options(args):
             given.append("--ray-cpus")
         if given:
             raise CmrBenchError(f"{', '.join(given)} only applies with --executor ray")
-        return ExecutorOptions(jobs=jobs or 1)
+        return ExecutorOptions(jobs=jobs or 1, threads=threads)
     if args.ray_address is not None and not str(args.ray_address).strip():
         raise CmrBenchError("--ray-address: empty address")
     from cmr_bench.runner.ray_executor import import_ray
@@ -117,7 +121,7 @@ def executor_options(args):
     cpus = non_negative_float(args.ray_cpus, "--ray-cpus", positive=True)
     default_gpus = 1.0 if str(args.device).startswith("cuda") else 0.0
     gpus = non_negative_float(args.ray_gpus, "--ray-gpus") if args.ray_gpus is not None else default_gpus
-    return ExecutorOptions(jobs=jobs, executor="ray", ray_address=args.ray_address, ray_cpus=cpus, ray_gpus=gpus)
+    return ExecutorOptions(jobs=jobs, executor="ray", ray_address=args.ray_address, ray_cpus=cpus, ray_gpus=gpus, threads=threads)
 
 
 def check_device_name(device: str) -> str:
@@ -148,10 +152,39 @@ def load_for_run(name: str, root):
         raise DataError(f"dataset '{name}' could not be loaded: {type(exc).__name__}: {first}") from None
 
 
+def dry_run(specs, dataset, device: str, runs_dir: Path, options, force: bool) -> int:
+    """The grid, each run's state, and how long the pending runs should take."""
+    from cmr_bench.runner.estimate import grid_estimate
+    from cmr_bench.runner.store import read_status
+
+    pending = []
+    for spec in specs:
+        state = read_status(spec.folder(runs_dir)) or "pending"
+        if state != "done" or force:
+            pending.append(spec)
+        print(f"{state:8s} {spec.dataset}/{spec.protocol} {spec.label}  config {spec.config_hash}  -> {spec.folder(runs_dir)}")
+    where = f"Ray ({options.ray_address or 'local instance'})" if options.executor == "ray" else (
+        f"{options.jobs} local processes" if (options.jobs or 1) > 1 else "this process")
+    print(f"{len(specs)} runs on {device}, in {where}, {options.threads} torch thread(s) each")
+    train = None
+    try:
+        protos = {spec.protocol for spec in pending}
+        train = max(len(dataset.split(dataset.protocol(p).train)) for p in protos) if protos else None
+    except Exception:  # an estimate must never stop a dry run
+        train = None
+    seconds, unknown = grid_estimate(pending, train, workers=min(options.jobs or 1, max(1, len(pending))))
+    if pending:
+        from cmr_bench.runner.display import _duration
+
+        note = f" (no figure for {', '.join(unknown)})" if unknown else ""
+        print(f"estimate: about {_duration(seconds)} for the {len(pending)} run(s) to do on an idle 2-core CPU{note}; "
+              "cmr_bench/runner/estimate.py holds the per-method figures")
+    return 0
+
+
 def cmd_run(args) -> int:
     from cmr_bench.registry import resolve_methods
     from cmr_bench.runner.grid import expand, parse_overrides, run_grid
-    from cmr_bench.runner.store import read_status
     from cmr_bench.seeding import resolve_device
 
     seeds = int_list(args.seeds, "--seeds")
@@ -166,14 +199,12 @@ def cmd_run(args) -> int:
     dataset = load_for_run(args.dataset, root)
     options.dataset_source = ("load", str(args.dataset), str(root))
     specs = expand(methods, dataset, seeds, args.protocol, bits, args.variants, parse_overrides(args.overrides))
+    if options.threads != 1:
+        from dataclasses import replace
+
+        specs = [replace(spec, threads=options.threads) for spec in specs]
     if args.dry_run:
-        for spec in specs:
-            state = read_status(spec.folder(runs_dir)) or "pending"
-            print(f"{state:8s} {spec.dataset}/{spec.protocol} {spec.label}  config {spec.config_hash}  -> {spec.folder(runs_dir)}")
-        where = f"Ray ({options.ray_address or 'local instance'})" if options.executor == "ray" else (
-            f"{options.jobs} local processes" if (options.jobs or 1) > 1 else "this process")
-        print(f"{len(specs)} runs on {device}, in {where}")
-        return 0
+        return dry_run(specs, dataset, device, runs_dir, options, args.force)
     result = run_grid(specs, dataset, device, runs_dir, force=args.force, progress=args.progress, options=options)
     from cmr_bench.report.summary import summary_rows
 

@@ -3,9 +3,10 @@
 
 Every executor has the same small interface the scheduler in grid.py drives:
 `capacity` (runs in flight at once), `submit(spec) -> token`, `wait(timeout) -> [Outcome]`
-and `close()`. The scheduler holds each run's lock while the run is in flight and writes
-whatever the executor could not (a record sent back by a remote task, or a failed run for a
-worker that died), so every run ends in the store as done or failed.
+and `close()`. Executors compute runs and never write them: each hands back the run's record
+(or, for a worker that died, a failure), and the scheduler, which holds each run's lock while
+the run is in flight, writes it. One writer, one path, so every run ends in the store as done
+or failed, written atomically by the process that holds its lock.
 
 This module imports nothing heavy at the top: worker processes set their thread counts
 before numpy and torch are imported.
@@ -22,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STORED, RECORD, FAILED = "stored", "record", "failed"
+RECORD, FAILED = "record", "failed"
 
 
 @dataclass
 class Outcome:
     token: int
-    kind: str  # STORED: the worker wrote the run (run = its run.json); RECORD: write `record`; FAILED: write a failed run
-    run: dict | None = None
+    kind: str  # RECORD: write `record`; FAILED: write a failed run (reason, detail)
     record: Any = None  # execute.RunRecord
     reason: str = ""
     detail: str = ""
@@ -64,12 +64,12 @@ class InlineExecutor:
         return self._next
 
     def wait(self, timeout: float | None = None) -> list[Outcome]:
-        from cmr_bench.runner.execute import execute
+        from cmr_bench.runner.execute import compute
 
         if not self._queue:
             return []
         token, spec = self._queue.pop(0)
-        return [Outcome(token, STORED, run=execute(spec, self.dataset, self.device, self.runs_dir, executor=self.name))]
+        return [Outcome(token, RECORD, record=compute(spec, self.dataset, self.device, executor=self.name))]
 
     def close(self, abort: bool = False) -> None:
         self._queue.clear()
@@ -119,8 +119,10 @@ def _worker_main(conn, payload: bytes) -> None:  # pragma: no cover - runs in th
     except BaseException as exc:
         conn.send(("fatal", None, f"worker could not load the dataset: {type(exc).__name__}: {exc}", traceback.format_exc()))
         return
-    from cmr_bench.runner.execute import execute
+    from cmr_bench.runner.execute import compute
 
+    current = [None]
+    _report_progress(conn, current)
     while True:
         try:
             msg = conn.recv()
@@ -129,11 +131,37 @@ def _worker_main(conn, payload: bytes) -> None:  # pragma: no cover - runs in th
         if msg is None:
             return
         token, spec = msg
+        current[0] = token
         try:
-            run = execute(spec, dataset, device, Path(runs_dir), executor="process")
-            conn.send((STORED, token, run))
+            record = compute(spec, dataset, device, executor="process")
+            conn.send((RECORD, token, record))  # the parent writes it, under the run's lock
         except BaseException as exc:
             conn.send((FAILED, token, f"runner error in worker: {type(exc).__name__}: {exc}".splitlines()[0], traceback.format_exc()))
+
+
+PROGRESS = "progress"
+
+
+def _report_progress(conn, current, every_s: float = 0.5) -> None:  # pragma: no cover - runs in the child
+    """Training progress to the parent through the pipe (display.py), at most every `every_s`
+    and always for the last step, so a fast loop does not flood the pipe."""
+    import time
+
+    from cmr_bench import progress
+
+    last = [0.0]
+
+    def send(done, total, loss=None, unit="epoch"):
+        now = time.monotonic()
+        if current[0] is None or (now - last[0] < every_s and done < total):
+            return
+        last[0] = now
+        try:
+            conn.send((PROGRESS, current[0], int(done), int(total), None if loss is None else float(loss), str(unit)))
+        except (OSError, ValueError, TypeError):
+            pass
+
+    progress.set_listener(send)
 
 
 @dataclass
@@ -158,7 +186,7 @@ def _exit_reason(exitcode: int | None) -> str:
 class ProcessExecutor:
     """`--jobs N`: N long-lived worker processes (spawn context: no fork of a torch process),
     each with max(1, cores // N) torch threads; each loads the dataset itself (or receives it
-    pickled), runs `execute()` and writes its run into the store. A worker that dies takes only
+    pickled), computes each run and sends its record back for the parent to write. A worker that dies takes only
     its current run with it (recorded as failed); a fresh worker replaces it."""
 
     name = "process"
@@ -204,13 +232,20 @@ class ProcessExecutor:
                 continue
             msg = None
             try:
-                if w.conn.poll():
+                while w.conn.poll():
                     msg = w.conn.recv()
+                    if msg is None or msg[0] != PROGRESS:
+                        break
+                    if getattr(self, "on_progress", None) is not None:
+                        self.on_progress(*msg[1:])
+                    msg = None
             except (EOFError, OSError):
                 msg = None
-            if msg is not None and msg[0] in (STORED, FAILED):
+            if msg is None and w.process.is_alive() and w.process.sentinel not in ready:
+                continue  # only progress messages: the run goes on
+            if msg is not None and msg[0] in (RECORD, FAILED):
                 kind, token = msg[0], msg[1]
-                out.append(Outcome(token, STORED, run=msg[2]) if kind == STORED else Outcome(token, FAILED, reason=msg[2], detail=msg[3]))
+                out.append(Outcome(token, RECORD, record=msg[2]) if kind == RECORD else Outcome(token, FAILED, reason=msg[2], detail=msg[3]))
                 w.token = None
                 continue
             if msg is not None and msg[0] == "fatal":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,7 @@ class ExecutorOptions:
     ray_address: str | None = None
     ray_cpus: float = 1.0
     ray_gpus: float = 0.0
+    threads: int = 1  # torch intra-op threads per run, whatever --jobs is (see set_run_threads)
     dataset_source: tuple | None = None  # ("load", name_or_manifest, root): workers load the dataset themselves
 
 
@@ -218,15 +220,31 @@ def make_executor(options: ExecutorOptions, dataset: Dataset, device: str, runs_
 
         # A local instance gets --jobs x --ray-cpus CPUs when --jobs is given, else every usable core.
         local_cpus = max(1, math.ceil(options.jobs * options.ray_cpus)) if options.jobs else None
-        return RayExecutor(dataset, device, options.ray_address, options.ray_cpus, options.ray_gpus,
-                           max_in_flight=options.jobs, local_cpus=local_cpus)
+        executor = RayExecutor(dataset, device, options.ray_address, options.ray_cpus, options.ray_gpus,
+                               max_in_flight=options.jobs, local_cpus=local_cpus)
+        executor.threads = options.threads  # the run's arithmetic, not the CPUs it declares
+        return executor
     jobs = max(1, int(options.jobs or 1))
     if jobs == 1:
         return InlineExecutor(dataset, device, runs_dir)
-    from cmr_bench.runner.executors import threads_per_job
-
     workers = min(jobs, n_runs)
-    return ProcessExecutor(workers, options.dataset_source or ("object", dataset), device, runs_dir, threads=threads_per_job(jobs))
+    return ProcessExecutor(workers, options.dataset_source or ("object", dataset), device, runs_dir, threads=options.threads)
+
+
+@contextmanager
+def run_threads(threads: int):
+    """Torch intra-op threads for runs in this process. A fixed count, not one derived from
+    the cores or from --jobs: the count changes the floating-point reductions (so --jobs 2
+    must use the same count as --jobs 1 to reproduce it), and idle threads spinning on a
+    loaded machine made runs 30-50x slower. Parallelism comes from --jobs instead."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _tidy(folder: Path) -> None:
@@ -253,11 +271,14 @@ def _written_since(folder: Path, since: float) -> bool:
 
 
 def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path, force: bool = False,
-             progress: bool | None = None, options: ExecutorOptions | None = None, poll_s: float = 0.5) -> GridResult:
+             progress: bool | None = None, options: ExecutorOptions | None = None, poll_s: float = 0.5,
+             heartbeat_s: float | None = None) -> GridResult:
     """Run every spec not finished yet. Each run is locked while in flight (lock.py), so
     concurrent invocations on one store share the grid instead of repeating it; runs another
-    invocation holds are waited for at the end. Corrupt run folders are reported and redone."""
-    from tqdm import tqdm
+    invocation holds are waited for at the end. Corrupt run folders are reported and redone.
+    Progress: see display.py (`heartbeat_s`: seconds between status lines off a TTY)."""
+    from cmr_bench import progress as training_progress
+    from cmr_bench.runner.display import GridDisplay, heartbeat_seconds
 
     options = options or ExecutorOptions()
     runs_dir = Path(runs_dir)
@@ -279,13 +300,14 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
     if not todo:
         return result
     executor = make_executor(options, dataset, device, runs_dir, len(todo))
-    bar = tqdm(total=len(todo), desc="grid", unit="run", disable=not interactive, file=sys.stdout)
-
-    def say(line: str) -> None:
-        if interactive:
-            bar.write(line)
-        else:
-            print(line, flush=True)
+    display = GridDisplay(len(todo), interactive, heartbeat_seconds() if heartbeat_s is None else heartbeat_s)
+    say = display.say
+    current: list[int] = []  # the token the inline executor is running (it runs one at a time)
+    executor.on_progress = display.progress  # worker processes report through the executor's pipe
+    previous_listener = training_progress.set_listener(
+        lambda done, total, loss=None, unit="epoch": display.progress(current[-1], done, total, loss, unit) if current else None)
+    threads = run_threads(options.threads)
+    threads.__enter__()
 
     from cmr_bench.runner.execute import failed_record, write_record
     from cmr_bench.runner.lock import RunLock, describe_owner
@@ -324,7 +346,7 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
                 if str(folder) in waited and state.status in (STATUS_DONE, STATUS_FAILED) and _written_since(folder, waited[str(folder)]):
                     lock.release()  # the other invocation finished it: do not run it twice
                     finished += 1
-                    bar.update(1)
+                    display.finished()
                     say(f"[{finished}/{len(todo)}] {spec.dataset}/{spec.protocol} {spec.label}: {state.status} by another invocation")
                     if state.status == STATUS_DONE:
                         result.elsewhere.append(spec)
@@ -335,7 +357,7 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
                     lock.release()  # another invocation finished it between our first look and now
                     result.elsewhere.append(spec)
                     finished += 1
-                    bar.update(1)
+                    display.finished()
                     say(f"[{finished}/{len(todo)}] {spec.dataset}/{spec.protocol} {spec.label}: done by another invocation")
                     continue
                 try:
@@ -344,19 +366,19 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
                     lock.release()
                     raise
                 in_flight[token] = (spec, lock, time.perf_counter())
+                display.started(token, f"{spec.dataset}/{spec.protocol} {spec.label}")
             if in_flight:
+                if executor.name == "inline":
+                    current[:] = [next(iter(in_flight))]
                 for outcome in executor.wait(poll_s):
                     spec, lock, start = in_flight.pop(outcome.token)
+                    display.ended(outcome.token)
                     try:
-                        if outcome.kind == "record":
-                            write_record(outcome.record, runs_dir)
-                            run = outcome.record.run
-                        elif outcome.kind == "failed":
-                            record = failed_record(spec, outcome.reason, outcome.detail, executor.name)
-                            write_record(record, runs_dir)
-                            run = record.run
-                        else:
-                            run = outcome.run
+                        # the only place runs are written: executors hand back records
+                        record = outcome.record if outcome.kind == "record" else \
+                            failed_record(spec, outcome.reason, outcome.detail, executor.name)
+                        write_record(record, runs_dir)
+                        run = record.run
                     finally:
                         lock.release()
                     finished += 1
@@ -367,7 +389,7 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
                         result.failed.append(run)
                     result.ran.append(run)
                     say(line)
-                    bar.update(1)
+                    display.finished()
             elif deferred:
                 if not announced:
                     say(f"waiting for {len(deferred)} run(s) held by another invocation")
@@ -377,8 +399,10 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
         executor.close(abort=True)
         for _, lock, _ in in_flight.values():
             lock.release()
-        bar.close()
         raise
+    finally:
+        threads.__exit__(None, None, None)
+        training_progress.set_listener(previous_listener)
+        display.close()
     executor.close()
-    bar.close()
     return result

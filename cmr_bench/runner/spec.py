@@ -27,6 +27,7 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)  # --set key=value
     config: dict[str, Any] = field(default_factory=dict)  # resolved hyperparameters
     val_fraction: float = 0.1
+    threads: int = 1  # torch intra-op threads: another count changes the arithmetic
     data: str = ""  # Dataset.fingerprint of the data the run trains and evaluates on
 
     def identity(self) -> dict[str, Any]:
@@ -41,6 +42,8 @@ class RunSpec:
             "val_fraction": self.val_fraction,
             "evaluation": {"ks": list(EVAL_KS)},
         }
+        if self.threads != 1:  # keyed only when not the default, so existing runs keep their folders
+            out["threads"] = self.threads
         if self.data:  # another dataset under the same name (or changed files) is another run
             out["data"] = self.data
         return out
@@ -72,6 +75,10 @@ class RunSpec:
         tag = slug(self.variant) if self.variant else "default"
         if self.bits:
             tag += f"-{self.bits}bits"
+        if self.overrides:  # a sweep's folders say what was set (the hash still decides identity)
+            tag += "-" + slug("set-" + "-".join(f"{k}-{v}" for k, v in sorted(self.overrides.items())))[:48].strip("-")
+        if self.threads != 1:
+            tag += f"-t{self.threads}"
         return Path(runs_dir) / self.dataset / self.protocol / self.method / f"{tag}-{self.config_hash}" / f"seed-{self.seed}"
 
     def to_json(self) -> dict[str, Any]:

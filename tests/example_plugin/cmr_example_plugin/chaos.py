@@ -1,4 +1,4 @@
-"""Test-only plugin: ExampleLinear that can be slow (`sleep_s`), diverge (`mode=nan-loss` or
+"""Test-only plugin: ExampleLinear that can be slow (`sleep_s`, in `steps` reported epochs), diverge (`mode=nan-loss` or
 `nan-codes`), raise (`mode=raise`) or kill its own process (`mode=die`), so the runner's
 crash safety can be tested through `cmr-bench run` in worker processes and Ray tasks."""
 
@@ -24,13 +24,21 @@ class ExampleChaos(ExampleLinear):
         paper="cmr-bench tests/example_plugin", venue="cmr-bench", year=2026,
         status="baseline", supervision="supervised",
     )
-    defaults = {"reg": 1.0, "sleep_s": 0.0, "mode": "ok"}
+    defaults = {"reg": 1.0, "sleep_s": 0.0, "mode": "ok", "steps": 0}
 
     def fit(self, train, val=None):
         mode = self.config["mode"]
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        time.sleep(float(self.config["sleep_s"]))
+        steps = int(self.config["steps"])
+        if steps > 0:  # the sleep as `steps` epochs, reported like a trainer does (progress display tests)
+            from cmr_bench.progress import training_step
+
+            for i in range(steps):
+                time.sleep(float(self.config["sleep_s"]) / steps)
+                training_step(i + 1, steps, 1.0 / (i + 1))
+        else:
+            time.sleep(float(self.config["sleep_s"]))
         if mode == "die":
             os._exit(17)  # the process dies without a word, like a segfault or the OOM killer
         if mode == "raise":
