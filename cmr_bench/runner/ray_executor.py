@@ -189,6 +189,8 @@ class RayExecutor:
         self.task = ray.remote(_ray_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=0)
         self._next = 0
         self._previous_sigterm = _terminate_cleanly()
+        # a local instance's agents would outlive a SIGKILLed driver: a watchdog ends them
+        self._watchdog = _start_watchdog() if self.owned and not address else None
 
     def submit(self, spec) -> int:
         self._next += 1
@@ -233,6 +235,13 @@ class RayExecutor:
         if self.owned and ray.is_initialized():
             ray.shutdown()
             self.owned = False
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None:
+            try:
+                watchdog.stdin.close()  # tells it we are done; it exits by itself
+            except OSError:
+                pass
+            self._watchdog = None
         previous = getattr(self, "_previous_sigterm", None)
         if previous is not None:
             import signal
@@ -242,6 +251,18 @@ class RayExecutor:
 
 
 _TERMINATED = False
+
+
+def _start_watchdog():
+    import subprocess
+    import sys
+
+    try:
+        return subprocess.Popen([sys.executable, "-m", "cmr_bench.runner.ray_watchdog", str(os.getpid())],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    except OSError:
+        return None
 
 
 def _terminate_cleanly():
