@@ -100,7 +100,8 @@ def failed_record(spec: RunSpec, reason: str, detail: str = "", executor: str = 
 
 
 def execute(spec: RunSpec, dataset: Dataset, device: str, runs_dir: Path, executor: str = "inline") -> dict[str, Any]:
-    """Run one spec and store it; returns the stored run.json content (status done or failed)."""
+    """Run one spec and store it (outside a grid: a script, a test); returns the stored run.json
+    content. The grid itself computes in its executors and writes in its own process."""
     record = compute(spec, dataset, device, executor=executor)
     write_record(record, runs_dir)
     return record.run
