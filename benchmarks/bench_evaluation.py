@@ -342,7 +342,8 @@ def test_cuda_against_sketch(report, case):
     maker, args, similarity, loop_subset, with_tm = CUDA_CASES[case]
     q, r, ql, rl = data(maker, args)
     n_q = len(q)
-    dq, dr = (torch.as_tensor(x, dtype=torch.float32 if similarity == "hamming" else torch.float64).cuda() for x in (q, r))
+    code_dtype = torch.float32 if similarity == "hamming" else torch.float64
+    dq, dr = (torch.as_tensor(x, dtype=code_dtype).cuda() for x in (q, r))
     if similarity == "cosine":
         dq, dr = dq / dq.norm(dim=1, keepdim=True), dr / dr.norm(dim=1, keepdim=True)
     dql = torch.as_tensor(ql, dtype=torch.float32 if ql.ndim == 2 else torch.int64).cuda()
