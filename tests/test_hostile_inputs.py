@@ -585,3 +585,40 @@ def test_sigterm_under_ray_is_one_line_exit_143(tmp_path):
             proc.kill()
     assert proc.returncode == 143, (proc.returncode, err)
     assert err.strip().splitlines() == ["cmr-bench: terminated (SIGTERM); finished runs are kept"], err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_sigkilled_ray_driver_leaves_no_ray_processes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from cmr_bench.runner.ray_watchdog import descendants
+
+    pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'cmr-bench[ray]')")
+    proc = subprocess.Popen([sys.executable, "-m", "cmr_bench.cli", "run", "--methods", "sdcmr", "--dataset", "synthetic",
+                             "--seeds", "0,1", "--results-dir", str(tmp_path / "r"), "--no-progress", "--executor", "ray",
+                             "--jobs", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 240
+        seen: dict[int, int] = {}
+        while time.monotonic() < end:
+            seen.update(descendants(proc.pid))
+            if any(b"RuntimeEnvAgent" in Path(f"/proc/{p}/cmdline").read_bytes() for p in list(seen) if Path(f"/proc/{p}").exists()):
+                break
+            time.sleep(1)
+        time.sleep(3)
+        seen.update(descendants(proc.pid))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    from cmr_bench.runner.ray_watchdog import _alive
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(seen):
+        time.sleep(1)
+    survivors = [Path(f"/proc/{p}/cmdline").read_bytes()[:60] for p in _alive(seen)]
+    assert seen and not survivors, survivors

@@ -69,12 +69,16 @@ def main(argv=None) -> int:
         return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     me = os.getpid()
+    born = _stat(driver)
     known: dict[int, int] = {}
-    while True:
+    while born is not None:
         known.update({p: s for p, s in descendants(driver).items() if p != me and p not in known and _is_ray(p)})
         ready, _, _ = select.select([sys.stdin], [], [], 1.0)
         if ready and not os.read(sys.stdin.fileno(), 4096):
             break  # the driver closed the pipe or died
+        now = _stat(driver)
+        if now is None or now[1] != born[1]:  # gone (or a zombie): a child of Ray may hold the pipe open
+            break
     time.sleep(3.0)  # a clean shutdown has stopped everything by now
     for pid in list(known):  # whatever they started meanwhile, too
         known.update({p: s for p, s in descendants(pid).items() if p != me and _is_ray(p)})
