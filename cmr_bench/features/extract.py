@@ -165,6 +165,15 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], "object"], *,
 
     check_component(name, "--out dataset name")  # the folder name is the dataset's name
     check_images_open(items)
+    if out.exists() and not overwrite:
+        # Settle what needs no model first: a big model is not loaded only to be told to --overwrite.
+        try:
+            job = json.loads((out / INFO_FILE).read_text()).get("job", {})
+        except (OSError, ValueError):
+            job = {}
+        cheap = {"inputs": items.fingerprint(), "batch_size": batch_size, "shard_size": shard_size}
+        if any(job.get(k) != v for k, v in cheap.items()):
+            raise CmrBenchError(f"{out} already exists from another extraction; pass --overwrite to replace it")
     backbone = backbone_loader()
     key = _job_key(items, backbone.info, batch_size, shard_size)
 
