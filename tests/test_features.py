@@ -414,3 +414,29 @@ def test_half_precision_path_runs_on_the_cpu(kind, tiny_models, raw, tmp_path, r
         for key in ("train_image", "train_text", "test_image", "test_text"):
             assert b[key].dtype == np.float32
             assert (unit(a[key]) * unit(b[key])).sum(1).min() > 0.99  # same embeddings, bf16 rounding
+
+
+def test_hub_id_from_the_offline_cache_records_the_commit(tiny_models, raw, tmp_path, run_cli, monkeypatch):
+    """--model ORG/NAME goes through the hub code path; offline it is served from the local cache
+    (laid out here as huggingface_hub lays it out) and the manifest records the snapshot's commit."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--tiny-org--tiny-clip" / "snapshots" / commit
+    shutil.copytree(tiny_models["clip"], snapshot)
+    (cache / "models--tiny-org--tiny-clip" / "refs").mkdir()
+    (cache / "models--tiny-org--tiny-clip" / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache), raising=False)
+    root = tmp_path / "data"
+    root.mkdir()
+    code, out, err = run_cli(*extract_args(raw, "tiny-org/tiny-clip", root / "hub-clip", "clip"))
+    assert code == 0, err
+    manifest = (root / "hub-clip" / "manifest.toml").read_text()
+    assert f'revision = "{commit}"' in manifest and 'model = "tiny-org/tiny-clip"' in manifest
+    code, _, err = run_cli(*extract_args(raw, "tiny-org/not-cached", root / "x", "clip"))
+    assert code == 2 and "could not load clip model 'tiny-org/not-cached'" in err and len(err.strip().splitlines()) == 1

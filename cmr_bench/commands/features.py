@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--classes", default=None, help="class names in label order, one a line (default: sorted labels)")
     p.add_argument("--backbone", required=True, choices=BACKBONES)
     p.add_argument("--model", required=True, help="Hugging Face hub id or local folder (save_pretrained layout)")
+    p.add_argument("--revision", default=None, help="hub branch, tag or commit of --model (default: main)")
     p.add_argument("--out", required=True, help="DATA_ROOT/NAME: the new dataset's folder; NAME is its name")
     p.add_argument("--paper-dataset", default=None,
                    help="the benchmark these images come from (e.g. wiki): Table V prints ours beside its published rows")
@@ -87,7 +88,7 @@ def cmd_extract(args) -> int:
                            Path(args.classes) if args.classes else None, args.allow_extra_images)
     result = extract(
         items, out,
-        lambda: load_backbone(args.backbone, args.model, args.device, args.dtype, max_tokens),
+        lambda: load_backbone(args.backbone, args.model, args.device, args.dtype, max_tokens, args.revision),
         batch_size=batch_size, shard_size=shard_size, workers=workers, paper_dataset=args.paper_dataset,
         overwrite=args.overwrite, log=print,
     )

@@ -147,8 +147,26 @@ def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(d, sort_keys=True, default=str))
 
 
+def _hub_commit(model_id: str, revision: str | None) -> str:
+    """The commit of the hub snapshot the model was loaded from ("" for a local folder)."""
+    from pathlib import Path
+
+    if Path(model_id).is_dir():
+        return ""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(model_id, "config.json", revision=revision)
+    except Exception:  # an old or odd huggingface_hub: fall back to the config hash
+        return ""
+    if not isinstance(path, str):
+        return ""
+    parts = Path(path).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else ""
+
+
 def load_backbone(kind: str, model_id: str, device: str = "auto", dtype: str = "auto",
-                  max_text_tokens: int | None = None) -> Backbone:
+                  max_text_tokens: int | None = None, revision: str | None = None) -> Backbone:
     if kind not in BACKBONES:
         raise CmrBenchError(f"unknown backbone '{kind}' (choose from {', '.join(BACKBONES)})")
     require_extra()
@@ -168,16 +186,16 @@ def load_backbone(kind: str, model_id: str, device: str = "auto", dtype: str = "
         return CmrBenchError(f"could not load {kind} model '{model_id}': {first}")
 
     try:
-        model_type = getattr(AutoConfig.from_pretrained(model_id), "model_type", "")
+        model_type = getattr(AutoConfig.from_pretrained(model_id, revision=revision), "model_type", "")
     except (OSError, ValueError, KeyError) as exc:
         raise fail(exc) from None
     expected = {"clip": ("clip",), "siglip": ("siglip", "siglip2"), "blip2": ("blip-2",)}[kind]
     if model_type not in expected:  # checked before loading weights into the wrong architecture
         raise CmrBenchError(f"--model '{model_id}' is a '{model_type}' model, not a {kind} one")
     try:
-        model, loading = cls.from_pretrained(model_id, dtype=torch_dtype, output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(model_id)
-        image_processor = AutoImageProcessor.from_pretrained(model_id)
+        model, loading = cls.from_pretrained(model_id, dtype=torch_dtype, output_loading_info=True, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        image_processor = AutoImageProcessor.from_pretrained(model_id, revision=revision)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise fail(exc) from None
     if kind == "blip2" and not getattr(model.config.qformer_config, "use_qformer_text_input", True):
@@ -200,9 +218,11 @@ def load_backbone(kind: str, model_id: str, device: str = "auto", dtype: str = "
         if max_text_tokens < 2:
             raise CmrBenchError("--max-text-tokens must be at least 2")
         limit = min(limit, max_text_tokens)
-    revision = getattr(cfg, "_commit_hash", None) or ""
+    # transformers < 5 kept the hub commit on the config; 5 resolves it per load, so read it off
+    # the cached snapshot's path. A local folder has none: the config's hash stands in.
+    commit = getattr(cfg, "_commit_hash", None) or _hub_commit(model_id, revision)
     bb = Backbone(kind, model_id, device, torch_dtype, model, tokenizer, image_processor, limit)
-    bb.revision = revision if revision else f"config-sha256:{_config_hash(cfg)[:16]}"
+    bb.revision = commit if commit else f"config-sha256:{_config_hash(cfg)[:16]}"
     bb.info = {
         "backbone": kind,
         "model": model_id,
