@@ -184,6 +184,9 @@ def test_same_name_other_data_is_another_run_and_tables_refuse_to_mix(tmp_path, 
     assert len(prints) == 2 and "" not in prints
     code, out, err = run_cli("table", "--table", "2", "--dataset", "mydata", "--results-dir", results, "--out", tmp_path / "t")
     assert_one_line(code, err, "different data")
+    code, out, err = run_cli("plot", "pr", "--dataset", "mydata", "--results-dir", results, "--out", tmp_path / "f.png")
+    assert_one_line(code, err, "different data")
+    assert not list(tmp_path.glob("f*.png"))
     # the same data again is recognised as finished
     code, out, err = run_cli("run", "--methods", "cca", "--dataset", real, "--results-dir", results, "--no-progress")
     assert code == 0 and "1 already finished" in out

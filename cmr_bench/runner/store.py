@@ -307,16 +307,29 @@ def recover(folder: Path) -> list[str]:
     return done
 
 
-def iter_runs(runs_dir: Path, dataset: str | None = None):
+def iter_runs(runs_dir: Path, dataset: str | None = None, data: str | None = None):
     """Yield (folder, run.json, metrics.json or None) for every stored run that validates,
     skipping temp folders. A corrupt or hand-edited run is reported on stderr and left out,
-    so it never reaches a table (the next `cmr-bench run` redoes it)."""
+    so it never reaches a table (the next `cmr-bench run` redoes it). For one dataset, runs of
+    different data (spec.data, see Dataset.fingerprint) are never mixed: `data` picks one,
+    and without it a store holding more than one is an error."""
     runs_dir = Path(runs_dir)
-    if dataset:
-        from cmr_bench.paths import check_component
+    if not dataset:
+        return _iter_runs(runs_dir, dataset)
+    from cmr_bench.paths import check_component
 
-        check_component(dataset, "dataset name")  # before the first run is read, not lazily
-    return _iter_runs(runs_dir, dataset)
+    check_component(dataset, "dataset name")  # before the first run is read, not lazily
+    runs = [r for r in _iter_runs(runs_dir, dataset) if data is None or str(r[1]["spec"].get("data") or "") == data]
+    prints: dict[str, int] = {}
+    for _, run, _ in runs:
+        key = str(run["spec"].get("data") or "")
+        prints[key] = prints.get(key, 0) + 1
+    if len(prints) > 1:
+        shown = ", ".join(f"{fp or 'none recorded'} ({n} runs)" for fp, n in sorted(prints.items()))
+        raise CmrBenchError(f"runs of dataset '{dataset}' in {runs_dir} come from {len(prints)} different data "
+                            f"(fingerprints {shown}); tables and figures never mix them: keep one in this results "
+                            "dir and move the others to another --results-dir")
+    return iter(runs)
 
 
 def _iter_runs(runs_dir: Path, dataset: str | None):
