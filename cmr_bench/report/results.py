@@ -23,7 +23,7 @@ def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_o
     dataset of the same name, or changed files: see Dataset.fingerprint) are never mixed:
     `data` picks one fingerprint, and without it more than one is an error."""
     rows = []
-    for folder, run, metrics in iter_runs(Path(runs_dir), dataset):
+    for folder, run, metrics in iter_runs(Path(runs_dir), dataset, data=data):
         spec = run.get("spec", {})
         if protocol and spec.get("protocol") != protocol:
             continue
