@@ -377,12 +377,28 @@ def test_hdf5_external_link_is_refused(tmp_path, run_cli):
     assert_one_line(code, err, "external link")
 
 
-def test_hdf5_declaring_more_than_it_stores_fails_before_allocating(tmp_path, run_cli):
+@pytest.mark.parametrize("layout", ["chunked", "contiguous", "mat73"])
+def test_hdf5_declaring_more_than_it_stores_fails_before_allocating(tmp_path, run_cli, layout):
     import h5py
 
     def huge(fh, folder):
         del fh["train_image"]
-        fh.create_dataset("train_image", shape=(50_000_000, 6), dtype=np.float64, chunks=(1000, 6), compression="gzip")
+        if layout == "chunked":
+            fh.create_dataset("train_image", shape=(50_000_000, 6), dtype=np.float64, chunks=(1000, 6), compression="gzip")
+        else:  # never written: HDF5 allocates contiguous storage late, so the file stays tiny
+            fh.create_dataset("train_image", shape=(6, 50_000_000) if layout == "mat73" else (50_000_000, 6), dtype=np.float64)
+
+    if layout == "mat73":  # the v7.3 reader (512-byte MATLAB header, transposed variables)
+        from conftest import write_mat73
+
+        manifest = write_user_dataset(tmp_path / "d", fmt="mat73", checksums=False)
+        with h5py.File(tmp_path / "d" / "features.mat", "a") as fh:
+            huge(fh, None)
+        code, out, err = run_cli("data", "info", manifest)
+        assert_one_line(code, err, "declares")
+        assert (tmp_path / "d" / "features.mat").stat().st_size < 1 << 20
+        assert write_mat73
+        return
 
     manifest = _h5_manifest(tmp_path / "d", huge)
     code, out, err = run_cli("data", "info", manifest)
