@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Before the import: huggingface_hub reads these once, when it is first imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 transformers = pytest.importorskip("transformers", reason='needs the extra: pip install "cmr-bench[backbones]"')
@@ -27,6 +28,9 @@ COLORS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 220)}
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True, raising=False)  # even if imported earlier
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,7 @@ def test_blip2_end_to_end_extract_run_table5(tiny_models, raw, tmp_path, run_cli
     code, out, err = run_cli(*extract_args(raw, tiny_models["blip2"], root / "wiki-blip2", "blip2", "--paper-dataset", "wiki"))
     assert code == 0, err
     assert "images/s" in out and "12 pairs" in out
+    assert "%|" not in err and "Loading weights" not in err  # no bars off a terminal, no transformers chatter
     assert leftovers(root) == ["wiki-blip2"]  # no work folder left
     ds_dir = root / "wiki-blip2"
     assert sorted(p.name for p in ds_dir.iterdir()) == ["extraction.json", "features.npz", "items.tsv", "manifest.toml"]
