@@ -241,3 +241,13 @@ def test_safe_component_maps_anything_to_one_plain_unique_component(text):
     out = safe_component(text)
     assert check_component(out, "x") == out and "/" not in out and len(out) <= 60
     assert safe_component(text + "!") != out
+
+
+def test_a_symlinked_folder_in_a_results_dir_does_not_lead_runs_outside(tmp_path, run_cli):
+    results, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    results.mkdir()
+    elsewhere.mkdir()
+    os.symlink(elsewhere, results / "synthetic")  # e.g. a results folder received from someone
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress")
+    assert_one_line(code, err, "resolves outside")
+    assert list(elsewhere.iterdir()) == []

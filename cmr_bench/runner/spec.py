@@ -65,7 +65,7 @@ class RunSpec:
     def folder(self, runs_dir: Path) -> Path:
         """<runs>/<dataset>/<protocol>/<method>/<tag>-<hash>/seed-<k>; names that are not
         plain path components (see cmr_bench.paths) are refused, so no run leaves runs_dir."""
-        from cmr_bench.paths import check_component
+        from cmr_bench.paths import UnsafePathError, check_component, is_within
 
         check_component(self.dataset, "dataset name")
         check_component(self.protocol, "protocol name")
@@ -79,7 +79,10 @@ class RunSpec:
             tag += "-" + slug("set-" + "-".join(f"{k}-{v}" for k, v in sorted(self.overrides.items())))[:48].strip("-")
         if self.threads != 1:
             tag += f"-t{self.threads}"
-        return Path(runs_dir) / self.dataset / self.protocol / self.method / f"{tag}-{self.config_hash}" / f"seed-{self.seed}"
+        path = Path(runs_dir) / self.dataset / self.protocol / self.method / f"{tag}-{self.config_hash}" / f"seed-{self.seed}"
+        if not is_within(path, runs_dir):  # a symlinked folder inside a results dir received from someone
+            raise UnsafePathError(f"run folder {path} resolves outside {runs_dir} (a symlink in the results dir?)")
+        return path
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "config_hash": self.config_hash}
