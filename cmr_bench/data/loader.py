@@ -92,7 +92,8 @@ def cached_sha256(path: Path) -> str:
     cache_file = _cache_path()
     try:
         cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError, RecursionError):
         cache = {}
     if key in cache:
         return cache[key]
