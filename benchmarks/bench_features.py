@@ -71,7 +71,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 holder = {}
 
-                def loader():
+                def loader(kind=kind, model=model, holder=holder):
                     holder["bb"] = load_backbone(kind, str(model), args.device)
                     return holder["bb"]
 

@@ -26,12 +26,13 @@ class BackboneZeroShot(Method):
     in_all = False
     info = MethodInfo(
         full_name="Backbone zero-shot (aligned image/text embeddings, no training)",
-        paper="Li et al., BLIP-2: Bootstrapping Language-Image Pre-training with Frozen Image Encoders and Large Language Models",
+        paper=("Li et al., BLIP-2: Bootstrapping Language-Image Pre-training with Frozen Image Encoders and "
+               "Large Language Models"),
         venue="ICML", year=2023, code_url="https://github.com/salesforce/LAVIS", status="baseline",
         supervision="unsupervised",
         deviations=(
-            "Encodes the features `cmr-bench features extract` stored; for BLIP-2 the image vector is the mean of the "
-            "32 normalised query embeddings, where BLIP-2's ITC takes the max similarity over the queries.",
+            ("Encodes the features `cmr-bench features extract` stored; for BLIP-2 the image vector is the mean of "
+             "the 32 normalised query embeddings, where BLIP-2's ITC takes the max similarity over the queries."),
         ),
     )
     defaults = {"normalize": True, "mismatch": "error"}

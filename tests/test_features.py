@@ -17,9 +17,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 transformers = pytest.importorskip("transformers", reason='needs the extra: pip install "cmr-bench[backbones]"')
 pytest.importorskip("PIL", reason='needs the extra: pip install "cmr-bench[backbones]"')
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from cmr_bench.features.tiny import build_tiny  # noqa: E402
+from cmr_bench.features.tiny import build_tiny
 
 COLORS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 220)}
 
@@ -122,7 +122,7 @@ def test_blip2_end_to_end_extract_run_table5(tiny_models, raw, tmp_path, run_cli
     from cmr_bench.evaluation import evaluate
 
     test = ds.splits["test"]
-    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
     expected = evaluate(norm(test.image), norm(test.text), test.labels, test.labels, device="cpu")
     assert ours["img2txt_mean"] == pytest.approx(expected["map@all"], abs=1e-4)  # stored to 4 places
 
@@ -158,7 +158,7 @@ def test_features_are_the_models_aligned_embeddings(kind, tiny_models, raw, tmp_
             extra = {} if kind == "siglip" else {"attention_mask": ids["attention_mask"]}
             out = model(pixel_values=pixels, input_ids=ids["input_ids"], **extra)
             ref_image, ref_text = out.image_embeds.numpy(), out.text_embeds.numpy()
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
     assert image.shape == ref_image.shape and text.shape == ref_text.shape
     np.testing.assert_allclose(unit(image), unit(ref_image), atol=1e-4)
     np.testing.assert_allclose(unit(text), unit(ref_text), atol=1e-4)
@@ -414,7 +414,7 @@ def test_half_precision_path_runs_on_the_cpu(kind, tiny_models, raw, tmp_path, r
         assert code == 0, err
     info = json.loads((root / "half" / "extraction.json").read_text())
     assert info["dtype"] == "bfloat16"
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
     with np.load(root / "full" / "features.npz") as a, np.load(root / "half" / "features.npz") as b:
         for key in ("train_image", "train_text", "test_image", "test_text"):
             assert b[key].dtype == np.float32

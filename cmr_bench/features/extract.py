@@ -16,10 +16,10 @@ import shutil
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -153,7 +153,7 @@ def _progress(total: int, initial: int):
                 dynamic_ncols=True)
 
 
-def extract(items: Items, out: Path, backbone_loader: Callable[[], "object"], *, batch_size: int = 32,
+def extract(items: Items, out: Path, backbone_loader: Callable[[], object], *, batch_size: int = 32,
             shard_size: int = 1024, workers: int = 4, paper_dataset: str | None = None,
             overwrite: bool = False, log: Callable[[str], None] = lambda s: None) -> Result:
     """`backbone_loader()` returns a loaded Backbone; it is called only after the inputs passed."""
@@ -267,12 +267,12 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], "object"], *,
     sizes = {}
     for group in ("train", "test"):
         rows = np.flatnonzero(items.split == group)
-        sizes[group] = int(len(rows))
+        sizes[group] = len(rows)
         arrays[f"{group}_image"] = image[rows]
         arrays[f"{group}_text"] = text[rows]
         arrays[f"{group}_labels"] = items.labels[rows]
     np.savez(work / FEATURES_FILE, **arrays)
-    with open(work / ITEMS_FILE, "w", encoding="utf-8") as fh:
+    with open(work / ITEMS_FILE, "w", encoding="utf-8", errors="surrogateescape") as fh:  # odd file names
         fh.write("split\trow\timage\n")
         for group in ("train", "test"):
             for r, i in enumerate(np.flatnonzero(items.split == group)):

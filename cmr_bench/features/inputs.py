@@ -37,7 +37,7 @@ class Items:
         h = hashlib.sha256()
         for key, text in zip(self.keys, self.texts):
             st = (self.root / key).stat()
-            h.update(f"{key}\t{st.st_size}\t{st.st_mtime_ns}\t{text}\n".encode("utf-8"))
+            h.update(f"{key}\t{st.st_size}\t{st.st_mtime_ns}\t{text}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
 

@@ -33,7 +33,7 @@ LAYOUTS = ("wiki", "pascal")
 def _wiki_text(path: Path) -> str:
     raw = path.read_bytes().decode("utf-8", errors="replace")
     # The XML files are not all well-formed (bare '&'): take the <text> element by pattern.
-    match = re.search(r"<text>(.*?)</text>", raw, flags=re.S | re.I)
+    match = re.search(r"<text>(.*?)</text>", raw, flags=re.DOTALL | re.IGNORECASE)
     body = match.group(1) if match else re.sub(r"<[^>]+>", " ", raw)
     return " ".join(html.unescape(body).split())
 

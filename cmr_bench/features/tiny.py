@@ -27,8 +27,17 @@ def _tokenizer(words=WORDS):
 def build_tiny(kind: str, folder: Path, image_size: int = 32) -> Path:
     """Save a tiny `kind` ("clip", "siglip" or "blip2") model into folder/tiny-<kind>; returns that path."""
     import torch
-    from transformers import (Blip2Config, Blip2ForImageTextRetrieval, BlipImageProcessor, CLIPConfig,
-                              CLIPImageProcessor, CLIPModel, SiglipConfig, SiglipImageProcessor, SiglipModel)
+    from transformers import (
+        Blip2Config,
+        Blip2ForImageTextRetrieval,
+        BlipImageProcessor,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
 
     torch.manual_seed(0)
     tokenizer, vocab_size = _tokenizer()
