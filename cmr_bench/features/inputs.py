@@ -46,7 +46,7 @@ def _read_tsv(path: Path, what: str) -> list[tuple[int, str, str]]:
     if not path.is_file():
         raise DataError(f"{what} file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM from a Windows editor is not part of the first path
     except UnicodeDecodeError as exc:
         raise DataError(f"{what} file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     rows = []
