@@ -398,3 +398,196 @@ def test_progress_reaches_the_parent_from_worker_processes(plugin_site, tmp_path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     beats = [line for line in proc.stdout.splitlines() if "example-chaos" in line and "epoch " in line]
     assert any("/4, loss " in line for line in beats), proc.stdout
+
+
+# --- tables and figures a user makes (issue 19 items 4-8, 10) -----------------------------------
+
+@pytest.fixture
+def sign_method():
+    """A cheap binary method: the signs of a seeded random projection of the features."""
+
+    class Sign(Method):
+        name = "test-sign"
+        code_type = "binary"
+        info = MethodInfo("Sign", "test", "test", 2026, status="baseline")
+        defaults = {"scale": 1.0}
+
+        def fit(self, train, val=None):
+            rng = np.random.default_rng(self.seed)
+            self.w = {m: rng.normal(size=(train.features(m).shape[1], self.bits)) for m in ("image", "text")}
+            return [{"epoch": 1, "loss": 1.0}]
+
+        def encode(self, features, modality):
+            return np.where(features @ self.w[modality] >= 0, 1.0, -1.0).astype(np.float32)
+
+    registry._load()
+    registry._add(Sign, "tests")
+    yield Sign
+    registry._REGISTRY.pop("test-sign")
+    registry._SOURCES.pop("test-sign")
+
+
+@pytest.fixture
+def mixed_store(grid, sign_method):
+    """cca (real, 2 seeds), random (real, 1 seed), test-sign (hash, 16 and 128 bits, 1 seed)."""
+    assert grid("--seeds", "0,1", methods="cca")[0] == 0
+    assert grid("--seeds", "0", methods="random")[0] == 0
+    code, out, err = grid("--seeds", "0", "--bits", "16,128", methods="test-sign")
+    assert code == 0, out + err
+    return grid.results
+
+
+def test_table_goes_to_the_users_folder_and_takes_a_manifest_path(mixed_store, run_cli, tmp_path):
+    import shutil
+
+    from cmr_bench.data.manifest import builtin_manifest_paths
+
+    manifest = tmp_path / "my" / "manifest.toml"
+    manifest.parent.mkdir()
+    shutil.copy(builtin_manifest_paths()["synthetic"], manifest)
+    code, out, err = run_cli("table", "--table", "2", "--dataset", manifest, "--results-dir", mixed_store, "--format", "md,csv")
+    assert code == 0, err
+    where = mixed_store / "_out" / "synthetic"  # the manifest's name, never a folder named manifest.toml
+    assert {p.name for p in where.iterdir()} == {"table2.md", "table2.csv"}
+    assert out.strip().splitlines()[-1] == f"output: {where}"
+    import pandas as pd
+
+    df = pd.read_csv(where / "table2.csv").set_index("method")
+    assert df.loc["cca", "runs"] == 2 and df.loc["random", "runs"] == 1  # read the runs: not "not run"
+    md = (where / "table2.md").read_text()
+    cca = next(line for line in md.splitlines() if line.startswith("| cca"))
+    rnd = next(line for line in md.splitlines() if line.startswith("| random"))
+    assert "±" in cca and "±" not in rnd  # one run: no spread to print
+    assert "nan" not in md
+
+
+def test_hash_table_has_n_and_numeric_bit_order(mixed_store, run_cli, tmp_path):
+    code, out, err = run_cli("table", "--table", "hash", "--dataset", "synthetic", "--results-dir", mixed_store,
+                             "--out", tmp_path / "t", "--format", "md", "--hide-missing")
+    assert code == 0, err
+    header = next(line for line in (tmp_path / "t" / "hash_mapall.md").read_text().splitlines() if line.startswith("| Method"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols == ["Method", "I→T 16", "T→I 16", "I→T 128", "T→I 128", "n"]
+    row = next(line for line in (tmp_path / "t" / "hash_mapall.md").read_text().splitlines() if line.startswith("| test-sign"))
+    assert row.rstrip(" |").endswith("1") and "±" not in row
+    assert "ssah" not in out  # --hide-missing: no row without runs
+
+
+def test_latex_fits_a_two_column_paper(mixed_store, run_cli, tmp_path):
+    code, _, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", mixed_store,
+                           "--out", tmp_path / "t", "--format", "latex", "--hide-missing")
+    assert code == 0, err
+    tex = (tmp_path / "t" / "table2.tex").read_text()
+    assert "\\begin{table*}" in tex and "\\resizebox{\\textwidth}{!}{%" in tex and "\\label{tab:table2-synthetic}" in tex
+    assert "\\caption{MAP of cross-modal retrieval (synthetic)}" in tex  # LaTeX numbers it: no "Table II:" inside
+    rows = [line for line in tex.splitlines() if line.endswith("\\\\")]
+    assert len(rows) == 1 + 2 + 1  # header, the two methods with runs, the label ceiling
+    _compile(tex, tmp_path)
+
+
+def _compile(tex: str, tmp_path: Path) -> None:
+    """pdflatex on a two-column article holding the table, when pdflatex and booktabs are here."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("pdflatex"):
+        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+    if subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).returncode != 0:
+        pytest.skip("booktabs.sty is not installed (apt-get install texlive-latex-recommended)")
+    doc = tmp_path / "paper.tex"
+    doc.write_text("\\documentclass[twocolumn]{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
+                   "\\usepackage{graphicx}\n\\begin{document}\nText.\n" + tex + "\n\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Overfull \\hbox" not in proc.stdout, proc.stdout[-3000:]
+
+
+def test_table_can_include_runs_made_with_set(grid, run_cli, tmp_path):
+    assert grid("--seeds", "0", methods="cca")[0] == 0
+    assert grid("--seeds", "0", "--set", "cca.reg=0.01", methods="cca")[0] == 0
+    folders = [f.parent.name for f in _run_folders(grid.results)]
+    assert any(name.startswith("default-set-reg-0-01-") for name in folders), folders  # the folder says what was set
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", grid.results,
+                             "--out", tmp_path / "a", "--format", "csv")
+    import pandas as pd
+
+    assert "reg=0.01" not in out  # paper tables: the published configuration only
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", grid.results,
+                             "--out", tmp_path / "b", "--format", "csv", "--include-overrides")
+    assert code == 0, err
+    df = pd.read_csv(tmp_path / "b" / "table2.csv").set_index("method")
+    assert df.loc["cca", "runs"] == 1 and df.loc["cca {reg=0.01}", "runs"] == 1
+    assert df.loc["cca", "img2txt_mean"] != df.loc["cca {reg=0.01}", "img2txt_mean"]
+
+
+def test_plot_pr_one_figure_per_protocol_and_code_length(mixed_store, run_cli, tmp_path):
+    code, out, err = run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", mixed_store)
+    assert code == 0, err
+    where = mixed_store / "_out" / "synthetic"
+    assert {p.name for p in where.glob("*.png")} == {"fig_pr_real.png", "fig_pr_hash_16bits.png", "fig_pr_hash_128bits.png"}
+    assert f"output: {where}" in out
+    code, out, err = run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", mixed_store, "--bits", "16",
+                             "--protocol", "hash", "--out", tmp_path / "one.png")
+    assert code == 0 and (tmp_path / "one.png").is_file() and out.count("wrote") == 1
+
+
+def test_pr_figure_title_legend_and_styles(mixed_store, tmp_path, monkeypatch):
+    """The protocol in the title, the legend outside both panels, no two curves alike."""
+    import matplotlib.pyplot as plt
+
+    from cmr_bench.report import figures
+
+    seen = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out: seen.setdefault(out.name, fig) and out)
+    figures.plot_pr(mixed_store, "synthetic", tmp_path / "pr.png", protocol="real")
+    fig = seen["pr.png"]
+    assert "protocol 'real'" in fig._suptitle.get_text()
+    assert fig.legends and not any(ax.get_legend() for ax in fig.axes)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and len({(str(ln.get_color()), ln.get_linestyle()) for ln in lines}) == 2
+    plt.close(fig)
+    styles = {(figures._style(i)["color"], figures._style(i)["linestyle"]) for i in range(40)}
+    assert len(styles) == 40
+
+
+def test_plot_curves_and_tensorboard(grid, stepping_method, run_cli, tmp_path, monkeypatch):
+    assert grid("--seeds", "0,1", "--set", "sleep_s=0", methods="test-stepping")[0] == 0
+    config = _run_folders(grid.results)[0].parent
+    png = tmp_path / "c.png"
+    code, out, err = run_cli("plot", "curves", config, "--out", png)  # a config folder: all its seeds
+    assert code == 0, err
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    code, _, err = run_cli("plot", "curves", tmp_path / "nothing")
+    assert code == 2 and "no such run folder" in err
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)
+    code, _, err = run_cli("plot", "curves", config, "--out", png, "--tensorboard", tmp_path / "tb")
+    assert code == 2 and 'pip install "cmr-bench[tensorboard]"' in err and len(err.strip().splitlines()) == 1
+
+
+def test_plot_curves_writes_tensorboard_events(grid, stepping_method, run_cli, tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorBoard is not installed (optional extra: pip install \"cmr-bench[tensorboard]\")")
+    assert grid("--seeds", "0", "--set", "sleep_s=0", methods="test-stepping")[0] == 0
+    code, out, err = run_cli("plot", "curves", _run_folders(grid.results)[0], "--out", tmp_path / "c.png", "--tensorboard", tmp_path / "tb")
+    assert code == 0, err
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_dirty_flag_counts_untracked_code(tmp_path):
+    import subprocess
+
+    from cmr_bench.runner.environment import git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "a.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "notes.txt").write_text("not code\n")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "methods" / "mine.py").write_text("class Mine: ...\n")  # a new in-tree plugin
+    assert git_state(tmp_path)["dirty"] is True

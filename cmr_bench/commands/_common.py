@@ -30,3 +30,32 @@ def print_table(rows: list[dict], headers: list[str] | None = None) -> None:
     from tabulate import tabulate
 
     print(tabulate(rows, headers="keys" if headers is None else headers, tablefmt="simple"))
+
+
+def dataset_name(args) -> str:
+    """--dataset as `run` takes it: a dataset name, or a path to a manifest .toml (whose
+    `name` is the store's folder). A name needs no manifest: stored runs of a dataset whose
+    manifest is gone can still be read."""
+    from pathlib import Path
+
+    from cmr_bench.paths import check_component
+
+    text = str(args.dataset)
+    if text.endswith(".toml") or "/" in text or Path(text).is_file():
+        from cmr_bench.data.manifest import find_manifest
+
+        return find_manifest(text, root_of(args)).name
+    return check_component(text, "--dataset")
+
+
+def user_output(args, dataset: str):
+    """Where a command's tables and figures go: --out, else <results-dir>/_out/<dataset>/ (a
+    user's own folder: the committed reference tables in results/<dataset>/ are never written)."""
+    from pathlib import Path
+
+    return Path(args.results_dir) / OUT_FOLDER / dataset
+
+
+OUT_FOLDER = "_out"  # cannot be a dataset name (names start with a letter or digit)
+DATASET_HELP = "dataset name or path to a manifest .toml (as for `run`)"
+RESULTS_HELP = "run store (default results/runs)"

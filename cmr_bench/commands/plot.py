@@ -1,35 +1,75 @@
-"""`cmr-bench plot pr|precision-at-r|code-length`: PNG figures from stored runs."""
+"""`cmr-bench plot pr|precision-at-r|code-length|curves`: PNG figures from stored runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from cmr_bench.errors import CmrBenchError
+
 ORDER = 35
+KINDS = ("pr", "precision-at-r", "code-length", "curves")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("plot", help="PR curves, precision@top-R curves, mAP vs code length (PNG)")
-    p.add_argument("kind", choices=["pr", "precision-at-r", "code-length"])
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--protocol", default=None, help="only runs of this protocol (default: all)")
-    p.add_argument("--bits", type=int, default=None, help="binary methods: only this code length (pr, precision-at-r)")
-    p.add_argument("--metric", default="map@all", help="code-length: map@all or map@50")
-    p.add_argument("--results-dir", default=str(Path("results") / "runs"))
-    p.add_argument("--out", default=None, help="PNG path (default results/<dataset>/fig_<kind>.png)")
+    from cmr_bench.commands._common import DATASET_HELP, OUT_FOLDER, RESULTS_HELP
+
+    p = sub.add_parser("plot", help="PR curves, precision@top-R curves, mAP vs code length, training curves (PNG)")
+    p.add_argument("kind", choices=KINDS, help="pr | precision-at-r (one figure per protocol and code length), code-length, "
+                                               "curves (loss and validation mAP per epoch of RUN folders)")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="curves: run folders (seed-k, or a config folder for all its seeds)")
+    p.add_argument("--dataset", default=None, help=DATASET_HELP + "; required except for curves")
+    p.add_argument("--protocol", default=None, help="only runs of this protocol (default: every protocol, one figure each)")
+    p.add_argument("--bits", type=int, default=None, help="binary methods: only this code length (default: one figure per length)")
+    p.add_argument("--metric", default="map@all", help="code-length: map@all (default) or map@50")
+    p.add_argument("--term", default=None, help="curves with several runs: the log term to draw (default: 'loss', else the first term)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="curves: also write the runs' logs as TensorBoard event files into DIR (pip install \"cmr-bench[tensorboard]\")")
+    p.add_argument("--results-dir", default=str(Path("results") / "runs"), help=RESULTS_HELP)
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help=f"PNG path (default <results-dir>/{OUT_FOLDER}/<dataset>/fig_<kind>.png; several figures get "
+                        "_<protocol>[_<bits>bits] added)")
     p.set_defaults(handler=cmd_plot)
 
 
 def cmd_plot(args) -> int:
     from cmr_bench.report import figures
 
+    if args.kind == "curves":
+        return cmd_curves(args)
+    if args.runs:
+        raise CmrBenchError(f"plot {args.kind} takes no RUN folders (only plot curves does); use --dataset")
+    if not args.dataset:
+        raise CmrBenchError(f"plot {args.kind}: --dataset is required")
+    from cmr_bench.commands._common import dataset_name, user_output
+
+    dataset = dataset_name(args)
     suffix = f"_{args.bits}bits" if args.bits else ""
-    out = Path(args.out) if args.out else Path("results") / args.dataset / f"fig_{args.kind.replace('-', '_')}{suffix}.png"
+    out = Path(args.out) if args.out else user_output(args, dataset) / f"fig_{args.kind.replace('-', '_')}{suffix}.png"
     runs_dir = Path(args.results_dir)
     if args.kind == "pr":
-        path = figures.plot_pr(runs_dir, args.dataset, out, args.protocol, args.bits)
+        paths = figures.plot_pr(runs_dir, dataset, out, args.protocol, args.bits)
     elif args.kind == "precision-at-r":
-        path = figures.plot_precision_at_r(runs_dir, args.dataset, out, args.protocol, args.bits)
+        paths = figures.plot_precision_at_r(runs_dir, dataset, out, args.protocol, args.bits)
     else:
-        path = figures.plot_code_length(runs_dir, args.dataset, out, args.protocol, args.metric)
+        paths = [figures.plot_code_length(runs_dir, dataset, out, args.protocol, args.metric)]
+    for path in paths:
+        print(f"wrote {path}")
+    print(f"output: {out.parent}")
+    return 0
+
+
+def cmd_curves(args) -> int:
+    from cmr_bench.report import figures
+
+    if not args.runs:
+        raise CmrBenchError("plot curves: name one or more run folders (e.g. results/runs/wiki/real/acmr/default-<hash>/seed-0)")
+    runs = figures.read_logs([Path(r) for r in args.runs])
+    out = Path(args.out) if args.out else Path(args.results_dir) / "_out" / "curves" / f"curves_{figures.runs_slug(runs)}.png"
+    path = figures.plot_curves(runs, out, term=args.term)
     print(f"wrote {path}")
+    if args.tensorboard:
+        for where in figures.write_tensorboard(runs, Path(args.tensorboard)):
+            print(f"wrote {where}")
+        print(f"tensorboard --logdir {args.tensorboard}")
+    print(f"output: {out.parent}")
     return 0

@@ -12,12 +12,18 @@ FORMATS = ("csv", "latex", "md")
 
 def register(sub) -> None:
     p = sub.add_parser("table", help="Tables II-V of the SDCMR paper (and the hashing tables) from stored runs")
-    p.add_argument("--table", required=True, choices=["2", "3", "4", "5", "hash", "djsrh-ablation"])
-    p.add_argument("--dataset", required=True)
+    from cmr_bench.commands._common import DATASET_HELP, OUT_FOLDER, RESULTS_HELP
+
+    p.add_argument("--table", required=True, choices=["2", "3", "4", "5", "hash", "djsrh-ablation"],
+                   help="2-5: the SDCMR paper's Tables II-V; hash: hashing methods by code length; djsrh-ablation: DJSRH-1..6")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--metric", default=None, help="map@all (default) or map@50 (DJSRH's tables)")
-    p.add_argument("--results-dir", default=str(Path("results") / "runs"))
-    p.add_argument("--format", default="csv,latex,md", help="comma list of csv, latex, md")
-    p.add_argument("--out", default=None, help="output folder (default results/<dataset>/)")
+    p.add_argument("--results-dir", default=str(Path("results") / "runs"), help=RESULTS_HELP)
+    p.add_argument("--format", default="csv,latex,md", help="comma list of csv, latex, md (default all three)")
+    p.add_argument("--out", default=None, help=f"output folder (default <results-dir>/{OUT_FOLDER}/<dataset>/)")
+    p.add_argument("--include-overrides", action="store_true",
+                   help="also runs made with --set: one row per distinct configuration, marked {key=value}")
+    p.add_argument("--hide-missing", action="store_true", help="leave out rows without a run of ours (no plugin, not run)")
     p.set_defaults(handler=cmd_table)
 
 
@@ -31,16 +37,18 @@ def cmd_table(args) -> int:
     metric = args.metric or "map@all"
     if metric not in ("map@all", "map@50"):
         raise CmrBenchError(f"--metric must be map@all or map@50, got '{metric}'")
-    runs_dir = Path(args.results_dir)
-    if args.table == "hash":
-        table = hash_table(args.dataset, runs_dir, metric)
-    elif args.table == "djsrh-ablation":
-        table = hash_table(args.dataset, runs_dir, metric, variants=True)
-    else:
-        from cmr_bench.commands._common import root_of
+    from cmr_bench.commands._common import dataset_name, root_of, user_output
 
-        table = paper_table(args.table, args.dataset, runs_dir, metric, root=root_of(args))
-    out = Path(args.out) if args.out else Path("results") / args.dataset
+    dataset = dataset_name(args)
+    runs_dir = Path(args.results_dir)
+    extra = {"include_overrides": args.include_overrides, "hide_missing": args.hide_missing}
+    if args.table == "hash":
+        table = hash_table(dataset, runs_dir, metric, **extra)
+    elif args.table == "djsrh-ablation":
+        table = hash_table(dataset, runs_dir, metric, variants=True, **extra)
+    else:
+        table = paper_table(args.table, dataset, runs_dir, metric, root=root_of(args), **extra)
+    out = Path(args.out) if args.out else user_output(args, dataset)
     if out.exists() and not out.is_dir():
         raise CmrBenchError(f"--out {out} exists and is not a folder (--out names the folder the tables go into)")
     try:
@@ -50,4 +58,5 @@ def cmd_table(args) -> int:
     print(to_markdown(table))
     for p in paths:
         print(f"wrote {p}")
+    print(f"output: {out}")
     return 0

@@ -38,57 +38,110 @@ def _finished(runs_dir: Path, dataset: str, protocol: str | None, bits: int | No
         yield spec, metrics
 
 
-def _style(i: int):
+def _style(i: int) -> dict:
+    """Colour, line style and marker of the i-th curve: 20 distinct colours (tab20), then the
+    same colours with other line styles, so no two curves of one figure look alike."""
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"].colors
+    colours = tab20[0::2] + tab20[1::2]  # the ten strong colours first, then their light partners
     styles = ["-", "--", "-.", ":"]
-    return styles[(i // 10) % len(styles)]
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    return {"color": colours[i % 20], "linestyle": styles[(i // 10) % len(styles)], "marker": markers[i % len(markers)]}
 
 
-def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None) -> Path:
-    curves = defaultdict(lambda: defaultdict(list))
+def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None):
+    """{(protocol, bits or None): [(spec, metrics), ...]}: one figure per protocol and code length."""
+    groups = defaultdict(list)
     for spec, metrics in _finished(runs_dir, dataset, protocol, bits):
-        label = method_key(spec["method"], spec.get("variant", "")) + (f" {spec['bits']}b" if spec.get("bits") else "")
-        for d in DIRECTION_TITLES:
-            pr = metrics[d].get("pr_curve")
-            if pr:
-                curves[label][d].append((np.asarray(pr["recall"], float), np.asarray(pr["precision"], float)))
-    if not curves:
+        groups[(spec.get("protocol", "?"), spec.get("bits"))].append((spec, metrics))
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)))
+
+
+def group_path(out: Path, protocol: str, bits: int | None, several: bool) -> Path:
+    """`out` itself for a single figure; else `out` with the protocol and code length added."""
+    if not several:
+        return out
+    return out.with_name(f"{out.stem}_{protocol}" + (f"_{bits}bits" if bits else "") + out.suffix)
+
+
+def _title(dataset: str, protocol: str, bits: int | None) -> str:
+    return f"{dataset}, protocol '{protocol}'" + (f", {bits}-bit codes" if bits else "")
+
+
+def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None) -> list[Path]:
+    """One PNG per (protocol, code length): PR curves of both directions, mean over seeds."""
+    groups = _groups(runs_dir, dataset, protocol, bits)
+    if not groups:
         raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
-    def draw(ax, i, label, runs):
-        recall = np.mean([c[0] for c in runs], axis=0)
-        precision = np.mean([c[1] for c in runs], axis=0)
-        ax.plot(recall, precision, _style(i), marker=".", markersize=3, label=f"{label} (n={len(runs)})")
+    written = []
+    for (proto, b), runs in groups.items():
+        curves = defaultdict(lambda: defaultdict(list))
+        for spec, metrics in runs:
+            label = method_key(spec["method"], spec.get("variant", ""))
+            for d in DIRECTION_TITLES:
+                pr = metrics[d].get("pr_curve")
+                if pr:
+                    curves[label][d].append((np.asarray(pr["recall"], float), np.asarray(pr["precision"], float)))
+        if not curves:
+            continue
 
-    return _two_panels(curves, draw, dataset, out, xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1))
+        def draw(ax, i, label, runs):
+            recall = np.mean([c[0] for c in runs], axis=0)
+            precision = np.mean([c[1] for c in runs], axis=0)
+            ax.plot(recall, precision, markersize=3, markevery=max(1, len(recall) // 10), label=f"{label} (n={len(runs)})", **_style(i))
+
+        written.append(_two_panels(curves, draw, _title(dataset, proto, b), group_path(out, proto, b, len(groups) > 1),
+                                   xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1)))
+    if not written:
+        raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
+    return written
 
 
-def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None) -> Path:
-    curves = defaultdict(lambda: defaultdict(list))
-    for spec, metrics in _finished(runs_dir, dataset, protocol, bits):
-        label = spec["method"] + (f" {spec['bits']}b" if spec.get("bits") else "")
-        for d in DIRECTION_TITLES:
-            ps = sorted((int(k[2:]), v) for k, v in metrics[d].items() if k.startswith("p@") and isinstance(v, (int, float)))
-            if ps:
-                curves[label][d].append(ps)
-    if not curves:
+def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None) -> list[Path]:
+    groups = _groups(runs_dir, dataset, protocol, bits)
+    written = []
+    for (proto, b), runs in groups.items():
+        curves = defaultdict(lambda: defaultdict(list))
+        for spec, metrics in runs:
+            label = method_key(spec["method"], spec.get("variant", ""))
+            for d in DIRECTION_TITLES:
+                ps = sorted((int(k[2:]), v) for k, v in metrics[d].items() if k.startswith("p@") and isinstance(v, (int, float)))
+                if ps:
+                    curves[label][d].append(ps)
+        if not curves:
+            continue
+
+        def draw(ax, i, label, runs):
+            rs = [r for r, _ in runs[0]]
+            ax.plot(rs, np.mean([[v for _, v in run] for run in runs], axis=0), markersize=3, label=f"{label} (n={len(runs)})", **_style(i))
+
+        written.append(_two_panels(curves, draw, _title(dataset, proto, b), group_path(out, proto, b, len(groups) > 1),
+                                   xlabel="Number of top returned items R", ylabel="Precision@R", ylim=(0, 1)))
+    if not written:
         raise CmrBenchError(f"no finished runs with precision@R for dataset '{dataset}' in {runs_dir}")
-    def draw(ax, i, label, runs):
-        rs = [r for r, _ in runs[0]]
-        ax.plot(rs, np.mean([[v for _, v in run] for run in runs], axis=0), _style(i), marker="o", markersize=3, label=label)
-
-    return _two_panels(curves, draw, dataset, out, xlabel="Number of top returned items R", ylabel="Precision@R", ylim=(0, 1))
+    return written
 
 
-def _two_panels(curves, draw, dataset: str, out: Path, **axis) -> Path:
-    """Img2Txt and Txt2Img side by side; `curves[label][direction]` holds one entry per run."""
+def _legend_outside(fig, axes) -> None:
+    handles, labels = axes[-1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+
+
+def _two_panels(curves, draw, title: str, out: Path, **axis) -> Path:
+    """Img2Txt and Txt2Img side by side, one legend right of both; `curves[label][direction]`
+    holds one entry per run."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, (d, title) in zip(axes, DIRECTION_TITLES.items()):
+    for ax, (d, panel) in zip(axes, DIRECTION_TITLES.items()):
         for i, (label, per_dir) in enumerate(sorted(curves.items())):
             if per_dir[d]:
                 draw(ax, i, label, per_dir[d])
-        ax.set(title=f"{title} — {dataset}", **axis)
+        ax.set(title=panel, **axis)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(title)
+    _legend_outside(fig, axes)
     return _save(fig, out)
 
 
@@ -108,11 +161,16 @@ def plot_code_length(runs_dir: Path, dataset: str, out: Path, protocol: str | No
             bits = sorted(per_dir[d])
             means = [np.mean(per_dir[d][b]) for b in bits]
             stds = [np.std(per_dir[d][b]) for b in bits]
-            ax.errorbar(bits, means, yerr=stds, fmt=_style(i), marker="o", capsize=3, label=method)
+            ax.errorbar(bits, means, yerr=stds, capsize=3, label=method, **_style(i))
         ax.set_xscale("log", base=2)
-        ax.set(title=f"{title} — {dataset}", xlabel="Code length (bits)", ylabel=metric)
+        ax.set_xticks(sorted({b for per_dir in points.values() for b in per_dir[d]}))
+        from matplotlib.ticker import ScalarFormatter
+
+        ax.get_xaxis().set_major_formatter(ScalarFormatter())
+        ax.set(title=title, xlabel="Code length (bits)", ylabel=metric)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{dataset}, protocol '{protocol or 'hash'}': {metric} by code length")
+    _legend_outside(fig, axes)
     return _save(fig, out)
 
 
@@ -120,9 +178,144 @@ def _save(fig, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=130)
+    fig.savefig(tmp, dpi=130, bbox_inches="tight")  # the legend outside the axes stays in the file
     tmp.replace(out)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     return out
+
+
+# --- training curves from log.jsonl -------------------------------------------------------
+
+X_KEYS = ("epoch", "iteration", "step")
+NOT_TERMS = set(X_KEYS) | {"val_map_i2t", "val_map_t2i", "selected_epoch"}
+
+
+def read_logs(folders: list[Path]) -> list[dict]:
+    """[{label, folder, x, rows, selected}] for each run folder (a config folder stands for its
+    seed-k folders); one-line errors for folders that are not runs."""
+    import json
+
+    from cmr_bench.runner.store import SEED_DIR, validate_run
+
+    seeds: list[Path] = []
+    for folder in folders:
+        if folder.is_dir() and not (folder / "run.json").is_file():
+            found = sorted(p for p in folder.iterdir() if p.is_dir() and SEED_DIR.match(p.name) and (p / "run.json").is_file())
+            if not found:
+                raise CmrBenchError(f"{folder} is not a run folder (no run.json in it or in seed-* folders below it)")
+            seeds += found
+        else:
+            seeds.append(folder)
+    runs = []
+    for folder in seeds:
+        state = validate_run(folder)
+        if state.status is None:
+            raise CmrBenchError(f"{folder}: no such run folder")
+        if state.status not in (STATUS_DONE, "failed"):
+            raise CmrBenchError(f"{folder}: not a readable run ({state.problem})")
+        rows = []
+        try:
+            for line in (folder / "log.jsonl").read_text().splitlines():
+                row = json.loads(line) if line.strip() else None
+                if isinstance(row, dict):
+                    rows.append(row)
+        except (OSError, ValueError) as exc:
+            raise CmrBenchError(f"{folder}/log.jsonl is unreadable ({type(exc).__name__})") from None
+        spec = state.run.get("spec", {})
+        x = next((k for k in X_KEYS if rows and all(k in r for r in rows)), None)
+        label = method_key(spec.get("method", "?"), spec.get("variant", "")) + (f" {spec['bits']}b" if spec.get("bits") else "")
+        label += f" seed={spec.get('seed', '?')}"
+        selected = next((r["selected_epoch"] for r in reversed(rows) if isinstance(r.get("selected_epoch"), (int, float))), None)
+        runs.append({"label": label, "folder": folder, "x": x, "rows": rows, "selected": selected})
+    return runs
+
+
+def runs_slug(runs: list[dict]) -> str:
+    import re
+
+    text = "_".join(dict.fromkeys(r["label"].split(" seed=")[0] for r in runs))
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")[:60] or "runs"
+
+
+def _terms(rows: list[dict]) -> list[str]:
+    keys: dict[str, None] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k not in NOT_TERMS and isinstance(v, (int, float)) and not isinstance(v, bool):
+                keys[k] = None
+    return list(keys)
+
+
+def plot_curves(runs: list[dict], out: Path, term: str | None = None) -> Path:
+    """Left: training loss per epoch (every term for one run; `term` for several runs);
+    right: validation mAP per epoch, both directions, with the selected epoch marked."""
+    if not any(r["rows"] and r["x"] for r in runs):
+        raise CmrBenchError("no training log in these runs (log.jsonl has no epoch/iteration rows: a closed-form method?)")
+    if term is not None and not any(term in _terms(r["rows"]) for r in runs):
+        known = sorted({t for r in runs for t in _terms(r["rows"])})
+        raise CmrBenchError(f"--term {term}: not in these logs (has: {', '.join(known) or 'nothing'})")
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    has_val = False
+    i = 0
+    for run in runs:
+        if not run["rows"] or not run["x"]:
+            continue
+        terms = _terms(run["rows"])
+        if len(runs) > 1 or term:
+            terms = [term] if term else (["loss"] if "loss" in terms else terms[:1])
+        for t in terms:
+            pts = [(r[run["x"]], r[t]) for r in run["rows"] if isinstance(r.get(t), (int, float))]
+            if pts:
+                name = t if len(runs) == 1 else f"{run['label']}: {t}"
+                left.plot(*zip(*pts), label=name, **{**_style(i), "marker": None})
+                i += 1
+        for d, dash in (("val_map_i2t", "-"), ("val_map_t2i", "--")):
+            pts = [(r[run["x"]], r[d]) for r in run["rows"] if isinstance(r.get(d), (int, float))]
+            if pts:
+                has_val = True
+                colour = _style(runs.index(run))["color"]
+                right.plot(*zip(*pts), dash, color=colour, label=f"{run['label']} {DIRECTION_TITLES[d[-3:]]}")
+        if run["selected"] is not None and has_val:
+            right.axvline(run["selected"], color=_style(runs.index(run))["color"], alpha=0.4, linestyle=":")
+    x_name = next((r["x"] for r in runs if r["x"]), "epoch")
+    left.set(title="Training loss", xlabel=x_name, ylabel="loss (epoch mean)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, frameon=False)
+    if has_val:
+        right.set(title="Validation mAP (dotted: selected epoch)", xlabel=x_name, ylabel="mAP@all")
+        right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=1, frameon=False)
+    else:
+        right.text(0.5, 0.5, "no validation mAP in these logs\n(the method does not select on validation)",
+                   ha="center", va="center", transform=right.transAxes)
+        right.set_axis_off()
+    right.grid(alpha=0.3)
+    fig.suptitle("Training curves: " + ", ".join(dict.fromkeys(r["label"] for r in runs))[:120])
+    return _save(fig, out)
+
+
+def write_tensorboard(runs: list[dict], logdir: Path) -> list[Path]:
+    """Each run's log as TensorBoard scalars (torch.utils.tensorboard; the optional extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CmrBenchError('--tensorboard needs TensorBoard: pip install "cmr-bench[tensorboard]"') from None
+    import re
+
+    written = []
+    for run in runs:
+        if not run["rows"] or not run["x"]:
+            continue
+        where = logdir / re.sub(r"[^A-Za-z0-9.+=-]+", "_", run["label"]).strip("_")
+        writer = SummaryWriter(log_dir=str(where))
+        try:
+            for row in run["rows"]:
+                for k, v in row.items():
+                    if k != run["x"] and isinstance(v, (int, float)) and not isinstance(v, bool):
+                        writer.add_scalar(("val/" if k.startswith("val_") else "train/") + k, float(v), int(row[run["x"]]))
+        finally:
+            writer.close()
+        written.append(where)
+    return written

@@ -16,6 +16,15 @@ def method_key(method: str, variant: str) -> str:
     return f"{method}[{variant}]" if variant else method
 
 
+def overrides_text(overrides) -> str:
+    """' {key=value, ...}' for a run made with --set (a row of its own in tables), '' otherwise."""
+    if not overrides or not isinstance(overrides, dict):
+        return ""
+    import json
+
+    return " {" + ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(overrides.items())) + "}"
+
+
 def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_overrides: bool = False,
             data: str | None = None) -> pd.DataFrame:
     """Runs made with --set overrides are left out of paper tables unless asked for: a table
@@ -30,7 +39,7 @@ def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_o
         if spec.get("overrides") and not include_overrides:
             continue
         row = {
-            "key": method_key(spec["method"], spec.get("variant", "")), "method": spec["method"],
+            "key": method_key(spec["method"], spec.get("variant", "")) + overrides_text(spec.get("overrides")), "method": spec["method"],
             "variant": spec.get("variant", ""), "bits": spec.get("bits"), "seed": spec["seed"],
             "config_hash": spec.get("config_hash"), "status": run.get("status"), "reason": run.get("reason", ""),
             "finished": str(run.get("finished", "")), "folder": str(folder), "code_type": run.get("method_info", {}).get("code_type"),

@@ -34,7 +34,9 @@ class Table:
 
 
 def _fmt(mean, std, n) -> str:
-    return "—" if n == 0 else f"{mean:.3f} ± {std:.3f}"
+    if n == 0:
+        return "—"
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"  # one run has no spread to show
 
 
 def _status_text(runs: pd.DataFrame, has_plugin: bool) -> str:
@@ -84,14 +86,17 @@ def _table5_source(dataset: str, root: Path | None) -> tuple[str, dict]:
     return (paper, dict(m.raw.get("features", {}))) if isinstance(paper, str) and paper else (dataset, {})
 
 
-def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all", root: Path | None = None) -> Table:
+def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all", root: Path | None = None,
+                include_overrides: bool = False, hide_missing: bool = False) -> Table:
+    """`include_overrides`: runs made with --set get a row of their own per configuration, under
+    their method's row; `hide_missing`: leave out rows without a run of ours (no plugin, not run)."""
     from cmr_bench.registry import all_methods
 
     pub_all = published(table)
     paper_dataset, features = _table5_source(dataset, root) if table == "5" else (dataset, {})
     pub = pub_all[(pub_all["dataset"] == paper_dataset) & (~pub_all["table"].astype(str).str.contains("same-features"))]
     same = pub_all[(pub_all["dataset"] == paper_dataset) & (pub_all["table"].astype(str).str.contains("same-features"))]
-    runs = collect(runs_dir, dataset, protocol="real")
+    runs = collect(runs_dir, dataset, protocol="real", include_overrides=include_overrides)
     plugins = all_methods()
     # Rows: the paper's rows in its order, then our real-valued methods the paper lacks (table II only).
     rows = [(r["method"], r["key"]) for _, r in pub.iterrows()]
@@ -105,11 +110,14 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         rows += [(r["method"] + " (same features)", f"same:{r['method']}") for _, r in same.iterrows() if not r["key"]]
     if not rows:
         raise_missing(table, dataset)
+    if include_overrides and not runs.empty:
+        rows = [r for label, key in rows for r in [(label, key)] + [
+            (f"{label} {k[len(key) + 1:]}", k) for k in sorted(set(runs["key"])) if key and k.startswith(key + " {")]]
     records, display = [], []
     for label, key in rows:
         if table == "5" and features:  # never SDCMR's runs on the dataset's own features
             key = TABLE5_PLUGINS.get(key, key)
-        base = key.split("[")[0]
+        base = key.split(" {")[0].split("[")[0]
         has_plugin = bool(key) and base in plugins
         mine = runs[runs["key"] == key] if (has_plugin and not runs.empty) else pd.DataFrame()
         done = mine[mine["status"] == "done"] if not mine.empty else mine
@@ -173,6 +181,13 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     elif table == "5":
         notes.append("These rows need backbone features of the dataset: make them with `cmr-bench features extract "
                      f"... --paper-dataset {dataset} --out DATA_ROOT/NAME` and run `table --table 5 --dataset NAME`.")
+    if hide_missing:
+        keep = [i for i, r in enumerate(records) if r["status"] not in ("no plugin", "not run", "needs backbone features")]
+        if len(keep) < len(records):
+            notes.append(f"{len(records) - len(keep)} row(s) without a run of ours left out (--hide-missing).")
+        records, display = [records[i] for i in keep], [display[i] for i in keep]
+    if include_overrides:
+        notes.append("Rows with {key=value} are runs made with --set: not the method's published configuration.")
     return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes)
 
 
@@ -205,11 +220,13 @@ def raise_missing(table: str, dataset: str):
     raise CmrBenchError(f"Table {table} of the SDCMR paper has no rows for dataset '{dataset}'")
 
 
-def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: bool = False) -> Table:
-    """Methods (or DJSRH variants) x code lengths x directions, mean ± std over seeds."""
+def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: bool = False,
+               include_overrides: bool = False, hide_missing: bool = False) -> Table:
+    """Methods (or DJSRH variants) x code lengths x directions, mean ± std over seeds, and n
+    (runs per cell: one number, or min-max when the cells differ)."""
     from cmr_bench.registry import all_methods
 
-    runs = collect(runs_dir, dataset)
+    runs = collect(runs_dir, dataset, include_overrides=include_overrides)
     binary = [n for n, c in all_methods().items() if c.code_type == "binary"]
     runs = runs[runs["method"].isin(binary)] if not runs.empty else runs
     if variants:
@@ -217,19 +234,23 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     keys = sorted(set(runs["key"])) if not runs.empty else []
     if not variants:
         keys = [k for k in keys if "[" not in k] or keys
-        keys = sorted(set(keys) | {n for n in binary if all_methods()[n].in_all})
+        keys = sorted(set(keys) | ({n for n in binary if all_methods()[n].in_all} if not hide_missing else set()))
     bits = sorted({int(b) for b in runs["bits"].dropna()}) if not runs.empty else []
     records, display = [], []
     for key in keys:
         mine = runs[runs["key"] == key] if not runs.empty else runs
         rec, disp = {"method": key}, {"Method": key}
+        counts = []
         for b in bits:
             sel = mine[(mine["bits"] == b) & (mine["status"] == "done")]
             for d, label in (("i2t", "I→T"), ("t2i", "T→I")):
                 m, s, n = mean_std(sel.get(f"{d}:{metric}", []))
                 rec[f"{d}_{b}_mean"], rec[f"{d}_{b}_std"], rec[f"{d}_{b}_n"] = m, s, n
+                counts.append(n)
                 failed = int(((mine["bits"] == b) & (mine["status"] != "done")).sum()) if not mine.empty else 0
                 disp[f"{label} {b}"] = _fmt(m, s, n) if n else ("failed" if failed else "not run")
+        done = [c for c in counts if c]
+        disp["n"] = "" if not done else (str(min(done)) if min(done) == max(done) else f"{min(done)}-{max(done)}")
         records.append(rec)
         display.append(disp)
     notes = [f"{metric}, Hamming ranking (ties: expected value over tied orders), mean ± sample std over seeds."]
@@ -238,30 +259,53 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
 
 
 def to_markdown(t: Table) -> str:
-    body = t.display.to_markdown(index=False) if not t.display.empty else "(no rows)"
+    body = t.display.fillna("").to_markdown(index=False) if not t.display.empty else "(no rows)"
     notes = "\n".join(f"- {n}" for n in t.notes)
     return f"**{t.title} — {t.dataset}**\n\n{body}\n\n{notes}\n"
 
 
 def _latex_escape(s: str) -> str:
-    return (str(s).replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_")
-            .replace("#", "\\#").replace("±", "$\\pm$").replace("Δ", "$\\Delta$").replace("→", "$\\to$").replace("—", "--"))
+    text = str(s).replace("\\", "\\textbackslash ")
+    for ch in "&%_#{}$":
+        text = text.replace(ch, "\\" + ch)
+    text = text.replace("\\textbackslash ", "\\textbackslash{}").replace("~", "\\textasciitilde{}").replace("^", "\\textasciicircum{}")
+    for symbol, tex in (("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("→", "$\\to$"), ("—", "--"), ("–", "--"), ("×", "$\\times$"),
+                        ("≤", "$\\leq$"), ("≥", "$\\geq$"), ("·", "$\\cdot$"), ("…", "\\ldots{}"), ("’", "'")):
+        text = text.replace(symbol, tex)
+    return text
+
+
+def latex_caption(t: Table) -> str:
+    """The title without its "Table II:" prefix: LaTeX numbers the table itself."""
+    import re
+
+    return re.sub(r"^Table [IVX0-9]+:\s*", "", t.title)
+
+
+def latex_label(t: Table) -> str:
+    import re
+
+    return "tab:" + re.sub(r"[^A-Za-z0-9]+", "-", f"{t.name}-{t.dataset}").strip("-").lower()
 
 
 def to_latex(t: Table) -> str:
+    """A float that fits a two-column paper: table* (both columns) with the tabular scaled to the
+    text width, caption above, a label, notes below in footnote size."""
     cols = list(t.display.columns)
     lines = [
-        "% generated by cmr-bench table; requires \\usepackage{booktabs}",
-        "\\begin{table}[t]", "\\centering",
-        f"\\caption{{{_latex_escape(t.title)} ({_latex_escape(t.dataset)})}}",
+        "% generated by cmr-bench table; needs \\usepackage{booktabs} and \\usepackage{graphicx}",
+        "\\begin{table*}[t]", "\\centering",
+        f"\\caption{{{_latex_escape(latex_caption(t))} ({_latex_escape(t.dataset)})}}",
+        f"\\label{{{latex_label(t)}}}",
+        "\\resizebox{\\textwidth}{!}{%",
         "\\begin{tabular}{l" + "c" * (len(cols) - 1) + "}", "\\toprule",
         " & ".join(_latex_escape(c) for c in cols) + " \\\\", "\\midrule",
     ]
-    for _, row in t.display.iterrows():
+    for _, row in t.display.fillna("").iterrows():
         lines.append(" & ".join(_latex_escape(row[c]) for c in cols) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines += ["\\bottomrule", "\\end{tabular}}"]
     lines += [f"\\par\\footnotesize {_latex_escape(n)}" for n in t.notes]
-    lines += ["\\end{table}", ""]
+    lines += ["\\end{table*}", ""]
     return "\n".join(lines)
 
 

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 
+CODE_PATHS = ("cmr_bench", "methods", "datasets", "setup.cfg", "setup.py", "pyproject.toml")
+
+
 def git_state(path: Path | None = None) -> dict:
     cwd = str(path or Path(__file__).resolve().parents[2])
     try:
@@ -15,7 +18,11 @@ def git_state(path: Path | None = None) -> dict:
         if commit.returncode != 0:
             return {"commit": None, "dirty": None}
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        # Untracked code counts too (a new in-tree plugin changes what `--methods all` runs);
+        # untracked outputs elsewhere (tables, figures, notes) do not.
+        untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS],
+                                   cwd=cwd, capture_output=True, text=True, timeout=10)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip() or untracked.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
