@@ -10,7 +10,8 @@ Networks (docs/hashing-methods.md has the equations):
   D^{v,l}, D^{t,l}  discriminators telling label-network features (1) from image / text ones (0).
 
 Losses (sums, as in the paper): semantic log-likelihood of the pairwise similarity S_ij (share
->= 1 label) on features (alpha) and on hash outputs (gamma), the quantisation ||H - sign(H)||^2
+>= 1 label) on features (alpha) and on hash outputs (gamma), similar and dissimilar pairs
+weighing half each by default (pair_norm, see below), the quantisation ||H - sign(H)||^2
 (beta), the label prediction ||L_hat - L||^2 (eta) and, for ImgNet / TxtNet, the adversarial term
 (delta). One outer iteration trains LabNet, then the discriminators, then ImgNet, then TxtNet,
 each in stages whose learning rate drops by 10^-0.5 (the official schedule).
@@ -20,6 +21,16 @@ placeholders filled with numpy arrays, so its adversarial terms send no gradient
 TxtNet. Here the discriminators read the live image / text features, so the modality networks
 are trained to make their features indistinguishable from the label network's, as the paper's
 min-max objective (eq. 5) states.
+
+Pair balance (pair_norm="balanced", default). With the paper's plain sums (pair_norm="sum") on
+single-label data ~90% of the pairs are dissimilar; on non-negative ReLU features
+theta = 1/2 f_i^T f_j >= 0, so the cheapest way to lower their loss is to zero features, and
+LabNet's 512 semantic units die (~97% on Wikipedia) until whole classes have all-zero features
+and share a class code (from 64 bits). Reweighting the pairwise sums so that similar and
+dissimilar pairs carry half of the total weight each (the total unchanged, so the terms keep
+their scale against the quantisation and label terms) keeps most units alive and every class
+code distinct. The training log records LabNet's dead-unit fraction and the minimum Hamming
+distance between class codes after each LabNet stage.
 """
 
 from __future__ import annotations
@@ -74,10 +85,14 @@ class MultiScaleText(nn.Module):
         return torch.cat(maps, dim=1)
 
 
-def pairwise_nll(theta: torch.Tensor, s: torch.Tensor, row_w: torch.Tensor | None = None, col_w: torch.Tensor | None = None) -> torch.Tensor:
-    """-sum_ij r_i c_j (S_ij theta_ij - log(1 + e^theta_ij)), computed stably with softplus; the
-    weights count how many items a distinct row / column stands for (all ones: the plain sum)."""
+def pairwise_nll(theta: torch.Tensor, s: torch.Tensor, row_w: torch.Tensor | None = None, col_w: torch.Tensor | None = None,
+                 pair_w: torch.Tensor | float | None = None) -> torch.Tensor:
+    """-sum_ij r_i c_j w_ij (S_ij theta_ij - log(1 + e^theta_ij)), computed stably with softplus;
+    r, c count how many items a distinct row / column stands for (all ones: the plain sum), w
+    is an optional per-pair normalisation."""
     terms = F.softplus(theta) - s * theta
+    if pair_w is not None:
+        terms = terms * pair_w
     if row_w is not None:
         terms = terms * row_w[:, None]
     if col_w is not None:
@@ -122,6 +137,10 @@ class SSAH(TorchMethod):
             "The multi-scale text block clips pooling widths longer than the text vector to its "
             "length (a global average), and its 1x1-convolution scalars start at 1 instead of "
             "N(0, 0.01^2).",
+            "Similar and dissimilar pairs carry half of each pairwise term's total weight each "
+            "(pair_norm=balanced); the paper's plain sums (pair_norm=sum, variant 'plain sums') kill "
+            "~97% of LabNet's semantic units on single-label Wikipedia and make classes share codes "
+            "from 64 bits. Similar pairs have S = 1 (the official code uses 0.999).",
             "No early stop of a stage on a rising training loss, and the stored label-network "
             "outputs are refreshed once per pass (the official code overwrites each batch's rows).",
             "Input z-scoring stands in for the official mean-pixel subtraction; the LRN layers of the "
@@ -139,6 +158,10 @@ class SSAH(TorchMethod):
         "txt_hidden": 4096,  # TxtNet: MS -> 4096 -> 512
         "dis_hidden": 512,  # discriminator: 512 -> dis_hidden -> dis_hidden/2 -> 1 (official code)
         "ms_widths": (50, 30, 15, 10, 5),  # multi-scale pooling widths (5 x level, levels 10,6,3,2,1)
+        # Normalisation of the sums: "sum" (paper, official code), "mean" (pair terms averaged
+        # over pairs, item terms over items) or "balanced" (similar and dissimilar pairs weigh
+        # half each; item terms averaged)
+        "pair_norm": "balanced",
         "alpha": 1.0,  # pairwise likelihood on semantic features
         "gamma": 1.0,  # pairwise likelihood on hash outputs
         "beta": 1.0,  # quantisation
@@ -167,6 +190,8 @@ class SSAH(TorchMethod):
         "no adversarial gradient": {"delta": 0.0},
         # The paper's min-max written literally (gradient reversal of the discriminator loss).
         "minimax adversarial": {"adv_generator_loss": "minimax"},
+        # The paper's and official code's unweighted pairwise sums (LabNet units die, see above).
+        "plain sums": {"pair_norm": "sum"},
     }
 
     # --- networks --------------------------------------------------------------------------
@@ -200,10 +225,25 @@ class SSAH(TorchMethod):
         c = self.config
         h, f, lab = out
         cw = torch.ones(len(h), device=h.device, dtype=h.dtype) if col_w is None else col_w
-        j1 = pairwise_nll(0.5 * stored_f @ f.t(), s, row_w, cw)
-        j2 = pairwise_nll(0.5 * stored_h @ h.t(), s, row_w, cw)
+        norm = c["pair_norm"]
+        pw = None  # per-pair weights beyond the counts
+        if norm == "balanced":
+            # similar and dissimilar pairs each carry half of the pairwise term's total weight
+            # (the total is unchanged, so its scale against the item terms is the paper's)
+            n_pairs = row_w[:, None] * cw[None, :]
+            n_sim = (n_pairs * s).sum().clamp_min(1.0)
+            n_dis = (n_pairs * (1 - s)).sum().clamp_min(1.0)
+            pw = (s / (2 * n_sim) + (1 - s) / (2 * n_dis)) * n_pairs.sum()
+        elif norm == "mean":
+            pw = 1.0 / (row_w.sum() * cw.sum())
+        elif norm != "sum":
+            raise ValueError(f"pair_norm must be 'sum', 'mean' or 'balanced', got {norm!r}")
+        j1 = pairwise_nll(0.5 * stored_f @ f.t(), s, row_w, cw, pw)
+        j2 = pairwise_nll(0.5 * stored_h @ h.t(), s, row_w, cw, pw)
         j3 = (((sign_pm1(h) - h) ** 2).sum(1) * cw).sum()
         j4 = (((lab - y_batch) ** 2).sum(1) * cw).sum()
+        if norm == "mean":  # per-item means for the item terms
+            j3, j4 = j3 / cw.sum(), j4 / cw.sum()
         total = c["alpha"] * j1 + c["gamma"] * j2 + c["beta"] * j3 + c["eta"] * j4
         return total, {"pair_feat": j1, "pair_hash": j2, "quant": j3, "label": j4}
 
@@ -247,6 +287,21 @@ class SSAH(TorchMethod):
             h, f, _ = self.net["lab"](self.y_uniq)
         return f, h
 
+    def label_network_health(self) -> dict:
+        """LabNet's dead-unit fraction (semantic units zero for every distinct label row) and the
+        minimum Hamming distance between the class codes sign(H^l) of distinct label rows (0: two
+        classes share a code), with the number of distinct codes."""
+        f, h = self.stored_label_outputs()
+        codes = sign_pm1(h)
+        dead = (f <= 0).all(0).float().mean()
+        if len(codes) < 2:
+            return {"lab_dead_frac": dead}
+        dist = (codes.shape[1] - codes @ codes.t()) / 2
+        dist = dist + torch.eye(len(codes), device=dist.device, dtype=dist.dtype) * codes.shape[1]
+        distinct = torch.unique(codes, dim=0).shape[0]
+        return {"lab_dead_frac": dead, "min_class_hamming": dist.min(),
+                "class_codes_distinct": torch.tensor(float(distinct))}
+
     def train_epoch(self):
         """One outer iteration of the official schedule: LabNet, the discriminators, ImgNet, TxtNet,
         each in stages whose learning rate drops by lr_decay."""
@@ -270,6 +325,7 @@ class SSAH(TorchMethod):
                     self.update(loss, "lab")
                     mean.add(parts)
         rec.update(mean.result("lab_"))
+        rec.update(self.label_network_health())
         stored_f, stored_h = self.stored_label_outputs()
 
         # 2) Discriminators: two stages of k_dis passes.
