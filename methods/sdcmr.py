@@ -162,9 +162,12 @@ class SDCMR(TorchMethod):
 
     # ------------------------------------------------------------------------------------
     def losses(self, x: dict[str, torch.Tensor], y: torch.Tensor, noise: torch.Generator | None, sample: bool = True,
-               parts: dict | None = None):
+               parts: dict | None = None, route: bool = False):
         """Eq. 15 on one minibatch. Returns (objective to back-propagate, dict of logged terms);
         `parts`, when given, receives the weighted terms (elbo, rec, sim, ad, ind) for routing.
+        `route`: the objective's gradient is Eqs. 16-20's per-block gradient (same values): the
+        KL of z^u and the classifiers' terms on z^u are cut from E_v, E_t (no other block
+        depends on them), so one backward pass routes every term (needs elbo_self_recon off).
 
         The objective carries the adversarial cross-entropies with a plus sign; the GRLs make the
         encoders maximise them, which is Eqs. 11-13's min-max. The logged L_ad is Eq. 13 as the
@@ -172,16 +175,20 @@ class SDCMR(TorchMethod):
         c, net = self.config, self.net
         alpha, beta, gamma, eta = (float(c[key]) for key in ("alpha", "beta", "gamma", "eta"))
         z_u, z_s, mu = {}, {}, {}
-        kl = x["image"].new_zeros(())
+        kl = kl_cut = x["image"].new_zeros(())
         for m in MODALITIES:
             mu_u, logvar_u = net.enc_u[m](x[m])
             mu_s, logvar_s = net.enc_s(x[m], m)
-            kl = kl + kl_standard_normal(mu_u, logvar_u) + kl_standard_normal(mu_s, logvar_s)
+            kl_u, kl_s = kl_standard_normal(mu_u, logvar_u), kl_standard_normal(mu_s, logvar_s)
+            kl = kl + kl_u + kl_s
+            kl_cut = kl_cut + (kl_u.detach() if route else kl_u) + kl_s
             mu[m] = (mu_u, mu_s)
             z_u[m] = reparameterize(mu_u, logvar_u, noise) if sample else mu_u
             z_s[m] = reparameterize(mu_s, logvar_s, noise) if sample else mu_s
         zero = x["image"].new_zeros(())
         elbo = kl
+        if route and c["elbo_self_recon"]:
+            raise ValueError("route=True needs elbo_self_recon off (Eq. 17 keeps the decoders from L_ELBO)")
         if c["routing"] not in ("per-block", "full"):
             raise ValueError(f"routing must be 'per-block' or 'full', got {c['routing']!r}")
         if c["sim_ind_on"] not in ("samples", "means"):
@@ -209,8 +216,9 @@ class SDCMR(TorchMethod):
                 terms["ce_sem_s"] = terms["ce_sem_s"] + label_loss(net.cls_s(z_s[m]), y, self.multilabel)
                 terms["ce_mod_s"] = terms["ce_mod_s"] + F.cross_entropy(net.cls_u(grad_reverse(z_s[m])), y_mod)
                 # semantic-unrelated unit (L_su): C^u cooperates, C^s behind a GRL
-                terms["ce_mod_u"] = terms["ce_mod_u"] + F.cross_entropy(net.cls_u(z_u[m]), y_mod)
-                terms["ce_sem_u"] = terms["ce_sem_u"] + label_loss(net.cls_s(grad_reverse(z_u[m])), y, self.multilabel)
+                zu_c = z_u[m].detach() if route else z_u[m]  # Eq. 16: no L_ad for E_v, E_t
+                terms["ce_mod_u"] = terms["ce_mod_u"] + F.cross_entropy(net.cls_u(zu_c), y_mod)
+                terms["ce_sem_u"] = terms["ce_sem_u"] + label_loss(net.cls_s(grad_reverse(zu_c)), y, self.multilabel)
             ad_objective = sum(terms.values())
             ad_logged = terms["ce_sem_s"] - terms["ce_mod_s"] + terms["ce_mod_u"] - terms["ce_sem_u"]
             log.update(terms)
@@ -219,7 +227,7 @@ class SDCMR(TorchMethod):
             ind = sum(frobenius(zs_si[m].t() @ zu_si[m]) for m in MODALITIES)
             if not c["literal_scale"]:
                 ind = ind / len(y)
-        objective = elbo + alpha * rec + beta * sim + gamma * ad_objective + eta * ind
+        objective = (kl_cut if route else elbo) + alpha * rec + beta * sim + gamma * ad_objective + eta * ind
         total = elbo + alpha * rec + beta * sim + gamma * ad_logged + eta * ind
         if parts is not None:
             parts.update(elbo=elbo, rec=alpha * rec, sim=beta * sim, ad=gamma * ad_objective, ind=eta * ind)
@@ -230,10 +238,12 @@ class SDCMR(TorchMethod):
         return self.losses(batch.x, batch.y, self.noise)
 
     def step(self, batch: Batch):
-        if self.config["routing"] == "full":
-            objective, log = self.loss(batch)
+        c = self.config
+        if c["routing"] == "full" or not c["elbo_self_recon"]:
+            objective, log = self.losses(batch.x, batch.y, self.noise, route=c["routing"] == "per-block")
             self.update(objective)
             return log
+        # per-block with the self-reconstruction term (Eq. 17 keeps it from the decoders): routes
         p: dict = {}
         objective, log = self.losses(batch.x, batch.y, self.noise, parts=p)
         net = self.net

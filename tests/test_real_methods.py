@@ -207,6 +207,9 @@ def test_sdcmr_per_block_routing_follows_eqs_16_to_20():
     # with L_rec on, the decoders and E_v/E_t move; with L_ad off, the classifiers do not
     moved = _sdcmr_step(_build("sdcmr", ds, {"gamma": 0.0}), train)
     assert moved == {"enc_u": True, "dec": True, "cls_u": False, "cls_s": False, "enc_s": True}
+    # with the self-reconstruction ELBO term (routed per block), still nothing reaches E_v/E_t or the decoders
+    moved = _sdcmr_step(_build("sdcmr", ds, {"alpha": 0.0, "eta": 0.0, "elbo_self_recon": True}), train)
+    assert moved == {"enc_u": False, "dec": False, "cls_u": True, "cls_s": True, "enc_s": True}
 
 
 def test_sdcmr_per_block_gradients_equal_each_equation():
@@ -221,7 +224,7 @@ def test_sdcmr_per_block_gradients_equal_each_equation():
     original = m.optimizers["net"].step
     m.optimizers["net"].step = lambda *a, **k: (captured.update({id(p): p.grad.clone() for p in (e_u, c_s, e_s)}), original())[1]
     m.noise = None
-    m.losses = (lambda f: lambda x, y, noise, sample=True, parts=None: f(x, y, None, False, parts))(m.losses)
+    m.losses = (lambda f: lambda x, y, noise, sample=True, parts=None, route=False: f(x, y, None, False, parts, route))(m.losses)
     m.step(Batch(x, y))
 
     def grad(select):
