@@ -353,3 +353,9 @@ def test_ssah_balanced_pairs_split_the_total_weight_in_halves(multi):
     _, parts = m._semantic_losses(out, torch.zeros(b, 3), stored_f, stored_h, 1 - s, row_w, col_w)
     # now 20 similar pairs (cost ~0) and 4 dissimilar ones (cost ~theta each) weigh 12 / 4 = 3 each
     assert float(parts["pair_feat"]) == pytest.approx(12 * 100.0, rel=1e-4)
+
+
+def test_djsrh_trains_the_official_200_epochs_on_wiki():
+    cls = get_method("djsrh")
+    assert cls.resolve_config({}, dataset="wiki")["epochs"] == 200  # official settings.py for WIKI
+    assert not any("Fewer epochs" in d for d in cls.info.deviations)
