@@ -9,8 +9,9 @@ ORDER = 5
 
 def register(sub) -> None:
     parser = sub.add_parser("list", help="list datasets or methods")
-    parser.add_argument("what", choices=["datasets", "methods"])
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("what", choices=["datasets", "methods"], help="datasets (with their state under the data root) or methods")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (every field)")
+    parser.add_argument("--markdown", action="store_true", help="methods: the README's table of the built-in methods, generated from each MethodInfo")
     parser.set_defaults(handler=cmd_list)
 
 
@@ -37,6 +38,28 @@ def cmd_list(args) -> int:
                      "variants": list(cls.variants), "source": method_source(name)})
     if args.json:
         print_json(rows)
+    elif args.markdown:
+        print(methods_markdown([r for r in rows if r["source"].startswith("cmr_bench.methods")]))
     else:
         print_table([{k: r[k] for k in ("name", "family", "paper", "status", "supervision")} for r in rows])
     return 0
+
+
+# One status vocabulary, defined once: MethodInfo.status must be one of these.
+STATUS_MEANING = {
+    "faithful": "from the paper and its official code",
+    "re-implementation": "from the paper's description; no official code consulted or available",
+    "baseline": "a reference point, not a published method",
+}
+
+
+def methods_markdown(rows: list[dict]) -> str:
+    """The README's methods table: one row per registered method, straight from its MethodInfo."""
+    lines = ["| name | family | paper | status | supervision | in `--methods all` |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        variants = f", + {len(r['variants'])} variants" if r["variants"] else ""
+        lines.append(f"| `{r['name']}` | {r['family']} | {r['paper']}{variants} | {r['status']} | {r['supervision']} | "
+                     f"{'yes' if r['in_all'] else 'no'} |")
+    lines.append("")
+    lines.append("Status: " + "; ".join(f"**{k}**: {v}" for k, v in STATUS_MEANING.items()) + ".")
+    return "\n".join(lines)
