@@ -49,3 +49,12 @@ def test_multilabel_codes_are_sigmoids():
     with torch.no_grad():
         x = m.standardizer(torch.as_tensor(test.image, dtype=torch.float32), "image")
         np.testing.assert_allclose(ci, torch.sigmoid(m.net["image"](x)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_table_2_lists_the_reference_row_and_its_mlp_variant(tmp_path):
+    from cmr_bench.report.tables import paper_table
+
+    t = paper_table("2", "synthetic", tmp_path / "no-runs")
+    rows = dict(zip(t.frame["method"], t.frame["plugin"]))
+    assert rows["label-softmax"] == "label-softmax"
+    assert rows["label-softmax [mlp]"] == "label-softmax[mlp]"

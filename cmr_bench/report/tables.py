@@ -105,6 +105,8 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         for name, cls in plugins.items():
             if cls.code_type == "real" and name not in listed and name != "backbone-zero-shot":  # Table V's
                 rows.append((name, name))
+                if cls.info.status == "baseline":  # reference rows (label-softmax): each variant too
+                    rows += [(f"{name} [{v}]", f"{name}[{v}]") for v in cls.variants]
         # Same-features references without a plugin of ours get a row of their own; those with
         # one (CCA) appear in the "same-features ref." column of their row.
         rows += [(r["method"] + " (same features)", f"same:{r['method']}") for _, r in same.iterrows() if not r["key"]]
