@@ -143,6 +143,15 @@ def test_absurd_or_misdirected_set_values_are_user_errors_before_the_grid(tmp_pa
     assert not results.exists()
 
 
+@pytest.mark.parametrize("extra, expected", [(["--seeds", "99999999999999999999"], "--seeds"),
+                                             (["--bits", "10000000", "--methods", "random"], "--bits")])
+def test_absurd_seeds_and_bits_are_user_errors_before_the_grid(tmp_path, run_cli, extra, expected):
+    results = tmp_path / "results"
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress", *extra)
+    assert_one_line(code, err, expected)
+    assert not results.exists()
+
+
 def test_declared_string_choices_are_checked_before_the_grid(monkeypatch):
     from cmr_bench.data.synthetic import make_synthetic
     from cmr_bench.errors import CmrBenchError

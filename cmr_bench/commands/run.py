@@ -12,6 +12,7 @@ DEFAULT_RESULTS = Path("results") / "runs"
 
 
 MAX_VALUES = 100_000
+MAX_BITS = 4096
 
 
 def int_list(text: str, what: str, minimum: int = 0) -> list[int]:
@@ -189,6 +190,11 @@ def cmd_run(args) -> int:
 
     seeds = int_list(args.seeds, "--seeds")
     bits = int_list(args.bits, "--bits", minimum=1)
+    # user errors before the grid, not failed runs: torch seeds are 64-bit, codes beyond 4096 bits are absurd
+    if max(seeds) >= 2**63:
+        raise CmrBenchError(f"--seeds: values must be below 2**63, got {max(seeds)}")
+    if max(bits) > MAX_BITS:
+        raise CmrBenchError(f"--bits: at most {MAX_BITS}, got {max(bits)}")
     options = executor_options(args)
     runs_dir = check_results_dir(Path(args.results_dir))
     methods = resolve_methods(args.methods)
