@@ -58,6 +58,7 @@ MANIFESTS = {
     "synthetic noise inf": lambda f: _synth(noise="inf"),
     "synthetic unknown key": lambda f: _synth(name='"x"'),
     "synthetic huge cells": lambda f: _synth(n_train=10**6, image_dim=10**4),
+    "synthetic 100,000 classes": lambda f: _synth().replace("num_classes = 3", "num_classes = 100000"),
     "fixed split without sizes": lambda f: _user(f, "sizes = { train = 30, test = 12 }", ""),
     "split size 0": lambda f: _user(f, "test = 12", "test = 0"),
     "sampled query 0": lambda f: _user(f, 'kind = "fixed"', 'kind = "sampled"\nseed = 0\nquery = 0\ntrain = 5'),

@@ -199,7 +199,8 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
         if not isinstance(raw_synthetic, dict):
             raise DataError(f"malformed manifest {where}: [synthetic] must be a table")
         try:
-            synthetic = check_params(raw_synthetic)
+            check_params({"num_classes": num_classes, **raw_synthetic})  # as the loader will build it
+            synthetic = dict(raw_synthetic)
         except ValueError as exc:
             raise DataError(f"malformed manifest {where} [synthetic]: {exc}") from None
 

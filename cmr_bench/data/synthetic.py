@@ -48,9 +48,13 @@ def check_params(params: dict) -> dict:
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
             raise ValueError("'noise' must be a finite number >= 0")
     n = params.get("n_train", 200) + params.get("n_test", 100)
-    width = params.get("image_dim", 32) + params.get("text_dim", 16) + max(4, params.get("num_classes", 5)) * 2
-    if n * width > MAX_CELLS:
-        raise ValueError(f"{n:,} rows x {width:,} columns is more than the {MAX_CELLS:,} cells a synthetic dataset may have")
+    latent = max(4, params.get("num_classes", 5))
+    width = params.get("image_dim", 32) + params.get("text_dim", 16) + latent * 2
+    # rows x (features, latent, class membership), plus the prototypes and the two views
+    cells = n * width + latent * (latent + params.get("image_dim", 32) + params.get("text_dim", 16))
+    if cells > MAX_CELLS:
+        raise ValueError(f"{n:,} rows x {width:,} columns and {latent:,} classes is more than the {MAX_CELLS:,} "
+                         "cells a synthetic dataset may have")
     return dict(params)
 
 
@@ -74,7 +78,11 @@ def make_synthetic(
     view_text = rng.normal(size=(latent_dim, text_dim)) / np.sqrt(latent_dim)
     n = n_train + n_test
     labels = _labels(rng, n, num_classes, multilabel)
-    member = labels if multilabel else np.eye(num_classes, dtype=np.int64)[labels]
+    if multilabel:
+        member = labels
+    else:  # one-hot rows without a (classes x classes) identity matrix
+        member = np.zeros((n, num_classes), dtype=np.int64)
+        member[np.arange(n), labels] = 1
     latent = (member @ prototypes) / member.sum(1, keepdims=True) + rng.normal(size=(n, latent_dim))
     image = np.tanh(latent @ view_image) + noise * 0.5 * rng.normal(size=(n, image_dim))
     text = latent @ view_text + noise * 0.5 * rng.normal(size=(n, text_dim))
