@@ -163,6 +163,18 @@ def test_a_planted_symlink_at_the_temp_name_is_not_followed(world, serve, monkey
     assert sha256(dest) == sha256(served / "features.npz")
 
 
+def test_import_does_not_copy_through_a_planted_temp_link(world, run_cli):
+    src = world / "src"
+    manifest = write_user_dataset(src)
+    root = world / "data"
+    (root / "mydata").mkdir()
+    (root / "mydata.toml").write_text('folder = "mydata"\n' + manifest.read_text())
+    os.symlink(world / "victim" / ".bashrc", root / "mydata" / f".features.npz.part-{os.getpid()}")
+    code, out, err = run_cli("--data-root", root, "data", "import", "mydata", src)
+    assert code == 0, out + err
+    assert (world / "victim" / ".bashrc").read_text() == "echo safe\n"
+
+
 # --- runs clean: only what the store provably wrote ----------------------------------------
 
 

@@ -250,6 +250,8 @@ def import_folder(manifest: Manifest, root: Path, source: Path, link: bool = Fal
                 report.add(f"{f.path}: already in place")
                 continue
             tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+            if os.path.lexists(tmp):  # a leftover (or a planted link): never copied through
+                os.unlink(tmp)
             try:
                 if link:
                     os.symlink(src, tmp)
