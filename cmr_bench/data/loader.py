@@ -212,6 +212,8 @@ def _sampled_indices(manifest: Manifest, n: int, root: Path) -> dict[str, np.nda
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+            if os.path.lexists(tmp):  # never written through a leftover link
+                os.unlink(tmp)
             np.savez(tmp, **indices)
             os.replace(tmp, path)
             break
