@@ -41,6 +41,20 @@ def test_torch_backend_on_cpu_matches_numpy(similarity, multilabel, ties):
                 tol=1e-12)
 
 
+@pytest.mark.parametrize("ties", ["average", "stable"])
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_torch_backend_with_and_without_ties_in_a_chunk(ties, duplicates):
+    # Continuous scores give chunks without any tie (the device path then takes singleton
+    # groups); duplicated retrieval rows give exact ties in every row.
+    q, r, ql, rl = dataset("cosine", True, n_q=30, n_r=400, seed=3, continuous=True)
+    if duplicates:
+        r[200:], rl[200:] = r[:200], rl[:200]
+    a = evaluate(q, r, ql, rl, ties=ties, backend="numpy", **KW)
+    b = evaluate(q, r, ql, rl, ties=ties, backend="torch", device="cpu", **KW)
+    assert_same(b, a, keys=[k for k in a if k not in ("similarity", "ties", "map_k_denominator", "zero_relevant")],
+                tol=1e-12)
+
+
 @pytest.mark.parametrize("similarity, multilabel, ties", CONFIGS)
 def test_chunking_does_not_change_results(similarity, multilabel, ties):
     # A tiny budget forces one query per chunk.

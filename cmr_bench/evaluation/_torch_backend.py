@@ -164,7 +164,8 @@ class TorchBackend:
         if self.inverse is not None:  # duplicate retrieval rows share one score: exact ties
             key = key[:, self.inverse]
         rel = self.relevance(s, e)
-        vals, order = torch.sort(key, dim=1, stable=True)
+        # "stable" breaks ties by index; under "average" the order inside ties is irrelevant
+        vals, order = torch.sort(key, dim=1, stable=self.ties == "stable")
         del key
         rel_sorted = torch.gather(rel, 1, order)
         del order, rel
@@ -172,6 +173,8 @@ class TorchBackend:
         if self.ties == "average":
             new = torch.ones(vals.shape, dtype=torch.bool, device=vals.device)
             new[:, 1:] = vals[:, 1:] != vals[:, :-1]
+            if bool(new.all()):  # no ties in the chunk (continuous scores): singleton groups
+                new = None
         del vals
         return self._from_ranking(rel_sorted, new)
 
