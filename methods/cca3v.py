@@ -9,9 +9,9 @@ import numpy as np
 import scipy.linalg
 
 from cmr_bench.data.types import Split
+from cmr_bench.methods._classical import LinearCodes, label_matrix
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-from cmr_bench.methods._classical import LinearCodes, label_matrix
 
 
 @register_method

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from cmr_bench.data.types import Split
+from cmr_bench.methods._classical import LinearCodes, label_matrix
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-from cmr_bench.methods._classical import LinearCodes, label_matrix
 
 
 def group_norm(u: np.ndarray, groups: list[np.ndarray], eps: float) -> float:

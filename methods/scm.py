@@ -9,9 +9,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 from cmr_bench.data.types import Split
+from cmr_bench.methods._classical import LinearCodes, label_matrix, ridge_cca
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-from cmr_bench.methods._classical import LinearCodes, label_matrix, ridge_cca
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
