@@ -651,3 +651,36 @@ def test_a_sigkilled_ray_driver_leaves_no_ray_processes(tmp_path):
         time.sleep(1)
     survivors = [Path(f"/proc/{p}/cmdline").read_bytes()[:60] for p in _alive(seen)]
     assert seen and not survivors, survivors
+
+
+# --- permissions (simulated: the suite may run as root, for whom chmod 000 changes nothing) ---
+
+
+def test_unreadable_data_file_is_one_line(tmp_path, run_cli, monkeypatch):
+    import cmr_bench.data.loader as loader
+
+    manifest = write_user_dataset(tmp_path / "d")
+
+    def denied(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(loader, "sha256_file", denied)
+    for cmd in (["data", "info", manifest], ["data", "verify", manifest],
+                ["run", "--methods", "cca", "--dataset", manifest, "--results-dir", tmp_path / "r", "--no-progress"]):
+        code, out, err = run_cli(*cmd)
+        assert_one_line(code, err, "Permission denied")
+
+
+def test_unreadable_run_files_are_corrupt_not_a_crash(one_run, run_cli, monkeypatch, tmp_path):
+    import cmr_bench.runner.store as store
+
+    results, folder = one_run
+
+    def denied(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(store, "_load_json", denied)
+    code, out, err = run_cli("runs", "list", "--results-dir", results)
+    assert code == 0 and "corrupt" in out and "Traceback" not in err
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results, "--out", tmp_path / "t")
+    assert code == 0 and "skipping corrupt run" in err
