@@ -27,6 +27,7 @@ GRIDS = {
     "jfssl": {"lambda1": [1e-3, 1e-2, 0.1], "lambda2": [1e-3, 1e-2, 1e-1, 1.0], "k": [10, 50], "center": [True]},
     "lcfs": {"lambda1": [1e-2, 0.1, 1.0], "lambda2": [0.1, 1.0, 10.0], "center": [True]},
     "lgcfl": {"lambda_image": [0.03, 0.1, 0.3, 1.0], "lambda_text": [0.03, 0.1, 0.3, 1.0], "group_size": [1, 8], "center": [True]},
+    "jrl[knn-labels]": {"retrieval": ["knn-labels"], "retrieval_k": [10, 50, 100, 300]},
     "jrl": {"gamma": [1.0, 10.0, 100.0], "sigma": [1.0, 10.0, 100.0], "lambda": [1.0], "k": [10]},
 }
 

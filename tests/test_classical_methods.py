@@ -243,3 +243,16 @@ def test_logistic_regression_matches_known_optimum():
     g = xb.T @ (_softmax(xb @ w) - y) / 120
     g[:-1] += 0.1 * w[:-1]
     assert np.abs(g).max() < 1e-5
+
+
+def test_jrl_knn_label_variant_codes_are_label_histograms(data):
+    """The authors' ranking as a variant: each code is a kernel-weighted label histogram of the
+    item's nearest projected training items: non-negative, sums to 1, per item."""
+    tr, te = data.splits["train"], data.splits["test"]
+    m = build("jrl", data, **all_methods()["jrl"].variants["knn-labels"])
+    m.fit(tr)
+    codes = m.encode(te.image, "image")
+    assert codes.shape == (len(te), data.num_classes) and (codes >= 0).all()
+    assert np.allclose(codes.sum(1), 1.0, atol=1e-5)
+    assert np.allclose(m.encode(te.image[:3], "image"), codes[:3], atol=1e-6)
+    assert mean_map(m, te) > 0.5
