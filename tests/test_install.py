@@ -133,3 +133,30 @@ def test_readme_commands_work_verbatim_in_a_fresh_venv_from_a_clean_clone(tmp_pa
     proc = subprocess.run(shlex.split(tests), cwd=clone, env=env,
                           capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_new_method_out_is_an_installable_plugin_and_check_plugin_takes_its_file(tmp_path, run_cli):
+    code, out, err = run_cli("new-method", "my-thing", "--out", tmp_path / "pkg")
+    assert code == 0, err
+    assert (tmp_path / "pkg" / "pyproject.toml").is_file() and "pip install" in out
+    code, out, err = run_cli("check-plugin", tmp_path / "pkg" / "my_thing.py")  # before it is installed
+    assert code == 0 and "0 failed" in out, out + err
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site),
+                           str(tmp_path / "pkg")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run([sys.executable, "-m", "cmr_bench.cli", "list", "methods", "--json"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "entry point" in {m["name"]: m for m in json.loads(proc.stdout)}["my-thing"]["source"]
+    code, _, err = run_cli("check-plugin", tmp_path / "pkg" / "nothing.py")
+    assert code == 2 and "no such file" in err
+
+
+def test_new_in_tree_method_says_it_joins_methods_all(tmp_path, run_cli, monkeypatch):
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("new-method", "my-other")
+    assert code == 0, err
+    assert "joins `--methods all`" in out and "in_all = False" in out

@@ -233,6 +233,25 @@ def render(name: str, binary: bool, in_tree: bool, torch: bool = False) -> tuple
     return plugin, test
 
 
+PYPROJECT = """[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "cmr-bench-{name}"
+version = "0.1.0"
+description = "cmr-bench method plugin '{name}'"
+dependencies = ["cmr-bench"]
+
+[tool.setuptools]
+py-modules = ["{module}"]
+
+# cmr-bench finds the plugin through this entry point once the package is installed.
+[project.entry-points."cmr_bench.methods"]
+{name} = "{module}:{cls}"
+"""
+
+
 def cmd_new_method(args) -> int:
     from cmr_bench.registry import all_methods, method_source
 
@@ -253,7 +272,8 @@ def cmd_new_method(args) -> int:
         if not (methods_dir / "__init__.py").is_file():
             raise CmrBenchError("no methods/ package in the current folder: run inside a cmr-bench checkout, or use --out DIR")
         plugin_path, test_path, in_tree = methods_dir / f"{module}.py", Path("tests") / f"test_method_{module}.py", True
-    clash = [str(p) for p in (plugin_path, test_path) if p.exists()]
+    pyproject = None if in_tree else plugin_path.parent / "pyproject.toml"  # an installable plugin package
+    clash = [str(p) for p in (plugin_path, test_path, pyproject) if p is not None and p.exists()]
     if clash and not args.force:
         raise CmrBenchError(f"{', '.join(clash)} exist(s); use --force to overwrite")
     plugin, test = render(args.name, args.binary, in_tree, torch=args.torch)
@@ -261,13 +281,16 @@ def cmd_new_method(args) -> int:
     test_path.parent.mkdir(parents=True, exist_ok=True)
     plugin_path.write_text(plugin)
     test_path.write_text(test)
+    if pyproject is not None:
+        pyproject.write_text(PYPROJECT.format(name=args.name, module=module, cls=cls))
     kind = ("binary" if args.binary else "real-valued") + (" torch" if args.torch else "")
     print(f"wrote {plugin_path} ({kind} method '{args.name}', class {cls})")
     print(f"wrote {test_path}")
     if in_tree:
+        print(f"note: '{args.name}' joins `--methods all` (the main job) from now on; set `in_all = False` in {cls} to keep it out")
         print(f"next: cmr-bench check-plugin {args.name}   then   cmr-bench run --methods {args.name} --dataset synthetic")
     else:
-        print(f"next: put {plugin_path.name} in your package and declare the entry point "
-              f"`{args.name} = \"<your_package>.{module}:{cls}\"` in the group cmr_bench.methods (docs/adding-a-method.md); "
-              f"after `pip install`, `cmr-bench check-plugin {args.name}`")
+        print(f"wrote {pyproject} (entry point {args.name} = {module}:{cls} in the group cmr_bench.methods)")
+        print(f"next: cmr-bench check-plugin {plugin_path}   then   pip install {plugin_path.parent}   "
+              f"and   cmr-bench run --methods {args.name} --dataset synthetic (docs/adding-a-method.md)")
     return 0
