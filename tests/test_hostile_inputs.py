@@ -217,6 +217,16 @@ def test_fingerprint_follows_the_arrays_and_the_split():
     assert d.fingerprint != a.fingerprint
 
 
+def test_a_replaced_data_file_changes_the_fingerprint(tmp_path):
+    from cmr_bench.data.loader import load_dataset
+
+    manifest = write_user_dataset(tmp_path / "d", checksums=False)
+    first = load_dataset(manifest).fingerprint
+    assert load_dataset(manifest).fingerprint == first
+    write_user_dataset(tmp_path / "d", checksums=False, seed=1)  # same name, same shapes, other values
+    assert load_dataset(manifest).fingerprint != first
+
+
 # --- store files written by someone else ---------------------------------------------------
 
 
