@@ -290,27 +290,4 @@ def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | 
         label_kind=manifest.label_kind,
         class_names=manifest.class_names,
         manifest=manifest.raw,
-        _fingerprint=_files_fingerprint(manifest, folder, splits, protocols),
     )
-
-
-def _files_fingerprint(manifest: Manifest, folder: Path, splits: dict[str, Split], protocols) -> str:
-    """Dataset.fingerprint for file-based data, from what determines the arrays: every file's
-    sha256 (cached by path, size and mtime, so a large dataset is hashed once, not on every
-    run), how they are read (keys, columns, offsets), and every split's row indices; plus the
-    class count, label kind and protocols. A replaced file or another dataset under the same
-    name gives another fingerprint."""
-    h = hashlib.sha256()
-    head = {
-        "files": {f.path: checked_sha256(folder / f.path, manifest.name) for f in manifest.files},
-        "arrays": {g: {m: [a.file, a.key, a.column, a.offset] for m, a in specs.items()} for g, specs in manifest.arrays.items()},
-        "dims": [manifest.image_dim, manifest.text_dim],
-        "num_classes": manifest.num_classes, "label_kind": manifest.label_kind,
-        "protocols": sorted((p.name, p.train, p.query, p.retrieval) for p in protocols.values()),
-    }
-    h.update(json.dumps(head, sort_keys=True).encode())
-    for name in sorted(splits):
-        rows = np.ascontiguousarray(splits[name].indices, dtype=np.int64)
-        h.update(f"|{name}:{rows.shape}|".encode())
-        h.update(memoryview(rows).cast("B"))
-    return "f" + h.hexdigest()[:15]
