@@ -467,7 +467,8 @@ def test_hash_table_has_n_and_numeric_bit_order(mixed_store, run_cli, tmp_path):
     assert code == 0, err
     header = next(line for line in (tmp_path / "t" / "hash_mapall.md").read_text().splitlines() if line.startswith("| Method"))
     cols = [c.strip() for c in header.strip("|").split("|")]
-    assert cols == ["Method", "I→T 16", "T→I 16", "I→T 128", "T→I 128", "n"]
+    assert cols == ["Method", "I→T 16", "I→T 16 95% CI", "T→I 16", "T→I 16 95% CI",
+                    "I→T 128", "I→T 128 95% CI", "T→I 128", "T→I 128 95% CI", "n"]  # CI beside each value
     row = next(line for line in (tmp_path / "t" / "hash_mapall.md").read_text().splitlines() if line.startswith("| test-sign"))
     assert row.rstrip(" |").endswith("1") and "±" not in row
     assert "ssah" not in out  # --hide-missing: no row without runs

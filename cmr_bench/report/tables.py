@@ -11,6 +11,7 @@ import pandas as pd
 
 from cmr_bench.report.published import published
 from cmr_bench.report.results import collect
+from cmr_bench.report.significance import annotate
 from cmr_bench.report.summary import mean_std
 
 TITLES = {
@@ -115,7 +116,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     if include_overrides and not runs.empty:
         rows = [r for label, key in rows for r in [(label, key)] + [
             (f"{label} {k[len(key) + 1:]}", k) for k in sorted(set(runs["key"])) if key and k.startswith(key + " {")]]
-    records, display = [], []
+    records, display, folders = [], [], []
     for label, key in rows:
         if table == "5" and features:  # never SDCMR's runs on the dataset's own features
             key = TABLE5_PLUGINS.get(key, key)
@@ -123,6 +124,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         has_plugin = bool(key) and base in plugins
         mine = runs[runs["key"] == key] if (has_plugin and not runs.empty) else pd.DataFrame()
         done = mine[mine["status"] == "done"] if not mine.empty else mine
+        folders.append(list(done["folder"]) if not done.empty else [])
         i2t = mean_std(done.get(f"i2t:{metric}", [])) if not done.empty else (np.nan, np.nan, 0)
         t2i = mean_std(done.get(f"t2i:{metric}", [])) if not done.empty else (np.nan, np.nan, 0)
         avg = (i2t[0] + t2i[0]) / 2 if i2t[2] and t2i[2] else np.nan
@@ -160,6 +162,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                 if pd.notna(rec["same_features_img2txt"]) else ""
             )
     notes = [f"Ours: {metric} (mean ± sample std over seeds, n runs); retrieval by cosine; protocol 'real' (test queries vs test set)."]
+    notes += annotate(records, display, folders, [("i2t", "img2txt", "Img2Txt"), ("t2i", "txt2img", "Txt2Img")], metric)
     ceiling = _label_ceiling(dataset, root, metric) if table == "2" else None
     if ceiling is not None:  # codes = the items' own labels: no method can rank better
         label = "label oracle (ceiling, from labels)"
@@ -238,13 +241,14 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
         keys = [k for k in keys if "[" not in k] or keys
         keys = sorted(set(keys) | ({n for n in binary if all_methods()[n].in_all} if not hide_missing else set()))
     bits = sorted({int(b) for b in runs["bits"].dropna()}) if not runs.empty else []
-    records, display = [], []
+    records, display, folders = [], [], {b: [] for b in bits}
     for key in keys:
         mine = runs[runs["key"] == key] if not runs.empty else runs
         rec, disp = {"method": key}, {"Method": key}
         counts = []
         for b in bits:
             sel = mine[(mine["bits"] == b) & (mine["status"] == "done")]
+            folders[b].append(list(sel["folder"]))
             for d, label in (("i2t", "I→T"), ("t2i", "T→I")):
                 m, s, n = mean_std(sel.get(f"{d}:{metric}", []))
                 rec[f"{d}_{b}_mean"], rec[f"{d}_{b}_std"], rec[f"{d}_{b}_n"] = m, s, n
@@ -256,6 +260,9 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
         records.append(rec)
         display.append(disp)
     notes = [f"{metric}, Hamming ranking (ties: expected value over tied orders), mean ± sample std over seeds."]
+    for b in bits:  # each code length is its own comparison
+        notes += [n for n in annotate(records, display, folders[b], [("i2t", f"i2t_{b}", f"I→T {b}"), ("t2i", f"t2i_{b}", f"T→I {b}")],
+                                      metric) if n not in notes]
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
     return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes)
 
@@ -272,9 +279,11 @@ def _latex_escape(s: str) -> str:
         text = text.replace(ch, "\\" + ch)
     text = text.replace("\\textbackslash ", "\\textbackslash{}").replace("~", "\\textasciitilde{}").replace("^", "\\textasciicircum{}")
     for symbol, tex in (("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("→", "$\\to$"), ("—", "--"), ("–", "--"), ("×", "$\\times$"),
-                        ("≤", "$\\leq$"), ("≥", "$\\geq$"), ("·", "$\\cdot$"), ("…", "\\ldots{}"), ("’", "'")):
+                        ("≤", "$\\leq$"), ("≥", "$\\geq$"), ("·", "$\\cdot$"), ("…", "\\ldots{}"), ("’", "'"), ("†", "$^\\dagger$")):
         text = text.replace(symbol, tex)
-    return text
+    import re
+
+    return re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", text)  # Markdown bold (significance marks)
 
 
 def latex_caption(t: Table) -> str:
