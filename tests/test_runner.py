@@ -592,3 +592,42 @@ def test_dirty_flag_counts_untracked_code(tmp_path):
     assert git_state(tmp_path)["dirty"] is False
     (tmp_path / "methods" / "mine.py").write_text("class Mine: ...\n")  # a new in-tree plugin
     assert git_state(tmp_path)["dirty"] is True
+
+
+def test_every_option_has_help_text():
+    import argparse
+
+    from cmr_bench.cli import build_parser
+
+    missing = []
+
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, prefix + [name])
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) and not action.help:
+                missing.append(f"{' '.join(prefix)} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), [])
+    assert not missing, missing
+
+
+def test_data_info_prints_no_empty_parts(run_cli):
+    code, out, err = run_cli("data", "info", "synthetic")
+    assert code == 0, err
+    assert "()" not in out and not any(line.strip() in ("source:", "source: ") for line in out.splitlines())
+
+
+def test_runs_list_shows_overrides_and_the_summary_separates_protocols(grid, sign_method, run_cli):
+    code, out, err = grid("--seeds", "0", "--bits", "16", "--set", "cca.reg=0.01", methods="cca,test-sign")
+    assert code == 0, out + err
+    assert "protocol 'real'" in out and "protocol 'hash'" in out
+    sections = {part.split("'")[0]: part for part in out.split("protocol '")[1:]}
+    assert "cca" in sections["real"] and "test-sign" not in sections["real"]
+    assert "test-sign" in sections["hash"] and "cca" not in sections["hash"]
+    assert "±" not in out  # one run each: no spread
+    code, out, err = run_cli("runs", "list", "--results-dir", grid.results)
+    assert code == 0, err
+    cca = next(line for line in out.splitlines() if " cca " in line)
+    assert "reg=0.01" in cca

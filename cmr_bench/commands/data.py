@@ -16,12 +16,12 @@ def register(sub) -> None:
     dsub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     p = dsub.add_parser("list", help="every dataset and whether its files are complete, partial or missing")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_list)
 
     p = dsub.add_parser("info", help="manifest facts plus measured shapes and class counts")
     p.add_argument("name", help="dataset name or path to a manifest .toml")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output (every field)")
     p.set_defaults(handler=cmd_info)
 
     p = dsub.add_parser("verify", help="checksums and shapes; exit 0 only when complete and valid")
@@ -29,15 +29,15 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_verify)
 
     p = dsub.add_parser("fetch", help="download from the public source into the data root")
-    p.add_argument("name")
+    p.add_argument("name", help="dataset name (see `cmr-bench data list`)")
     p.add_argument("--base-url", default=None, help="download <base-url>/<file> instead (a mirror); env CMR_BENCH_MIRROR=<url> serves <url>/<dataset>/<file>")
     p.add_argument("--force", action="store_true", help="download again even when present and valid")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no download progress bar")
     p.set_defaults(handler=cmd_fetch)
 
     p = dsub.add_parser("import", help="copy (or link) your folder of dataset files into the data root and verify it")
-    p.add_argument("name")
-    p.add_argument("path")
+    p.add_argument("name", help="dataset name (its manifest says which files to expect)")
+    p.add_argument("path", help="your folder holding the dataset's files")
     p.add_argument("--link", action="store_true", help="symlink instead of copying")
     p.set_defaults(handler=cmd_import)
 
@@ -121,7 +121,8 @@ def cmd_info(args) -> int:
         print_json(info)
         return 0
     print(f"{info['name']}: {info['title']} [{info['state']}]")
-    print(f"  image {info['image_dim']}-d ({info['image_features']}), text {info['text_dim']}-d ({info['text_features']})")
+    features = lambda what: f" ({info[what]})" if info.get(what) else ""  # noqa: E731 - no empty "()"
+    print(f"  image {info['image_dim']}-d{features('image_features')}, text {info['text_dim']}-d{features('text_features')}")
     print(f"  {info['num_classes']} classes, {info['label_kind']}-label" + (f": {', '.join(info['class_names'])}" if info["class_names"] else ""))
     for name, s in info["splits"].items():
         counts = f"  class counts {s['class_counts']}" if "class_counts" in s else "  (declared, files not all present)"
@@ -132,7 +133,8 @@ def cmd_info(args) -> int:
         print(f"  file {f['path']}: {'present' if f['present'] else 'MISSING'}")
     if info.get("folder"):
         print(f"  folder: {info['folder']}")
-    print(f"  source: {info['source'].get('homepage', '')}")
+    if (info.get("source") or {}).get("homepage"):
+        print(f"  source: {info['source']['homepage']}")
     print(f"  cite: {info['citation']}")
     print(f"  terms: {info['terms']}")
     return 0

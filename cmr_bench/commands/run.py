@@ -218,9 +218,13 @@ def cmd_run(args) -> int:
     if rows:
         from tabulate import tabulate
 
-        print(tabulate(rows, headers="keys", tablefmt="simple"))
+        for protocol in dict.fromkeys(r["protocol"] for r in rows):  # one table per protocol
+            mine = [{k: v for k, v in r.items() if k != "protocol"} for r in rows if r["protocol"] == protocol]
+            print(f"\nprotocol '{protocol}'" + (f": {dataset.protocols[protocol].description}" if protocol in dataset.protocols else ""))
+            print(tabulate(mine, headers="keys", tablefmt="simple"))
     if result.elsewhere:
         print(f"{len(result.elsewhere)} run(s) were finished by another invocation", flush=True)
+    print(f"runs stored in {runs_dir}", flush=True)
     if result.failed:
         print(f"{len(result.failed)} run(s) failed; see run.json in their folders", flush=True)
         return 1

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None, help="only this dataset")
     p.add_argument("--status", default=None, help=f"only these statuses (comma list of {', '.join(STATUSES)})")
     p.add_argument("--no-checksums", action="store_true", help="skip the sha256 checks (faster on big stores)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_list)
 
     p = rsub.add_parser("clean", help="remove temp folders (.*.tmp-*), stale locks, corrupt and failed runs")
@@ -52,6 +52,7 @@ def _store(args) -> Path:
 
 
 def cmd_list(args) -> int:
+    from cmr_bench.report.results import overrides_text  # --set runs: what was set (issue 19)
     from cmr_bench.runner.lock import describe_owner
     from cmr_bench.runner.store import scan_store
 
@@ -72,14 +73,14 @@ def cmd_list(args) -> int:
         if e.status == "running":
             note = describe_owner(e.owner or {})
         rows.append({"dataset": e.dataset, "protocol": e.protocol, "method": e.method, "variant": e.variant,
-                     "bits": e.bits, "seed": e.seed, "status": e.status,
+                     "bits": e.bits, "set": overrides_text(e.overrides).strip(" {}"), "seed": e.seed, "status": e.status,
                      "map": None if e.map is None else round(e.map, 4), "note": note, "folder": str(e.path)})
     if args.json:
         print_json({"results_dir": str(runs_dir), "runs": rows, "temp_folders": [str(e.path) for e in temps],
                     "stale_locks": [str(e.path) for e in stale]})
         return 0
     if rows:
-        print_table([{**{k: r[k] for k in ("dataset", "protocol", "method", "variant", "bits", "seed", "status")},
+        print_table([{**{k: r[k] for k in ("dataset", "protocol", "method", "variant", "bits", "set", "seed", "status")},
                       "map": "" if r["map"] is None else f"{r['map']:.4f}", "note": r["note"][:70]} for r in rows])
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) +

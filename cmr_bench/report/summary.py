@@ -31,19 +31,20 @@ def mean_std(values) -> tuple[float, float, int]:
 def summary_rows(runs_dir: Path, specs, metric: str = "map@all") -> list[dict]:
     groups: dict[tuple, dict] = defaultdict(lambda: {"i2t": [], "t2i": [], "failed": 0})
     for spec, run, metrics in load_runs(runs_dir, specs):
-        g = groups[(spec.method, spec.variant, spec.bits)]
+        g = groups[(spec.protocol, spec.method, spec.variant, spec.bits)]
         if metrics is None:
             g["failed"] += 1
             continue
         g["i2t"].append(metrics["i2t"][metric])
         g["t2i"].append(metrics["t2i"][metric])
     rows = []
-    for (method, variant, bits), g in groups.items():
-        row = {"method": method + (f" [{variant}]" if variant else ""), "bits": bits or "", "runs": len(g["i2t"])}
+    # protocols apart (real and hash numbers are not comparable), code lengths in numeric order
+    for (protocol, method, variant, bits), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3] or 0)):
+        row = {"protocol": protocol, "method": method + (f" [{variant}]" if variant else ""), "bits": bits or "", "runs": len(g["i2t"])}
         for d in ("i2t", "t2i"):
             if g[d]:
-                m, s, _ = mean_std(g[d])
-                row[f"{d} {metric}"] = f"{m:.4f} ± {s:.4f}"
+                m, s, n = mean_std(g[d])
+                row[f"{d} {metric}"] = f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f}"
         if g["i2t"]:
             row["avg"] = f"{(np.mean(g['i2t']) + np.mean(g['t2i'])) / 2:.4f}"
         if g["failed"]:

@@ -366,12 +366,14 @@ class StoreEntry:
     problem: str = ""
     map: float | None = None
     owner: dict | None = None
+    overrides: dict | None = None  # --set key=value of the run
 
 
 def _parse_config_dir(name: str) -> tuple[str, int | None]:
     m = CONFIG_DIR.match(name)
     tag = m.group("tag") if m else name
     bits = None
+    tag = re.sub(r"-(set-.*|t\d+)$", "", tag)  # what spec.folder() adds for --set and --threads
     b = re.match(r"^(.*)-(\d+)bits$", tag)
     if b:
         tag, bits = b.group(1), int(b.group(2))
@@ -438,6 +440,7 @@ def _run_entry(folder: Path, rel: tuple[str, ...], checksums: bool) -> StoreEntr
     if state.run:
         spec = state.run["spec"]
         entry.variant, entry.bits = spec.get("variant", entry.variant), spec.get("bits", entry.bits)
+        entry.overrides = spec.get("overrides") or None
         if state.status == STATUS_FAILED:
             entry.problem = str(state.run.get("reason", ""))
     if state.metrics:
