@@ -58,6 +58,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("cmr-bench: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path the OS refuses (name too long, permissions, ...) that no check caught
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"cmr-bench: error: {exc.strerror or exc}{where[:200]}", file=sys.stderr)
+        return 2
     except (MemoryError, RecursionError) as exc:  # input too large or too deep for a check we lack: still one line
         what = "out of memory" if isinstance(exc, MemoryError) else "input nested too deep"
         print(f"cmr-bench: error: {what} ({type(exc).__name__}); finished results are kept", file=sys.stderr)

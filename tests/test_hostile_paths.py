@@ -263,3 +263,11 @@ def test_a_symlinked_folder_in_a_results_dir_does_not_lead_runs_outside(tmp_path
     code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress")
     assert_one_line(code, err, "resolves outside")
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("cmd", [["run", "--methods", "cca", "--dataset", "synthetic", "--no-progress"],
+                                 ["table", "--table", "2", "--dataset", "synthetic"], ["runs", "list"], ["runs", "clean"]])
+def test_a_results_dir_the_os_refuses_is_one_line(tmp_path, run_cli, cmd):
+    code, out, err = run_cli(*cmd, "--results-dir", tmp_path / ("x" * 300))
+    assert_one_line(code, err)
+    assert list(tmp_path.iterdir()) == []
