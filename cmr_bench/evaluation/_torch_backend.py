@@ -66,11 +66,12 @@ class TorchBackend:
     # ------------------------------------------------------------------ sizes
     def bytes_per_row(self) -> int:
         """Device bytes per query of a chunk: the score row and the per-position arrays of the
-        ranked representation (a dozen 8-byte arrays and their temporaries)."""
+        ranked representation (a dozen 8-byte arrays and their temporaries; peaks measured
+        on the CPU stayed within these)."""
         n_r = self.p.n_r
         if self.p.similarity == "hamming" and self.ties == "average":
-            return 32 * n_r + 64 * (self.K + 1)
-        return (128 if self.ties == "stable" else 224) * n_r
+            return 40 * n_r + 64 * (self.K + 1)
+        return 224 * n_r
 
     def max_rows(self) -> int:
         return 1 << 30
