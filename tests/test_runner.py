@@ -631,3 +631,28 @@ def test_runs_list_shows_overrides_and_the_summary_separates_protocols(grid, sig
     assert code == 0, err
     cca = next(line for line in out.splitlines() if " cca " in line)
     assert "reg=0.01" in cca
+
+
+def test_usable_cpus_follow_affinity_and_cgroup_quota(tmp_path):
+    import os
+
+    from cmr_bench.runner.environment import usable_cpus
+
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # a quota of one CPU
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")  # half a CPU (v1): at least one
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == 1
+
+
+def test_jobs_auto_is_one_worker_per_usable_cpu(grid, monkeypatch):
+    from cmr_bench.runner import environment
+
+    monkeypatch.setattr(environment, "usable_cpus", lambda: 3)
+    code, out, _ = grid("--seeds", "0", "--jobs", "auto", "--dry-run", methods="cca")
+    assert code == 0 and "in 3 local processes, 1 torch thread(s) each" in out

@@ -83,7 +83,7 @@ def register(sub) -> None:
                    help="torch threads per run (default 1, whatever --jobs is: results do not depend on --jobs; "
                         "another count is part of the run's identity, since it changes the arithmetic)")
     p.add_argument("--jobs", default=None, metavar="N",
-                   help="local: N worker processes, one run each (default 1: in this process); "
+                   help="local: N worker processes, one run each (default 1: in this process; auto: one per usable CPU); "
                         "ray: at most N tasks in flight (default: as many as the cluster's CPUs/GPUs allow), "
                         "and a local instance gets N x --ray-cpus CPUs")
     p.add_argument("--executor", default="local", metavar="local|ray", help="local (default) or ray: every run a Ray task")
@@ -104,6 +104,10 @@ def executor_options(args):
 
     if args.executor not in EXECUTORS:
         raise CmrBenchError(f"--executor: unknown '{args.executor}' (choose from {', '.join(EXECUTORS)})")
+    if str(args.jobs).strip().lower() == "auto":  # one worker per usable CPU (affinity and cgroup quota)
+        from cmr_bench.runner.environment import usable_cpus
+
+        args.jobs = str(usable_cpus())
     jobs = positive_int(args.jobs, "--jobs") if args.jobs is not None else None
     threads = positive_int(args.threads, "--threads")
     ray = args.executor == "ray"

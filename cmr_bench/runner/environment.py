@@ -50,3 +50,30 @@ def environment(device: str) -> dict:
         env["cuda_device"] = torch.cuda.get_device_name(0)
         env["cuda"] = torch.version.cuda
     return env
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (v2 cpu.max
+    or v1 cfs quota/period), so a container limited to 2 CPUs on a 64-core host counts 2."""
+    import math
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = None
+    try:
+        text = (cgroup_root / "cpu.max").read_text().split()
+        if text and text[0] != "max":
+            quota = int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError, ZeroDivisionError):
+        try:
+            q = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+            quota = q / period if q > 0 and period > 0 else None
+        except (OSError, ValueError, ZeroDivisionError):
+            quota = None
+    if quota is not None:
+        cpus = min(cpus, max(1, math.floor(quota)))
+    return max(1, cpus)
