@@ -79,7 +79,8 @@ def test_installed_package_lists_checks_runs_and_appears_in_table_2(installed, r
                              "--out", tmp_path / "t", "--format", "md,csv")
     assert code == 0, err
     row = next(line for line in out.splitlines() if line.startswith("| example-linear"))
-    assert re.search(r"\| 0\.\d{3} ± 0\.\d{3} \|", row) and re.search(r"\|\s+2 \|", row), row
+    # bold / † are the significance marks (report/significance.py)
+    assert re.search(r"\| (\*\*)?0\.\d{3} ± 0\.\d{3}(\*\*| †)? \|", row) and re.search(r"\|\s+2 \|", row), row
     import pandas as pd
 
     df = pd.read_csv(tmp_path / "t" / "table2.csv")
