@@ -40,6 +40,8 @@ class CCA(Method):
         deviations=("A small scale-free ridge (reg * trace/d) is added to both covariances for numerical stability.",),
     )
     defaults = {"dims": 0, "reg": 1e-4, "power": 0.0}  # dims 0 = min(image_dim, text_dim)
+    # `cmr-bench tune`: closed form, so a grid over its two knobs (cmr_bench/tuning.py)
+    search_space = {"reg": ("choice", [1e-6, 1e-4, 1e-2, 1e-1]), "power": ("choice", [0.0, 0.5, 1.0])}
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         x = torch.as_tensor(train.image, dtype=torch.float64, device=self.device)

@@ -143,6 +143,9 @@ class SDEH(TorchMethod):
         "lr": 1e-3,
         "weight_decay": 1e-5,
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): lr, the loss weights and the schedule length
+    search_space = {"lr": ("logfloat", 1e-4, 1e-2), "w_sim": ("logfloat", 0.1, 10.0), "w_sem": ("logfloat", 0.1, 10.0),
+                    "w_quant": ("logfloat", 0.01, 1.0), "tau": ("float", 0.05, 1.0), "epochs": ("int", 5, 40)}
     smoke_config = {"epochs": 2, "global_hidden": 16, "sem_dim": 16, "token_dim": 16, "tokens": 4, "heads": 2, "batch_size": 32}
     variants = {
         "binary similarity": {"graded_similarity": False},

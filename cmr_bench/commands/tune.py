@@ -1,0 +1,69 @@
+"""`cmr-bench tune`: each method's search space, the same trial budget, scored on validation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cmr_bench.errors import CmrBenchError
+
+ORDER = 25
+
+
+def register(sub) -> None:
+    from cmr_bench.commands._common import DATASET_HELP
+
+    p = sub.add_parser("tune", help="tune hyperparameters on a validation split carved from train (Optuna; needs the tune extra)")
+    p.add_argument("--methods", required=True, help="comma list or 'all' (all: the methods that declare a search space)")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--trials", type=int, required=True, help="trials per method (a grid space runs at most its grid)")
+    p.add_argument("--jobs", type=int, default=1, help="trials run at once, in threads (default 1)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL (default sqlite:///<out>/<dataset>/studies.db; any SQLAlchemy URL)")
+    p.add_argument("--bits", type=int, default=None, help="code length to tune binary methods at")
+    p.add_argument("--seed", type=int, default=0, help="sampler, validation split and training seed (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of train carved for validation (default 0.1)")
+    p.add_argument("--out", default=str(Path("results") / "tuned"), help="folder for <dataset>/<method>.toml (default results/tuned)")
+    p.set_defaults(handler=cmd_tune)
+
+
+def cmd_tune(args) -> int:
+    from cmr_bench.commands._common import root_of
+    from cmr_bench.tuning import need_optuna, search_space, tune_method, write_tuned
+
+    if args.trials < 1:
+        raise CmrBenchError(f"--trials must be >= 1, got {args.trials}")
+    if args.jobs < 1:
+        raise CmrBenchError(f"--jobs must be >= 1, got {args.jobs}")
+    if not 0 < args.val_fraction < 1:
+        raise CmrBenchError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    need_optuna()
+    from cmr_bench.registry import all_methods, resolve_methods
+
+    if args.methods.strip().lower() == "all":
+        names = [n for n, c in all_methods().items() if c.in_all and getattr(c, "search_space", None)]
+    else:
+        names = resolve_methods(args.methods)
+    for n in names:  # every space (and code length) checked before the first trial
+        search_space(all_methods()[n])
+        if all_methods()[n].code_type == "binary" and args.bits is None:
+            raise CmrBenchError(f"method '{n}' makes binary codes: give the code length to tune at with --bits")
+    from cmr_bench.data.loader import load_dataset
+
+    dataset = load_dataset(args.dataset, root_of(args))
+    out = Path(args.out)
+    storage = args.storage
+    if storage is None:
+        try:
+            (out / dataset.name).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CmrBenchError(f"cannot create {out / dataset.name}: {exc.strerror or exc}") from None
+        storage = f"sqlite:///{(out / dataset.name / 'studies.db').resolve()}"
+    for n in names:
+        res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=args.jobs, bits=args.bits,
+                          val_fraction=args.val_fraction, report=print if sys.stdout.isatty() else None)  # quiet off a TTY
+        path = write_tuned(res, out)
+        picked = ", ".join(f"{k}={res['config'][k]}" for k in res["tuned"])
+        print(f"{n}: best validation {res['value']:.4f} after {res['trials']} trials ({res['sampler']}, "
+              f"{res['seconds']} s): {picked} -> {path}")
+    return 0

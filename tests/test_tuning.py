@@ -1,0 +1,90 @@
+"""`cmr-bench tune` (issue 14): a tiny study on synthetic data, resuming, and bad input."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+pytest.importorskip("optuna")
+
+from cmr_bench import registry  # noqa: E402
+from cmr_bench.plugin import Method, MethodInfo  # noqa: E402
+
+
+@pytest.fixture
+def ridge_method():
+    """A cheap real-valued method with a continuous space (the TPE path)."""
+
+    class Ridge(Method):
+        name = "test-ridge"
+        code_type = "real"
+        info = MethodInfo("Ridge", "test", "test", 2026, status="baseline")
+        defaults = {"reg": 1.0, "dims": 4}
+        search_space = {"reg": ("logfloat", 1e-3, 1e2), "dims": ("int", 2, 6)}
+
+        def fit(self, train, val=None):
+            y = np.eye(train.labels.max() + 1)[train.labels] if train.labels.ndim == 1 else train.labels
+            self.w = {m: np.linalg.solve(train.features(m).T @ train.features(m) + self.config["reg"] * np.eye(train.features(m).shape[1]),
+                                         train.features(m).T @ y)[:, : self.config["dims"]] for m in ("image", "text")}
+            return []
+
+        def encode(self, features, modality):
+            return (features @ self.w[modality]).astype(np.float32)
+
+    registry._load()
+    registry._add(Ridge, "tests")
+    yield Ridge
+    registry._REGISTRY.pop("test-ridge")
+    registry._SOURCES.pop("test-ridge")
+
+
+def test_tiny_study_writes_the_best_config_and_resumes(run_cli, tmp_path, ridge_method):
+    out = tmp_path / "tuned"
+    code, stdout, err = run_cli("tune", "--methods", "cca,test-ridge", "--dataset", "synthetic", "--trials", "3", "--out", out)
+    assert code == 0, err
+    cca = tomllib.loads((out / "synthetic" / "cca.toml").read_text())
+    assert cca["sampler"] == "grid" and cca["trials"] == 3 and cca["seed"] == 0 and cca["data"]
+    assert set(cca["tuned"]) == {"reg", "power"} and cca["config"]["dims"] == 0  # untuned keys keep their defaults
+    ridge = tomllib.loads((out / "synthetic" / "test-ridge.toml").read_text())
+    assert ridge["sampler"] == "tpe" and ridge["trials"] == 3 and 1e-3 <= ridge["config"]["reg"] <= 1e2
+    # the recorded score is the objective recomputed for the recorded config (no hidden state)
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import validation_score
+
+    ds = load_dataset("synthetic")
+    again = validation_score(ridge_method, ds, ds.split(ds.protocol("real").train), ridge["config"], None, 0, 0.1)
+    assert again == pytest.approx(ridge["value"])
+    # same storage, same budget: resumed, no new trial
+    code, stdout, err = run_cli("tune", "--methods", "test-ridge", "--dataset", "synthetic", "--trials", "3", "--out", out)
+    assert code == 0 and "after 3 trials" in stdout, err
+    # a study of the same name made with other settings is refused
+    code, stdout, err = run_cli("tune", "--methods", "test-ridge", "--dataset", "synthetic", "--trials", "3", "--out", out, "--seed", "1")
+    assert code == 2 and "other data or settings" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_input_is_one_line(run_cli, tmp_path):
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not a database" * 100)
+    base = ["--dataset", "synthetic", "--out", tmp_path / "t"]
+    for argv, message in [
+        (["--methods", "nope", "--trials", "2"], "nope"),
+        (["--methods", "random", "--trials", "2"], "declares no search space"),
+        (["--methods", "cca", "--trials", "0"], "--trials must be >= 1"),
+        (["--methods", "cca", "--trials", "2", "--storage", f"sqlite:///{tmp_path}/no/such/dir/x.db"], "study storage"),
+        (["--methods", "cca", "--trials", "2", "--storage", f"sqlite:///{corrupt}"], "study storage"),
+    ]:
+        code, out, err = run_cli("tune", *argv, *base)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_search_spaces_of_the_shipped_methods_are_well_formed():
+    from cmr_bench.registry import all_methods
+    from cmr_bench.tuning import search_space
+
+    methods = all_methods()
+    declared = [n for n, c in methods.items() if getattr(c, "search_space", None)]
+    assert {"cca", "dscmr", "sdeh"} <= set(declared)
+    for n in declared:
+        search_space(methods[n])  # raises on a key outside defaults or a malformed entry
