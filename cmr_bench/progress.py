@@ -6,6 +6,7 @@ Without a listener the call costs one global lookup: plugins and tests need not 
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional
 
 Listener = Callable[[int, int, Optional[float], str], None]
@@ -24,3 +25,23 @@ def training_step(done: int, total: int, loss: Optional[float] = None, unit: str
     latest training loss as a Python float (pass None rather than forcing a device sync)."""
     if _listener is not None:
         _listener(done, total, loss, unit)
+
+
+# `cmr-bench tune` prunes on the trainer's per-epoch validation score. Thread-local, so trials
+# running in threads (--jobs) each see only their own training.
+_local = threading.local()
+
+
+def set_validation_listener(listener: Optional[Callable[[int, float], None]]):
+    """Install `listener(step, score)` for this thread; returns the previous one (to restore)."""
+    previous = getattr(_local, "validation", None)
+    _local.validation = listener
+    return previous
+
+
+def validation_score(step: int, score: float) -> None:
+    """The mean of both directions' validation mAP after `step` epochs/iterations. A listener
+    may raise to stop training (a pruned trial)."""
+    listener = getattr(_local, "validation", None)
+    if listener is not None:
+        listener(step, score)

@@ -31,7 +31,7 @@ from torch import nn
 
 from cmr_bench.data.types import Split
 from cmr_bench.plugin import Method
-from cmr_bench.progress import training_step
+from cmr_bench.progress import training_step, validation_score
 
 MODALITIES = ("image", "text")
 
@@ -322,6 +322,7 @@ class TorchMethod(Method):
             if select:
                 i2t, t2i = self.validation_map(val)
                 row.update(val_map_i2t=i2t, val_map_t2i=t2i)
+                validation_score(self.done + 1, (i2t + t2i) / 2)  # `tune` prunes on it
                 if (i2t + t2i) / 2 > best:
                     best, best_at, best_state = (i2t + t2i) / 2, self.done + 1, copy.deepcopy(self.net.state_dict())
             log.append(row)

@@ -105,13 +105,14 @@ def validation_score(cls, dataset, train_full, config: dict, bits: int | None, s
     return value
 
 
-def open_study(optuna, storage: str, name: str, space: dict, seed: int, identity: dict):
+def open_study(optuna, storage: str, name: str, space: dict, seed: int, identity: dict, pruner=None):
     """Create or resume; a study of the same name made for other data or another space is an error."""
     sampler = (optuna.samplers.GridSampler({k: list(e[1]) if not any(isinstance(v, (list, dict)) for v in e[1])
                                             else list(range(len(e[1]))) for k, e in space.items()}, seed=seed)
                if is_grid(space) else optuna.samplers.TPESampler(seed=seed))
     try:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True)
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize",
+                                    load_if_exists=True)
         stored = study.user_attrs.get("identity")
     except CmrBenchError:
         raise
@@ -127,7 +128,10 @@ def open_study(optuna, storage: str, name: str, space: dict, seed: int, identity
 
 
 def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jobs: int = 1, bits: int | None = None,
-                val_fraction: float = 0.1, protocol: str | None = None, report=print) -> dict:
+                val_fraction: float = 0.1, protocol: str | None = None, report=print, startup: int = 5, warmup: int = 5) -> dict:
+    """One study. Pruning: MedianPruner on the validation score the trainer reports per epoch
+    (cmr_bench.progress.validation_score), after `startup` trials and `warmup` epochs; methods
+    that report none (closed forms, no selection on validation) always run to the end."""
     from cmr_bench import __version__
     from cmr_bench.registry import get_method
     from cmr_bench.runner.grid import DEFAULT_PROTOCOL
@@ -143,12 +147,25 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
     identity = {"dataset": dataset.name, "data": dataset.fingerprint, "method": name, "bits": bits, "seed": seed,
                 "val_fraction": val_fraction, "space": json.loads(json.dumps(space, default=list))}
     study_name = f"{dataset.name}/{name}" + (f"-{bits}bits" if bits else "")
-    study = open_study(optuna, storage, study_name, space, seed, identity)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+    study = open_study(optuna, storage, study_name, space, seed, identity, pruner)
 
     def objective(trial):
+        from cmr_bench.progress import set_validation_listener
+
         picked = suggest(trial, space)
         config = cls.resolve_config(picked, dataset=dataset.name)
-        return validation_score(cls, dataset, train_full, config, bits, seed, val_fraction)
+
+        def intermediate(step, score):
+            trial.report(float(score), int(step))
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step}")
+
+        previous = set_validation_listener(intermediate)
+        try:
+            return validation_score(cls, dataset, train_full, config, bits, seed, val_fraction)
+        finally:
+            set_validation_listener(previous)
 
     done = lambda: [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]  # noqa: E731
     t0 = time.perf_counter()
@@ -170,6 +187,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
     return {
         "method": name, "dataset": dataset.name, "data": dataset.fingerprint, "protocol": proto.name, "bits": bits,
         "objective": OBJECTIVE, "value": float(best.value), "trials": len(done()), "budget": budget,
+        "pruned": len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
         "sampler": "grid" if is_grid(space) else "tpe", "seed": seed, "val_fraction": val_fraction,
         "version": __version__, "seconds": round(time.perf_counter() - t0, 1), "tuned": sorted(picked),
         "config": cls.resolve_config(picked, dataset=dataset.name),

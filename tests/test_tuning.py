@@ -88,3 +88,63 @@ def test_search_spaces_of_the_shipped_methods_are_well_formed():
     assert {"cca", "dscmr", "sdeh"} <= set(declared)
     for n in declared:
         search_space(methods[n])  # raises on a key outside defaults or a malformed entry
+
+
+@pytest.fixture
+def stepping_method():
+    """Reports a validation score per epoch as the trainer does; the score is its knob."""
+
+    class Stepping(Method):
+        name = "test-stepping-tune"
+        code_type = "real"
+        uses_validation = True
+        info = MethodInfo("Stepping", "test", "test", 2026, status="baseline")
+        defaults = {"x": 0.5}
+        search_space = {"x": ("float", 0.0, 1.0)}
+        epochs_run: list = []
+
+        def fit(self, train, val=None):
+            from cmr_bench.progress import validation_score
+
+            for epoch in range(1, 11):
+                type(self).epochs_run.append(epoch)
+                validation_score(epoch, self.config["x"])
+            return []
+
+        def encode(self, features, modality):
+            return features[:, :2].astype(np.float32)
+
+    registry._load()
+    registry._add(Stepping, "tests")
+    yield Stepping
+    registry._REGISTRY.pop("test-stepping-tune")
+    registry._SOURCES.pop("test-stepping-tune")
+
+
+def test_poor_trials_are_pruned_on_the_reported_validation_scores(tmp_path, stepping_method):
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import tune_method
+
+    ds = load_dataset("synthetic")
+    res = tune_method("test-stepping-tune", ds, 12, f"sqlite:///{tmp_path / 's.db'}", report=None, startup=2, warmup=0)
+    assert res["pruned"] > 0 and res["trials"] + res["pruned"] == 12
+    assert len(stepping_method.epochs_run) < 12 * 10  # a pruned trial stopped training early
+
+
+def test_the_trainer_reports_its_validation_score_per_epoch():
+    from cmr_bench.data.synthetic import make_synthetic
+    from cmr_bench.progress import set_validation_listener
+    from cmr_bench.registry import get_method
+
+    cls = get_method("dscmr")
+    ds = make_synthetic(n_train=64, n_test=16, image_dim=12, text_dim=8, num_classes=4, seed=2)
+    config = cls.resolve_config(cls.smoke_config)
+    m = cls.create(image_dim=12, text_dim=8, num_classes=4, label_kind=ds.label_kind, config=config, device="cpu", seed=0)
+    seen = []
+    previous = set_validation_listener(lambda step, score: seen.append((step, score)))
+    try:
+        log = m.fit(ds.splits["train"], ds.splits["train"].subset(np.arange(16), "val"))
+    finally:
+        set_validation_listener(previous)
+    assert [s for s, _ in seen] == list(range(1, config["epochs"] + 1))
+    assert [v for _, v in seen] == pytest.approx([(r["val_map_i2t"] + r["val_map_t2i"]) / 2 for r in log])
