@@ -42,6 +42,8 @@ def cmd_tune(args) -> int:
 
     if args.methods.strip().lower() == "all":
         names = [n for n, c in all_methods().items() if c.in_all and getattr(c, "search_space", None)]
+        if not names:
+            raise CmrBenchError("no method declares a search space (a `search_space` dict next to its defaults)")
     else:
         names = resolve_methods(args.methods)
     for n in names:  # every space (and code length) checked before the first trial
