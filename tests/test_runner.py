@@ -459,6 +459,8 @@ def test_table_goes_to_the_users_folder_and_takes_a_manifest_path(mixed_store, r
     rnd = next(line for line in md.splitlines() if line.startswith("| random"))
     assert "±" in cca and "±" not in rnd  # one run: no spread to print
     assert "nan" not in md
+    avg = [c.strip() for c in rnd.strip("|").split("|")][3]
+    assert len(avg.split(".")[1]) == 3, rnd  # three decimals as formatted, not re-parsed as a number
 
 
 def test_hash_table_has_n_and_numeric_bit_order(mixed_store, run_cli, tmp_path):

@@ -268,7 +268,8 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
 
 
 def to_markdown(t: Table) -> str:
-    body = t.display.fillna("").to_markdown(index=False) if not t.display.empty else "(no rows)"
+    # disable_numparse: "0.450" stays "0.450" (tabulate would print 0.45)
+    body = t.display.fillna("").to_markdown(index=False, disable_numparse=True) if not t.display.empty else "(no rows)"
     notes = "\n".join(f"- {n}" for n in t.notes)
     return f"**{t.title} — {t.dataset}**\n\n{body}\n\n{notes}\n"
 
