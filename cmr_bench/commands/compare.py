@@ -13,7 +13,7 @@ def register(sub) -> None:
     from cmr_bench.commands._common import DATASET_HELP, RESULTS_HELP
     from cmr_bench.report.significance import BOOTSTRAP_SEED, RESAMPLES
 
-    p = sub.add_parser("compare", help="paired comparison of two methods' stored runs: difference, 95% CI, Wilcoxon p, wins")
+    p = sub.add_parser("compare", help="paired comparison of two methods' stored runs: difference, 95%% CI, Wilcoxon p, wins")
     p.add_argument("a", metavar="A", help="method, or method[variant], as in tables")
     p.add_argument("b", metavar="B", help="the method it is compared with")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
