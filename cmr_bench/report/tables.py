@@ -267,9 +267,21 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes)
 
 
+def _is_number(value) -> bool:
+    if value == "":
+        return True
+    try:
+        float(str(value).replace("+", "", 1))
+        return True
+    except ValueError:
+        return False
+
+
 def to_markdown(t: Table) -> str:
-    # disable_numparse: "0.450" stays "0.450" (tabulate would print 0.45)
-    body = t.display.fillna("").to_markdown(index=False, disable_numparse=True) if not t.display.empty else "(no rows)"
+    # disable_numparse: "0.450" stays "0.450" (tabulate would print 0.45); numeric columns still right-aligned
+    frame = t.display.fillna("")
+    body = frame.to_markdown(index=False, disable_numparse=True, colalign=[
+        "right" if all(_is_number(v) for v in frame[c]) else "left" for c in frame.columns]) if not t.display.empty else "(no rows)"
     notes = "\n".join(f"- {n}" for n in t.notes)
     return f"**{t.title} — {t.dataset}**\n\n{body}\n\n{notes}\n"
 
