@@ -463,6 +463,27 @@ def test_table_goes_to_the_users_folder_and_takes_a_manifest_path(mixed_store, r
     assert len(avg.split(".")[1]) == 3, rnd  # three decimals as formatted, not re-parsed as a number
 
 
+def test_runs_list_and_clean_take_a_manifest_path_like_run(mixed_store, run_cli, tmp_path):
+    import shutil
+
+    from cmr_bench.data.manifest import builtin_manifest_paths
+
+    manifest = tmp_path / "my" / "manifest.toml"
+    manifest.parent.mkdir()
+    shutil.copy(builtin_manifest_paths()["synthetic"], manifest)
+    code, out, err = run_cli("runs", "list", "--dataset", manifest, "--results-dir", mixed_store, "--json")
+    assert code == 0, err
+    import json
+
+    rows = json.loads(out)["runs"]
+    code, out, err = run_cli("runs", "list", "--dataset", "synthetic", "--results-dir", mixed_store, "--json")
+    assert code == 0, err
+    assert rows == json.loads(out)["runs"] and rows and {r["dataset"] for r in rows} == {"synthetic"}
+    code, out, err = run_cli("runs", "clean", "--dataset", manifest, "--results-dir", mixed_store, "--dry-run")
+    assert code == 0, err
+    assert not (mixed_store / "manifest.toml").exists()
+
+
 def test_hash_table_has_n_and_numeric_bit_order(mixed_store, run_cli, tmp_path):
     code, out, err = run_cli("table", "--table", "hash", "--dataset", "synthetic", "--results-dir", mixed_store,
                              "--out", tmp_path / "t", "--format", "md", "--hide-missing")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from cmr_bench.commands._common import print_json, print_table
+from cmr_bench.commands._common import DATASET_HELP, print_json, print_table
 from cmr_bench.commands.run import DEFAULT_RESULTS
 from cmr_bench.errors import CmrBenchError
 
@@ -19,7 +19,7 @@ def register(sub) -> None:
 
     p = rsub.add_parser("list", help="every stored run: dataset/protocol/method/variant/bits/seed/status/map")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS), help="run store (default results/runs)")
-    p.add_argument("--dataset", default=None, help="only this dataset")
+    p.add_argument("--dataset", default=None, help="only this dataset: " + DATASET_HELP)
     p.add_argument("--status", default=None, help=f"only these statuses (comma list of {', '.join(STATUSES)})")
     p.add_argument("--no-checksums", action="store_true", help="skip the sha256 checks (faster on big stores)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -27,14 +27,14 @@ def register(sub) -> None:
 
     p = rsub.add_parser("clean", help="remove temp folders (.*.tmp-*), stale locks, corrupt and failed runs")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS), help="run store (default results/runs)")
-    p.add_argument("--dataset", default=None, help="only this dataset")
+    p.add_argument("--dataset", default=None, help="only this dataset: " + DATASET_HELP)
     p.add_argument("--keep-failed", action="store_true", help="leave failed runs in place")
     p.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
     p.set_defaults(handler=cmd_clean)
 
 
 def _store(args) -> Path:
-    from cmr_bench.paths import check_component
+    from cmr_bench.commands._common import dataset_name
 
     runs_dir = Path(args.results_dir)
     try:
@@ -44,7 +44,7 @@ def _store(args) -> Path:
     if not ok:
         raise CmrBenchError(f"no results store at {ascii(str(runs_dir))[1:-1]} (use --results-dir)")
     if args.dataset is not None:
-        check_component(args.dataset, "--dataset")
+        args.dataset = dataset_name(args)  # a name or a manifest path, as for `run`
     if args.dataset is not None and not (runs_dir / args.dataset).is_dir():
         known = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         raise CmrBenchError(f"no runs of dataset '{args.dataset}' in {runs_dir} (has: {', '.join(known) or 'nothing'})")
