@@ -77,15 +77,6 @@ class CAALNet(nn.Module):
         yield from self.d_joint.parameters()
 
 
-class _Encoder(nn.Module):
-    def __init__(self, net: CAALNet, modality: str):
-        super().__init__()
-        self.net, self.modality = net, modality
-
-    def forward(self, x):
-        return self.net(x, self.modality)
-
-
 @register_method
 class CAAL(TorchMethod):
     name = "caal"
@@ -130,8 +121,8 @@ class CAAL(TorchMethod):
         return CAALNet({"image": self.image_dim, "text": self.text_dim}, self.num_classes, int(c["hidden"]), int(c["k"]),
                        int(c["noise"]), int(c["disc_hidden"]))
 
-    def encoder(self, modality: str) -> nn.Module:
-        return _Encoder(self.net, modality)
+    def encoder(self, modality: str):
+        return lambda x: self.net(x, modality)
 
     def make_optimizers(self):
         c, betas = self.config, self.config["betas"]

@@ -72,15 +72,6 @@ def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-class _Encoder(nn.Module):
-    def __init__(self, net: CMGANNet, modality: str):
-        super().__init__()
-        self.net, self.modality = net, modality
-
-    def forward(self, x):
-        return self.net(x, self.modality)
-
-
 @register_method
 class CMGAN(TorchMethod):
     name = "cm-gan"
@@ -125,8 +116,8 @@ class CMGAN(TorchMethod):
         return CMGANNet({"image": self.image_dim, "text": self.text_dim}, int(c["hidden"]), int(c["k"]),
                         self.num_classes, int(c["disc_hidden"]))
 
-    def encoder(self, modality: str) -> nn.Module:
-        return _Encoder(self.net, modality)
+    def encoder(self, modality: str):
+        return lambda x: self.net(x, modality)
 
     def make_optimizers(self):
         c, betas = self.config, self.config["betas"]

@@ -81,15 +81,6 @@ def stage2_loss(net: CMDNNet, r: dict[str, torch.Tensor], alpha: float) -> dict[
     return {"L_level1": level1, "L_level2": corr["L"], "L_C": corr["L_C"], "L_stage2": level1 + corr["L"]}
 
 
-class _Encoder(nn.Module):
-    def __init__(self, net: CMDNNet, modality: str):
-        super().__init__()
-        self.net, self.modality = net, modality
-
-    def forward(self, x):
-        return self.net(x, self.modality)
-
-
 @register_method
 class CMDN(TorchMethod):
     name = "cmdn"
@@ -133,8 +124,8 @@ class CMDN(TorchMethod):
         self.check_config(c)
         return CMDNNet({"image": self.image_dim, "text": self.text_dim}, int(c["h1"]), int(c["h2"]), int(c["k"]))
 
-    def encoder(self, modality: str) -> nn.Module:
-        return _Encoder(self.net, modality)
+    def encoder(self, modality: str):
+        return lambda x: self.net(x, modality)
 
     def make_optimizers(self):
         lr = float(self.config["lr"])

@@ -67,15 +67,6 @@ class MCSMNet(nn.Module):
         return torch.cat(parts, 1)
 
 
-class _Encoder(nn.Module):
-    def __init__(self, net: MCSMNet, modality: str):
-        super().__init__()
-        self.net, self.modality = net, modality
-
-    def forward(self, x):
-        return self.net(x, self.modality)
-
-
 @register_method
 class MCSM(TorchMethod):
     name = "mcsm"
@@ -123,8 +114,8 @@ class MCSM(TorchMethod):
         return MCSMNet({"image": self.image_dim, "text": self.text_dim}, int(c["hidden"]), int(c["k"]), self.num_classes,
                        float(c["fusion_weight"]))
 
-    def encoder(self, modality: str) -> nn.Module:
-        return _Encoder(self.net, modality)
+    def encoder(self, modality: str):
+        return lambda x: self.net(x, modality)
 
     def loss(self, batch: Batch):
         c, net, x, y = self.config, self.net, batch.x, batch.y

@@ -56,15 +56,6 @@ class TANSSNet(nn.Module):
         return self.branch[modality](x)
 
 
-class _Encoder(nn.Module):
-    def __init__(self, net: TANSSNet, modality: str):
-        super().__init__()
-        self.net, self.modality = net, modality
-
-    def forward(self, x):
-        return self.net(x, self.modality)
-
-
 @register_method
 class TANSS(TorchMethod):
     name = "tanss"
@@ -110,8 +101,8 @@ class TANSS(TorchMethod):
         return TANSSNet({"image": self.image_dim, "text": self.text_dim}, self.num_classes, int(c["hidden"]), int(c["k"]),
                         int(c["disc_hidden"]))
 
-    def encoder(self, modality: str) -> nn.Module:
-        return _Encoder(self.net, modality)
+    def encoder(self, modality: str):
+        return lambda x: self.net(x, modality)
 
     def make_optimizers(self):
         c, net, betas = self.config, self.net, self.config["betas"]
