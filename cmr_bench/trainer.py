@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cmr_bench.data.types import Split
+from cmr_bench.data.types import Split, label_matrix  # noqa: F401 (methods import it from here)
 from cmr_bench.plugin import Method
 from cmr_bench.progress import training_step, validation_score
 
@@ -47,14 +47,6 @@ STANDARDIZE_NOTE = (
 
 def to_tensor(array: np.ndarray, device: str, dtype=torch.float32) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
-
-
-def label_matrix(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Single-label ints -> one-hot float32 (n, c); multi-hot rows pass through as float32."""
-    labels = np.asarray(labels)
-    if labels.ndim == 2:
-        return labels.astype(np.float32)
-    return np.eye(num_classes, dtype=np.float32)[labels]
 
 
 def label_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

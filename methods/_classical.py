@@ -9,19 +9,22 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from cmr_bench.data.types import label_matrix as _label_matrix
 from cmr_bench.plugin import Method
 
 BLOCK = 2048  # rows per block when a computation would otherwise be n x n
 
 
 def label_matrix(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """One-hot (single-label) or multi-hot (multi-label) float64 matrix, n x c."""
-    labels = np.asarray(labels)
-    if labels.ndim == 2:
-        return labels.astype(np.float64)
-    y = np.zeros((len(labels), num_classes))
-    y[np.arange(len(labels)), labels.astype(np.int64)] = 1.0
-    return y
+    """The data layer's label matrix in float64, the precision the closed-form solvers use."""
+    return _label_matrix(labels, num_classes, np.float64)
+
+
+def centred(x: np.ndarray, center: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(x - mean, mean) in float64; `center=False` keeps a zero mean."""
+    x = np.asarray(x, np.float64)
+    mean = x.mean(0) if center else np.zeros(x.shape[1])
+    return x - mean, mean
 
 
 def l21(w: np.ndarray, eps: float = 0.0) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmr_bench.data.types import Split
-from cmr_bench.methods._classical import LinearCodes, knn_graph, l21, l21_weights, label_matrix
+from cmr_bench.methods._classical import LinearCodes, centred, knn_graph, l21, l21_weights, label_matrix
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
 
@@ -57,10 +57,7 @@ class JFSSL(LinearCodes):
     smoke_config = {"iterations": 3}
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
-        xp, xq = np.asarray(train.image, np.float64), np.asarray(train.text, np.float64)
-        mp = xp.mean(0) if self.config["center"] else np.zeros(xp.shape[1])
-        mq = xq.mean(0) if self.config["center"] else np.zeros(xq.shape[1])
-        xp, xq = xp - mp, xq - mq
+        (xp, mp), (xq, mq) = centred(train.image, self.config["center"]), centred(train.text, self.config["center"])
         y = label_matrix(train.labels, self.num_classes)
         l1, l2, eps = float(self.config["lambda1"]), float(self.config["lambda2"]), float(self.config["eps"])
         ap, aq, cross = multimodal_graph_terms(xp, xq, y, int(self.config["k"]))

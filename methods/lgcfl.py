@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmr_bench.data.types import Split
-from cmr_bench.methods._classical import LinearCodes, label_matrix
+from cmr_bench.methods._classical import LinearCodes, centred, label_matrix
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
 
@@ -58,10 +58,7 @@ class LGCFL(LinearCodes):
     smoke_config = {"iterations": 3}
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
-        xa, xb = np.asarray(train.image, np.float64), np.asarray(train.text, np.float64)
-        ma = xa.mean(0) if self.config["center"] else np.zeros(xa.shape[1])
-        mb = xb.mean(0) if self.config["center"] else np.zeros(xb.shape[1])
-        xa, xb = xa - ma, xb - mb
+        (xa, ma), (xb, mb) = centred(train.image, self.config["center"]), centred(train.text, self.config["center"])
         y = label_matrix(train.labels, self.num_classes)
         eps, gs = float(self.config["eps"]), int(self.config["group_size"])
         ga, gb = _groups(xa.shape[1], gs), _groups(xb.shape[1], gs)

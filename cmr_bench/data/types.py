@@ -8,6 +8,14 @@ from typing import Any
 import numpy as np
 
 
+def label_matrix(labels: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarray:
+    """Single-label ints -> one-hot (n, c); multi-hot rows pass through; in `dtype`."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return labels.astype(dtype)
+    return np.eye(num_classes, dtype=dtype)[labels.astype(np.int64)]
+
+
 @dataclass(frozen=True)
 class Split:
     """Paired features of one split. Row i of `image`, `text` and `labels` is one pair.
