@@ -45,6 +45,17 @@ def label_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) ->
     return nn.functional.cross_entropy(logits, targets.argmax(1))
 
 
+def discriminator(in_dim: int, hidden: int) -> nn.Sequential:
+    """Real/fake critic of the adversarial methods (CM-GAN, TANSS, CAAL): one hidden LeakyReLU layer, a logit."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+
+def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """GAN loss of logits against all-real or all-fake targets."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
 def modality_targets(n: int, modality: str, device: str) -> torch.Tensor:
     """Modality class index of n items: image 0, text 1."""
     return torch.full((n,), 0 if modality == "image" else 1, dtype=torch.long, device=device)

@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.methods._blocks import label_loss, mlp
-from cmr_bench.methods.cm_gan import bce, discriminator
+from cmr_bench.methods._blocks import bce, discriminator, label_loss, mlp
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
 from cmr_bench.trainer import MODALITIES, Batch, TorchMethod, adam

@@ -31,14 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.methods._blocks import label_loss, mlp
+from cmr_bench.methods._blocks import bce, discriminator, label_loss
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
 from cmr_bench.trainer import MODALITIES, Batch, TorchMethod, adam
-
-
-def discriminator(in_dim: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
 
 
 class CMGANNet(nn.Module):
@@ -65,11 +61,6 @@ class CMGANNet(nn.Module):
     def discriminator_parameters(self):
         yield from self.d_intra.parameters()
         yield from self.d_inter.parameters()
-
-
-def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits, target)
 
 
 @register_method
