@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmr_bench.data.loader import sha256_file
 from cmr_bench.errors import CmrBenchError, DataError
 from cmr_bench.features.inputs import Items, check_images_open, load_image
 
@@ -135,14 +136,6 @@ def _manifest_text(name: str, items: Items, info: dict, dims: tuple[int, int], s
         "",
     ]
     return "\n".join(lines)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _progress(total: int, initial: int):
@@ -289,7 +282,7 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], object], *, b
                                                        "pairs_timed": computed}}
     (work / INFO_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
     (work / "manifest.toml").write_text(
-        _manifest_text(name, items, info, dims, _sha256(work / FEATURES_FILE), sizes, paper_dataset), encoding="utf-8")
+        _manifest_text(name, items, info, dims, sha256_file(work / FEATURES_FILE), sizes, paper_dataset), encoding="utf-8")
     shutil.rmtree(shard_dir)
     (work / JOB_FILE).unlink()
     from cmr_bench.data.manifest import read_manifest

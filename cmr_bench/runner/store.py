@@ -18,7 +18,6 @@ do not match, a run.json that belongs to another folder) is "corrupt": reported 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -26,13 +25,13 @@ import os
 import re
 import shutil
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cmr_bench.data.loader import sha256_file
 from cmr_bench.errors import CmrBenchError
 
 STATUS_DONE, STATUS_FAILED, STATUS_CORRUPT = "done", "failed", "corrupt"
@@ -97,14 +96,6 @@ def json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -159,7 +150,7 @@ def _write_run(folder: Path, run: dict[str, Any], metrics: dict | None, log: lis
         files = {}
         for name in written:
             _fsync_file(tmp / name)
-            files[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+            files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
         # run.json last, with the checksums of the others: a folder is only as good as it says.
         (tmp / "run.json").write_text(json.dumps({**run, "files": files}, indent=2, sort_keys=True, default=json_default))
         _fsync_file(tmp / "run.json")
@@ -249,7 +240,7 @@ def validate_run(folder: Path, checksums: bool = True) -> RunState:
                 return RunState(STATUS_CORRUPT, f"{name} is missing")
             if not isinstance(meta, dict) or p.stat().st_size != meta.get("bytes"):
                 return RunState(STATUS_CORRUPT, f"{name} has the wrong size (truncated or edited)")
-            if checksums and _sha256(p) != meta.get("sha256"):
+            if checksums and sha256_file(p) != meta.get("sha256"):
                 return RunState(STATUS_CORRUPT, f"{name} does not match its recorded sha256 (edited or damaged)")
         except OSError as exc:
             return RunState(STATUS_CORRUPT, f"{name} is unreadable ({exc.strerror or exc})")
