@@ -69,6 +69,27 @@ def _title(dataset: str, protocol: str, bits: int | None) -> str:
     return f"{dataset}, protocol '{protocol}'" + (f", {bits}-bit codes" if bits else "")
 
 
+def _curves(runs, extract) -> dict:
+    """`curves[method label][direction]` = one `extract(direction metrics)` per run that has it."""
+    curves = defaultdict(lambda: defaultdict(list))
+    for spec, metrics in runs:
+        label = method_key(spec["method"], spec.get("variant", ""))
+        for d in DIRECTION_TITLES:
+            value = extract(metrics[d])
+            if value:
+                curves[label][d].append(value)
+    return curves
+
+
+def _pr_points(m: dict):
+    pr = m.get("pr_curve")
+    return (np.asarray(pr["recall"], float), np.asarray(pr["precision"], float)) if pr else None
+
+
+def _precision_at_r(m: dict):
+    return sorted((int(k[2:]), v) for k, v in m.items() if k.startswith("p@") and isinstance(v, (int, float)))
+
+
 def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None) -> list[Path]:
     """One PNG per (protocol, code length): PR curves of both directions, mean over seeds."""
     groups = _groups(runs_dir, dataset, protocol, bits)
@@ -76,13 +97,7 @@ def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None
         raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
     written = []
     for (proto, b), runs in groups.items():
-        curves = defaultdict(lambda: defaultdict(list))
-        for spec, metrics in runs:
-            label = method_key(spec["method"], spec.get("variant", ""))
-            for d in DIRECTION_TITLES:
-                pr = metrics[d].get("pr_curve")
-                if pr:
-                    curves[label][d].append((np.asarray(pr["recall"], float), np.asarray(pr["precision"], float)))
+        curves = _curves(runs, _pr_points)
         if not curves:
             continue
 
@@ -102,13 +117,7 @@ def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str |
     groups = _groups(runs_dir, dataset, protocol, bits)
     written = []
     for (proto, b), runs in groups.items():
-        curves = defaultdict(lambda: defaultdict(list))
-        for spec, metrics in runs:
-            label = method_key(spec["method"], spec.get("variant", ""))
-            for d in DIRECTION_TITLES:
-                ps = sorted((int(k[2:]), v) for k, v in metrics[d].items() if k.startswith("p@") and isinstance(v, (int, float)))
-                if ps:
-                    curves[label][d].append(ps)
+        curves = _curves(runs, _precision_at_r)
         if not curves:
             continue
 
