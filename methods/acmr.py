@@ -122,6 +122,9 @@ class ACMR(TorchMethod):
         "epochs": 200,  # official demo for Wikipedia
         "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"lr": ("logfloat", 1e-5, 1e-3), "alpha": ("logfloat", 0.1, 10.0), "beta": ("logfloat", 1.0, 1000.0),
+                    "margin": ("float", 0.02, 0.5), "k": ("choice", [20, 40, 80]), "epochs": ("int", 50, 400)}
     smoke_config = {"epochs": 2, "image_hidden": [16], "text_hidden": [16], "k": 8, "batch_size": 16}
 
     def build(self) -> nn.Module:

@@ -36,6 +36,8 @@ class BackboneZeroShot(Method):
         ),
     )
     defaults = {"normalize": True, "mismatch": "error"}
+    # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
+    search_space = {"normalize": ("choice", [True, False])}
     smoke_config = {"mismatch": "pad"}
 
     def fit(self, train: Split, val: Split | None = None):

@@ -24,6 +24,8 @@ class RandomProjection(Method):
         status="baseline", supervision="unsupervised",
     )
     defaults = {"dims": 64}
+    # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
+    search_space = {"dims": ("choice", [16, 32, 64, 128])}
 
     def fit(self, train: Split, val: Split | None = None):
         g = torch.Generator().manual_seed(self.seed)

@@ -71,6 +71,9 @@ class BetaVAE(TorchMethod):
         "iterations": 500,
         "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"lr": ("logfloat", 5e-5, 1e-3), "beta": ("logfloat", 0.5, 20.0), "sim": ("logfloat", 0.5, 20.0),
+                    "cls": ("logfloat", 1.0, 50.0), "k": ("choice", [16, 32, 64]), "iterations": ("int", 250, 1000)}
     smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
 
     def build(self) -> nn.Module:

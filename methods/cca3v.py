@@ -36,6 +36,8 @@ class CCA3V(LinearCodes):
     )
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
     defaults = {"dims": 80, "reg": 1e-2, "power": 4.0}
+    # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
+    search_space = {"dims": ("choice", [10, 20, 40, 80]), "reg": ("choice", [1e-4, 1e-2]), "power": ("choice", [1.0, 4.0])}
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         views = [np.asarray(train.image, np.float64), np.asarray(train.text, np.float64),

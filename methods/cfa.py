@@ -33,6 +33,8 @@ class CFA(LinearCodes):
         ),
     )
     defaults = {"dims": 0}  # 0 = min(image_dim, text_dim)
+    # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
+    search_space = {"dims": ("choice", [0, 5, 10, 20])}
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         x, y = np.asarray(train.image, np.float64), np.asarray(train.text, np.float64)

@@ -86,6 +86,9 @@ class DeepSM(TorchMethod):
         "select_on_validation": True,
         "standardize": True,
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"lr": ("logfloat", 1e-5, 1e-3), "weight_decay": ("logfloat", 1e-6, 1e-2),
+                    "image_hidden": ("choice", [[256], [512], [1024]]), "epochs": ("int", 10, 60)}
     choices = {"backbone": ("features",)}
     smoke_config = {"epochs": 2, "image_hidden": [16], "text_hidden": [16, 16], "batch_size": 16}
 

@@ -50,6 +50,8 @@ class JRL(LinearCodes):
     # chosen on validation carved from wiki train (the authors' code defaults: 1000, 1000, 1, 1, k 100)
     defaults = {"gamma": 100.0, "sigma": 1.0, "lambda": 1.0, "mu": 1.0, "k": 10, "iterations": 5,
                 "tol": 0.02, "eps": 1e-8, "retrieval": "cosine", "retrieval_k": 100}
+    # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
+    search_space = {"gamma": ("choice", [1.0, 10.0, 100.0]), "sigma": ("choice", [1.0, 10.0, 100.0])}
     # The authors' ranking: an item's code is the label histogram of its retrieval_k nearest
     # training items (both modalities, projected), weighted by the sigmoid kernel; per item,
     # from training data only, so still not transductive.

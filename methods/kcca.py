@@ -65,6 +65,8 @@ class KCCA(LinearCodes):
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
     defaults = {"kernel": "rbf", "gamma_scale": 4.0, "degree": 3.0, "coef0": 1.0, "reg": 1.0, "dims": 10,
                 "exact_max": 5000, "landmarks": 2000, "eig_tol": 1e-10}
+    # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
+    search_space = {"gamma_scale": ("choice", [0.25, 1.0, 4.0, 16.0]), "reg": ("choice", [0.1, 1.0, 10.0])}
     variants = {"poly": {"kernel": "poly", "degree": 3.0, "reg": 1.0}}
 
     def _map_params(self, x: np.ndarray, rng_pick: np.random.Generator) -> dict[str, np.ndarray]:

@@ -46,6 +46,8 @@ class LabelSoftmax(TorchMethod):
         "weight_decay": 1e-4,
         "standardize": True,  # z-score inputs with training statistics
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"lr": ("logfloat", 1e-4, 1e-2), "weight_decay": ("logfloat", 1e-6, 1e-2), "epochs": ("int", 20, 120)}
     smoke_config = {"epochs": 2, "batch_size": 16}
     variants = {"mlp": {"hidden": 512}}
 

@@ -43,6 +43,8 @@ class LCFS(LinearCodes):
     )
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
     defaults = {"lambda1": 0.1, "lambda2": 1.0, "iterations": 20, "center": True, "eps": 1e-8}
+    # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
+    search_space = {"lambda1": ("choice", [1e-2, 0.1, 1.0]), "lambda2": ("choice", [0.1, 1.0, 10.0])}
     smoke_config = {"iterations": 3}
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:

@@ -55,6 +55,9 @@ class LGCFL(LinearCodes):
     )
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
     defaults = {"lambda_image": 0.3, "lambda_text": 1.0, "group_size": 8, "iterations": 20, "center": True, "eps": 1e-8}
+    # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
+    search_space = {"lambda_image": ("choice", [0.03, 0.1, 0.3, 1.0]), "lambda_text": ("choice", [0.03, 0.1, 0.3, 1.0]),
+                    "group_size": ("choice", [1, 8])}
     smoke_config = {"iterations": 3}
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:

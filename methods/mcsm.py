@@ -101,6 +101,9 @@ class MCSM(TorchMethod):
         "select_on_validation": True,
         "standardize": True,
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"lr": ("logfloat", 1e-5, 1e-3), "fusion_weight": ("float", 0.1, 0.9), "rank": ("logfloat", 0.1, 10.0),
+                    "margin": ("float", 0.05, 0.5), "k": ("choice", [64, 128, 256]), "epochs": ("int", 10, 60)}
     smoke_config = {"epochs": 3, "pretrain_epochs": 1, "hidden": 16, "k": 8, "batch_size": 16}
 
     @staticmethod

@@ -75,6 +75,8 @@ class SCM(LinearCodes):
     )
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
     defaults = {"cca": True, "dims": 10, "reg": 1e-4, "l2": 1e-4, "center_posteriors": True, "max_iter": 500}
+    # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
+    search_space = {"l2": ("choice", [1e-6, 1e-5, 1e-4, 1e-2]), "center_posteriors": ("choice", [False, True])}
     variants = {"SM": {"cca": False, "l2": 1e-2}}
     smoke_config = {"max_iter": 50}
 

@@ -142,6 +142,10 @@ class SDCMR(TorchMethod):
         "routing": "per-block",
         "sim_ind_on": "samples",  # L_sim and L_ind on reparameterised "samples" or posterior "means"
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"alpha": ("logfloat", 0.1, 10.0), "beta": ("logfloat", 0.5, 50.0), "gamma": ("logfloat", 1.0, 100.0),
+                    "eta": ("logfloat", 0.1, 10.0), "lr": ("logfloat", 5e-5, 1e-3), "k": ("choice", [16, 32, 64]),
+                    "iterations": ("int", 250, 1000)}
     smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
     # Table III: one loss term removed at a time (L_ELBO is never removed, Sec. IV-C1).
     variants = {

@@ -108,6 +108,10 @@ class SDGZSL(TorchMethod):
         "iterations": 500,
         "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"lr": ("logfloat", 5e-5, 1e-3), "relation": ("logfloat", 1.5, 150.0), "tc": ("logfloat", 0.1, 10.0),
+                    "dis": ("logfloat", 0.3, 30.0), "sim": ("logfloat", 0.5, 50.0), "k": ("choice", [16, 32, 64]),
+                    "iterations": ("int", 250, 1000)}
     smoke_config = {"iterations": 4, "hidden": [32, 16], "k": 8, "batch_size": 16, "relation_hidden": 16}
 
     def build(self) -> nn.Module:

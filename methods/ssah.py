@@ -180,6 +180,10 @@ class SSAH(TorchMethod):
         "lr_dis": 1e-3,  # official 10^-3
         "lr_decay": 10**-0.5,  # per outer iteration and per stage, as the official schedule
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"alpha": ("logfloat", 0.1, 10.0), "gamma": ("logfloat", 0.1, 10.0), "beta": ("logfloat", 0.1, 10.0),
+                    "eta": ("logfloat", 0.1, 10.0), "lr_img": ("logfloat", 1e-4, 1e-2), "lr_txt": ("logfloat", 1e-4, 1e-2),
+                    "epochs": ("int", 2, 6)}
     smoke_config = {
         "epochs": 1, "lab_passes": 2, "img_passes": 2, "txt_passes": 2, "lab_hidden": 32, "img_hidden": 32,
         "txt_hidden": 32, "semantic_dim": 16, "dis_hidden": 16, "batch_size": 32,
