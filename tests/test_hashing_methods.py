@@ -300,6 +300,8 @@ def test_ssah_variants(multi):
     assert m.config["adv_generator_loss"] == "minimax"
     assert cls.resolve_config(cls.variants["plain sums"])["pair_norm"] == "sum"
     assert cls.defaults["pair_norm"] == "balanced"
+    assert cls.resolve_config(cls.variants["paper theta"])["hash_theta_bits"] == 0
+    assert cls.defaults["hash_theta_bits"] == 16
 
 
 # --- the raw-image seam ------------------------------------------------------------------------
@@ -353,6 +355,23 @@ def test_ssah_balanced_pairs_split_the_total_weight_in_halves(multi):
     _, parts = m._semantic_losses(out, torch.zeros(b, 3), stored_f, stored_h, 1 - s, row_w, col_w)
     # now 20 similar pairs (cost ~0) and 4 dissimilar ones (cost ~theta each) weigh 12 / 4 = 3 each
     assert float(parts["pair_feat"]) == pytest.approx(12 * 100.0, rel=1e-4)
+
+
+def test_ssah_hash_likelihood_scores_every_length_like_a_16_bit_code(multi):
+    """hash_theta_bits=16 (default): theta = 1/2 (16/K) H^T H', so two equal 128-bit codes have
+    theta = 8, as two equal 16-bit codes (the paper's 1/2 H^T H gives 64 and saturates the
+    likelihood of long codes); at 16 bits the default is the paper's theta."""
+    n, b = 6, 4
+    s = torch.zeros(n, b)  # dissimilar pairs cost softplus(theta) each
+    for bits in (16, 128):
+        plain = dict(TINY["ssah"], pair_norm="sum")  # unweighted pairs: the cost is n * b * softplus(theta)
+        m = build("ssah", multi, bits=bits, overrides=plain)
+        paper = build("ssah", multi, bits=bits, overrides=dict(plain, **get_method("ssah").variants["paper theta"]))
+        args = ((torch.ones(b, bits), torch.zeros(b, 5), torch.zeros(b, 3)), torch.zeros(b, 3), torch.zeros(n, 5),
+                torch.ones(n, bits), s, torch.ones(n), torch.ones(b))
+        softplus = lambda t: float(torch.nn.functional.softplus(torch.tensor(t)))  # noqa: E731
+        assert float(m._semantic_losses(*args)[1]["pair_hash"]) == pytest.approx(n * b * softplus(8.0), rel=1e-5)
+        assert float(paper._semantic_losses(*args)[1]["pair_hash"]) == pytest.approx(n * b * softplus(bits / 2), rel=1e-5)
 
 
 def test_djsrh_trains_the_official_200_epochs_on_wiki():
