@@ -1,21 +1,20 @@
-"""Expected run times for `run --dry-run`, from one place: the wiki grid benchmark
-(benchmarks/bench_wiki_grid.py, also tabulated in docs/methods.md). Re-measure and edit
-WIKI_SECONDS when a method gets faster or slower."""
+"""Expected run times for `run --dry-run` (and `reproduce --dry-run`), from one place: the
+README's main job timed on an idle 2-core CPU. Re-measure and edit WIKI_SECONDS when a method
+gets faster or slower (benchmarks/bench_wiki_grid.py times one method at a time)."""
 
 from __future__ import annotations
 
-# Wall seconds of one run on wiki (2,173 training pairs; binary methods at 64 bits), idle
-# 2-core CPU, torch on one thread, including the process start (~1.5 s) and evaluation.
+# Wall seconds of one run on wiki (2,173 training pairs; binary methods at 64 bits) with
+# evaluation, idle 2-core CPU, torch on one thread, runs in the grid's process: measured in the
+# README's main job on 2026-11-30 (26 min 05 s for its 36 runs), rounded up; "label-oracle" is a
+# test-only stub. A run in a `--jobs` worker adds ~2 s of process start-up per worker.
 WIKI_SECONDS = {
-    "cca": 1.5, "random": 1.5, "label-oracle": 1.5,
-    "acmr": 25, "beta-vae": 24, "sdgzsl": 30, "p3s": 36, "sdcmr": 37, "dscmr": 293,
-    "djsrh": 20, "sdeh": 15, "ssah": 18,
-    # Deep Table II rows: 8-12 s of CPU per default fit with evaluation (docs/methods.md; their
-    # wall times there were taken at load 17-20, a ceiling), plus the process start.
-    "caal": 13, "cm-gan": 13, "cmdn": 13, "corr-ae": 13, "deep-sm": 13, "mcsm": 13, "tanss": 13,
-    # Measured in the main job on the shared machine (load 3-20; a ceiling), plus the process start.
-    "cca-3v": 1.5, "cfa": 1.5, "jfssl": 1.5, "jrl": 1.5, "lcfs": 1.5, "lgcfl": 1.5, "scm": 1.5,
-    "kcca": 8.5, "label-softmax": 3,
+    "cca": 0.5, "random": 0.5, "label-oracle": 0.5,
+    "acmr": 43, "beta-vae": 41, "sdgzsl": 47, "p3s": 50, "sdcmr": 51, "dscmr": 612,
+    "djsrh": 111, "sdeh": 27, "ssah": 31,
+    "caal": 14, "cm-gan": 12, "cmdn": 8, "corr-ae": 6, "deep-sm": 5, "mcsm": 8, "tanss": 8,
+    "cca-3v": 0.5, "cfa": 0.5, "jfssl": 0.5, "jrl": 0.5, "lcfs": 0.5, "lgcfl": 0.5, "scm": 0.5,
+    "kcca": 4, "label-softmax": 1.5,
 }
 WIKI_TRAIN = 2173
 
