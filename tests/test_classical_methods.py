@@ -256,3 +256,28 @@ def test_jrl_knn_label_variant_codes_are_label_histograms(data):
     assert np.allclose(codes.sum(1), 1.0, atol=1e-5)
     assert np.allclose(m.encode(te.image[:3], "image"), codes[:3], atol=1e-6)
     assert mean_map(m, te) > 0.5
+
+
+def test_same_features_references_are_sourced_and_in_range():
+    """results/published/same_features_wiki.csv: a filled row states where its number was read
+    (a table and a page, or the re-reporting paper's table and pages), its two MAPs lie in
+    [0, 1] and avg is their mean; an unfilled row leaves all three empty and its note says what
+    was searched, so a recalled number can never slip in unsourced."""
+    import re
+    from importlib import resources
+
+    import pandas as pd
+
+    with resources.as_file(resources.files("cmr_bench.published") / "same_features_wiki.csv") as p:
+        df = pd.read_csv(p, dtype={"key": str, "note": str, "source": str})
+    assert len(df) and set(df["table"]) == {"II-same-features"} and set(df["dataset"]) == {"wiki"}
+    filled = df["img2txt"].notna()
+    assert (filled == df["txt2img"].notna()).all() and (filled == df["avg"].notna()).all()
+    for _, r in df[filled].iterrows():
+        assert 0.0 <= r["img2txt"] <= 1.0 and 0.0 <= r["txt2img"] <= 1.0, r["method"]
+        assert r["avg"] == pytest.approx((r["img2txt"] + r["txt2img"]) / 2, abs=6e-4), r["method"]
+        assert re.search(r"\btable\b", r["source"], re.I) and re.search(r"\bpp?\. ?\d", r["source"]), r["method"]
+    for _, r in df[~filled].iterrows():
+        assert isinstance(r["note"], str) and "searched" in r["note"].lower(), r["method"]
+    keys = [k for k in df["key"].dropna() if k]
+    assert len(keys) == len(set(keys))  # the table shows one reference per plugin row
