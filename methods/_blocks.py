@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmr_bench.trainer import adam
+
 
 def mlp(dims: list[int], *, final_activation: bool = True, dropout: float = 0.0) -> nn.Sequential:
     """Fully connected stack d0 -> d1 -> ... with ReLU after every layer (or all but the last)."""
@@ -162,3 +164,48 @@ def unique_rows(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     """Distinct rows of a label matrix, the row -> distinct-row index, and each one's count."""
     uniq, inverse, counts = torch.unique(y, dim=0, return_inverse=True, return_counts=True)
     return uniq, inverse, counts.to(y.dtype)
+
+
+# --- autoencoder pieces shared by Corr-AE and CMDN (CMDN's second level is a Corr-AE) --------
+
+CORR_AE_VARIANTS = ("corr", "cross", "full")
+
+
+def sigmoid_mlp(dims: list[int], final_activation: bool = True) -> nn.Sequential:
+    """Fully connected stack with logistic units (the autoencoders of Corr-AE / CMDN)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2 or final_activation:
+            layers.append(nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+def sq_err(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """mean_i ||a_i - b_i||^2 (summed over dimensions, averaged over the batch)."""
+    return (a - b).pow(2).sum(1).mean()
+
+
+def correspondence_loss(code_i: torch.Tensor, code_t: torch.Tensor, x_i: torch.Tensor, x_t: torch.Tensor,
+                        decode_i, decode_t, alpha: float, variant: str = "corr") -> dict[str, torch.Tensor]:
+    """The Corr-AE objective of one minibatch, (1 - alpha)(L_I + L_T) + alpha L_C, for one of the
+    three variants (methods/corr_ae.py describes them)."""
+    if variant == "corr":
+        l_i, l_t = sq_err(decode_i(code_i), x_i), sq_err(decode_t(code_t), x_t)
+    elif variant == "cross":
+        l_i, l_t = sq_err(decode_i(code_t), x_i), sq_err(decode_t(code_i), x_t)
+    elif variant == "full":
+        l_i = sq_err(decode_i(code_i), x_i) + sq_err(decode_i(code_t), x_i)
+        l_t = sq_err(decode_t(code_t), x_t) + sq_err(decode_t(code_i), x_t)
+    else:
+        raise ValueError(f"Corr-AE variant must be one of {CORR_AE_VARIANTS}, got {variant!r}")
+    l_c = sq_err(code_i, code_t)
+    total = (1.0 - alpha) * (l_i + l_t) + alpha * l_c
+    return {"L": total, "L_I": l_i, "L_T": l_t, "L_C": l_c}
+
+
+def side_optimizers(config: dict, **sides) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per side of an alternating (adversarial) game: `name=(parameters, lr_key)`, the
+    learning rate read from config[lr_key], the config's betas for every side."""
+    betas = config["betas"]
+    return {name: adam(params, float(config[lr_key]), betas) for name, (params, lr_key) in sides.items()}

@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.methods._blocks import bce, discriminator, label_loss, mlp
+from cmr_bench.methods._blocks import bce, discriminator, label_loss, mlp, side_optimizers
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-from cmr_bench.trainer import MODALITIES, Batch, TorchMethod, adam
+from cmr_bench.trainer import MODALITIES, Batch, TorchMethod
 
 
 def class_means(code: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,9 +124,7 @@ class CAAL(TorchMethod):
         return lambda x: self.net(x, modality)
 
     def make_optimizers(self):
-        c, betas = self.config, self.config["betas"]
-        return {"gen": adam(self.net.generator_side(), float(c["lr"]), betas),
-                "disc": adam(self.net.discriminator_side(), float(c["lr_disc"]), betas)}
+        return side_optimizers(self.config, gen=(self.net.generator_side(), "lr"), disc=(self.net.discriminator_side(), "lr_disc"))
 
     def step(self, batch: Batch):
         c, net, x, y = self.config, self.net, batch.x, batch.y

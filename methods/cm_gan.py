@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.methods._blocks import bce, discriminator, label_loss
+from cmr_bench.methods._blocks import bce, discriminator, label_loss, side_optimizers
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-from cmr_bench.trainer import MODALITIES, Batch, TorchMethod, adam
+from cmr_bench.trainer import MODALITIES, Batch, TorchMethod
 
 
 class CMGANNet(nn.Module):
@@ -111,9 +111,8 @@ class CMGAN(TorchMethod):
         return lambda x: self.net(x, modality)
 
     def make_optimizers(self):
-        c, betas = self.config, self.config["betas"]
-        return {"gen": adam(self.net.generator_parameters(), float(c["lr"]), betas),
-                "disc": adam(self.net.discriminator_parameters(), float(c["lr_disc"]), betas)}
+        return side_optimizers(self.config, gen=(self.net.generator_parameters(), "lr"),
+                               disc=(self.net.discriminator_parameters(), "lr_disc"))
 
     def step(self, batch: Batch):
         c, net, x, y = self.config, self.net, batch.x, batch.y

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmr_bench.methods.corr_ae import correspondence_loss, sigmoid_mlp, sq_err
+from cmr_bench.methods._blocks import correspondence_loss, sigmoid_mlp, sq_err
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
 from cmr_bench.trainer import MODALITIES, Averager, Batch, TorchMethod, adam

@@ -33,43 +33,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmr_bench.methods._blocks import Modal
+# correspondence_loss and the logistic stack live in _blocks: CMDN's second level uses them too
+from cmr_bench.methods._blocks import CORR_AE_VARIANTS, Modal, correspondence_loss, sigmoid_mlp
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
 from cmr_bench.trainer import Batch, TorchMethod
 
-VARIANTS = ("corr", "cross", "full")
-
-
-def sigmoid_mlp(dims: list[int], final_activation: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(dims) - 2 or final_activation:
-            layers.append(nn.Sigmoid())
-    return nn.Sequential(*layers)
-
-
-def sq_err(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """mean_i ||a_i - b_i||^2 (summed over dimensions, averaged over the batch)."""
-    return (a - b).pow(2).sum(1).mean()
-
-
-def correspondence_loss(code_i: torch.Tensor, code_t: torch.Tensor, x_i: torch.Tensor, x_t: torch.Tensor,
-                        decode_i, decode_t, alpha: float, variant: str = "corr") -> dict[str, torch.Tensor]:
-    """The Corr-AE objective of one minibatch for one of the three variants (module docstring)."""
-    if variant == "corr":
-        l_i, l_t = sq_err(decode_i(code_i), x_i), sq_err(decode_t(code_t), x_t)
-    elif variant == "cross":
-        l_i, l_t = sq_err(decode_i(code_t), x_i), sq_err(decode_t(code_i), x_t)
-    elif variant == "full":
-        l_i = sq_err(decode_i(code_i), x_i) + sq_err(decode_i(code_t), x_i)
-        l_t = sq_err(decode_t(code_t), x_t) + sq_err(decode_t(code_i), x_t)
-    else:
-        raise ValueError(f"Corr-AE variant must be one of {VARIANTS}, got {variant!r}")
-    l_c = sq_err(code_i, code_t)
-    total = (1.0 - alpha) * (l_i + l_t) + alpha * l_c
-    return {"L": total, "L_I": l_i, "L_T": l_t, "L_C": l_c}
+VARIANTS = CORR_AE_VARIANTS
 
 
 class CorrAENet(nn.Module):

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_bench.methods._blocks import bce, discriminator, label_loss, mlp
+from cmr_bench.methods._blocks import bce, discriminator, label_loss, mlp, side_optimizers
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-from cmr_bench.trainer import MODALITIES, Batch, TorchMethod, adam, label_similarity
+from cmr_bench.trainer import MODALITIES, Batch, TorchMethod, label_similarity
 
 
 def pairwise_nll(a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -104,10 +104,9 @@ class TANSS(TorchMethod):
         return lambda x: self.net(x, modality)
 
     def make_optimizers(self):
-        c, net, betas = self.config, self.net, self.config["betas"]
-        return {"semantic": adam(list(net.semantic.parameters()) + list(net.classifier.parameters()), float(c["lr"]), betas),
-                "disc": adam(net.disc.parameters(), float(c["lr_disc"]), betas),
-                "modal": adam(net.branch.parameters(), float(c["lr"]), betas)}
+        net = self.net
+        return side_optimizers(self.config, semantic=(list(net.semantic.parameters()) + list(net.classifier.parameters()), "lr"),
+                               disc=(net.disc.parameters(), "lr_disc"), modal=(net.branch.parameters(), "lr"))
 
     def step(self, batch: Batch):
         c, net, x, y = self.config, self.net, batch.x, batch.y
