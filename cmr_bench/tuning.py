@@ -12,8 +12,10 @@ A plugin declares its search space next to its defaults, as plain data (no optun
 Keys must be hyperparameters in `defaults`. A space made only of choices is searched on its
 full grid (deterministic closed-form methods: a few knobs); otherwise TPE, seeded. Objective:
 the mean of Img2Txt and Txt2Img mAP@all, validation queries against the validation set, where
-validation is `carve_validation(train, val_fraction, seed)` as the runner carves it. Only the
-protocol's training split is touched (the loader still reads and checks every file).
+validation is `carve_validation(train, val_fraction, seed)` as the runner carves it. `cmr-bench
+tune` loads the dataset with `train_only=True`: the test split's files are never opened.
+
+`cmr-bench run --config tuned` (and `reproduce`) take a study's result through `tuned_config`.
 """
 
 from __future__ import annotations
@@ -59,7 +61,39 @@ def search_space(cls) -> dict[str, tuple]:
             ok = len(entry) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in entry[1:])
             if not ok or entry[1] >= entry[2] or (entry[0] == "logfloat" and entry[1] <= 0):
                 raise CmrBenchError(f"{where}: ({entry[0]!r}, low, high) with low < high{' and low > 0' if entry[0] == 'logfloat' else ''}")
+        _check_types(where, entry, cls.defaults[key])
     return dict(space)
+
+
+def _same_type(value, default) -> bool:
+    """A value the hyperparameter accepts: the default's type (ints where floats are expected)."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def _check_types(where: str, entry: tuple, default) -> None:
+    """Caught when the space is read, not as failed trials: a trial's value must have the
+    default's type, and a hyperparameter whose default is >= 0 never gets a negative value."""
+    kind = entry[0]
+    if kind == "int" and (isinstance(default, bool) or not isinstance(default, int) or not all(isinstance(v, int) for v in entry[1:])):
+        raise CmrBenchError(f"{where}: 'int' needs an integer hyperparameter and integer bounds (default {default!r})")
+    if kind in ("float", "logfloat") and (isinstance(default, bool) or not isinstance(default, float)):
+        raise CmrBenchError(f"{where}: {kind!r} needs a float hyperparameter (default {default!r}); use 'int' or 'choice'")
+    values = list(entry[1]) if kind == "choice" else list(entry[1:])
+    for v in values:
+        if not _same_type(v, default):
+            raise CmrBenchError(f"{where}: value {v!r} is not of the default's type ({type(default).__name__})")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(default, (int, float)) and default >= 0 > v:
+            raise CmrBenchError(f"{where}: value {v!r} < 0 for a hyperparameter whose default is {default!r}")
 
 
 def is_grid(space: dict) -> bool:
@@ -121,17 +155,56 @@ def open_study(optuna, storage: str, name: str, space: dict, seed: int, identity
     if stored is None:
         study.set_user_attr("identity", identity)
     elif stored != identity:
-        diff = ", ".join(f"{k} {stored.get(k)!r} != {identity[k]!r}" for k in identity if stored.get(k) != identity[k])
+        keys = list(dict.fromkeys([*identity, *stored]))
+        diff = ", ".join(f"{k} {stored.get(k)!r} != {identity.get(k)!r}" for k in keys if stored.get(k) != identity.get(k))
         raise CmrBenchError(f"study '{name}' in {storage} was made for other data or settings ({diff}); "
                             "use another --storage or delete it")
+    if not is_grid(space) and study.trials:  # resumed: a fresh seed stream, or TPE's random start repeats the first trials
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     return study
 
 
+class StudyBar:
+    """One bar per study on a TTY: trials finished of the budget, best so far. Off a TTY it
+    prints nothing (the command prints one line per finished study)."""
+
+    def __init__(self, label: str, budget: int, done: int, interactive: bool, stream=None):
+        import sys
+        import threading
+
+        self.bar = None
+        self.lock = threading.Lock()  # optuna calls back from its worker threads (--jobs)
+        if interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=budget, initial=done, desc=label, unit="trial", file=stream or sys.stdout, dynamic_ncols=True)
+
+    def trial_finished(self, best: float | None) -> None:
+        with self.lock:
+            if self.bar is not None:
+                if best is not None:
+                    self.bar.set_postfix_str(f"best {best:.4f}", refresh=False)
+                self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _counted(trial) -> bool:
+    """A finished trial counts against the budget unless Ctrl-C stopped it: a resumed study
+    reruns that one."""
+    return trial.state.is_finished() and not trial.user_attrs.get("interrupted")
+
+
 def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jobs: int = 1, bits: int | None = None,
-                val_fraction: float = 0.1, protocol: str | None = None, report=print, startup: int = 5, warmup: int = 5) -> dict:
+                val_fraction: float = 0.1, protocol: str | None = None, progress: bool = False, stream=None,
+                startup: int = 5, warmup: int = 5, pin: dict | None = None) -> dict:
     """One study. Pruning: MedianPruner on the validation score the trainer reports per epoch
     (cmr_bench.progress.validation_score), after `startup` trials and `warmup` epochs; methods
-    that report none (closed forms, no selection on validation) always run to the end."""
+    that report none (closed forms, no selection on validation) always run to the end.
+    `pin`: hyperparameters held whatever a trial picks (the conformance tests' tiny sizes).
+    Ctrl-C stops the study; every finished trial stays in the storage."""
     from cmr_bench import __version__
     from cmr_bench.registry import get_method
     from cmr_bench.runner.grid import DEFAULT_PROTOCOL
@@ -144,17 +217,29 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
         raise CmrBenchError(f"method '{name}' makes binary codes: give the code length to tune at with --bits")
     train_full = dataset.split(proto.train)
     budget = min(trials, grid_size(space)) if is_grid(space) else trials
-    identity = {"dataset": dataset.name, "data": dataset.fingerprint, "method": name, "bits": bits, "seed": seed,
+    data = dataset.training_view().fingerprint  # the same whether the test split was loaded or not
+    identity = {"dataset": dataset.name, "data": data, "method": name, "bits": bits, "seed": seed,
                 "val_fraction": val_fraction, "space": json.loads(json.dumps(space, default=list))}
+    if pin:
+        identity["pin"] = json.loads(json.dumps(pin, default=list))
     study_name = f"{dataset.name}/{name}" + (f"-{bits}bits" if bits else "")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
     study = open_study(optuna, storage, study_name, space, seed, identity, pruner)
+    check = getattr(cls, "check_config", None)
 
     def objective(trial):
+        try:
+            return run_trial(trial)
+        except KeyboardInterrupt:  # Ctrl-C: a resumed study reruns this trial
+            trial.set_user_attr("interrupted", True)
+            raise
+
+    def run_trial(trial):
         from cmr_bench.progress import set_validation_listener
 
-        picked = suggest(trial, space)
-        config = cls.resolve_config(picked, dataset=dataset.name)
+        config = cls.resolve_config({**suggest(trial, space), **(pin or {})}, dataset=dataset.name)
+        if callable(check):  # a combination the plugin refuses is a failed trial, not a crash
+            check(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
 
         def intermediate(step, score):
             trial.report(float(score), int(step))
@@ -167,16 +252,22 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
         finally:
             set_validation_listener(previous)
 
-    done = lambda: [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]  # noqa: E731
+    complete = optuna.trial.TrialState.COMPLETE
+    done = lambda: [t for t in study.trials if t.state == complete]  # noqa: E731
     t0 = time.perf_counter()
-    left = budget - len([t for t in study.trials if t.state.is_finished()])
+    counted = len([t for t in study.trials if _counted(t)])
+    left = budget - counted
     if left > 0:  # a resumed study runs only what is left of the budget
-        def progress(st, tr):
-            if report:
-                best = st.best_value if done() else float("nan")
-                report(f"{study_name}: trial {len(st.trials)}/{budget} {tr.state.name.lower()}"
-                       + (f" {tr.value:.4f}" if tr.value is not None else "") + f", best {best:.4f}")
-        study.optimize(objective, n_trials=left, n_jobs=jobs, catch=(Exception,), callbacks=[progress])
+        bar = StudyBar(study_name, budget, counted, progress, stream)
+
+        def after_trial(st, tr):
+            best = max((t.value for t in st.get_trials(deepcopy=False, states=(complete,))), default=None)
+            bar.trial_finished(best)
+
+        try:
+            study.optimize(objective, n_trials=left, n_jobs=jobs, catch=(Exception,), callbacks=[after_trial])
+        finally:
+            bar.close()
     if not done():
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
         why = failed[-1].system_attrs.get("fail_reason", "") if failed else ""
@@ -185,12 +276,12 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
     picked = {k: (list(space[k][1])[v] if space[k][0] == "choice" and any(isinstance(x, (list, dict)) for x in space[k][1]) else v)
               for k, v in best.params.items()}
     return {
-        "method": name, "dataset": dataset.name, "data": dataset.fingerprint, "protocol": proto.name, "bits": bits,
+        "method": name, "dataset": dataset.name, "data": data, "protocol": proto.name, "bits": bits,
         "objective": OBJECTIVE, "value": float(best.value), "trials": len(done()), "budget": budget,
         "pruned": len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
         "sampler": "grid" if is_grid(space) else "tpe", "seed": seed, "val_fraction": val_fraction,
         "version": __version__, "seconds": round(time.perf_counter() - t0, 1), "tuned": sorted(picked),
-        "config": cls.resolve_config(picked, dataset=dataset.name),
+        "config": cls.resolve_config({**picked, **(pin or {})}, dataset=dataset.name),
     }
 
 
@@ -223,3 +314,92 @@ def write_tuned(result: dict, out_dir: Path) -> Path:
         raise CmrBenchError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
+
+
+DEFAULT_TUNED_DIR = Path("results") / "tuned"
+
+
+class TunedConfigMissing(CmrBenchError):
+    """No tuned file for a method (the runner collects these into one line)."""
+
+    def __init__(self, method: str, path: Path):
+        self.method, self.path = method, path
+        super().__init__(f"no tuned config for method '{method}': {path} does not exist "
+                         f"(make it with `cmr-bench tune --methods {method} ...`)")
+
+
+def tuned_path(method: str, dataset: str, bits: int | None = None, tuned_dir=None) -> Path:
+    """Where `cmr-bench tune` writes a study's result (write_tuned)."""
+    from cmr_bench.paths import check_component
+
+    check_component(dataset, "dataset name")
+    check_component(method, "method name")
+    return Path(tuned_dir or DEFAULT_TUNED_DIR) / dataset / (method + (f"-{bits}bits" if bits else "") + ".toml")
+
+
+def read_tuned(path: Path) -> dict:
+    """A tuned file, parsed and checked for the keys a run needs; one line when unusable."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CmrBenchError(f"tuned config {path} is unreadable: {getattr(exc, 'strerror', None) or str(exc).splitlines()[0]}") from None
+    for key, kind in (("method", str), ("dataset", str), ("config", dict), ("value", (int, float)), ("trials", int)):
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            raise CmrBenchError(f"tuned config {path}: missing or malformed '{key}' (not written by `cmr-bench tune`?)")
+    return data
+
+
+def tuned_config(method: str, dataset, bits: int | None = None, tuned_dir=None) -> dict:
+    """The best config `cmr-bench tune` found for `method` on `dataset`, resolved against the
+    plugin's current defaults, as a run's config; CmrBenchError (one line) when there is none or
+    it no longer fits. `dataset`: a loaded Dataset (its training data must be the data tuned on)
+    or a dataset name (no data check). Binary methods are tuned per code length: `bits` picks
+    the file. Untuned keys must still equal the plugin's defaults, so a tuned row never differs
+    from the default row by a default that changed after tuning."""
+    from cmr_bench.registry import get_method
+
+    cls = get_method(method)
+    name = dataset if isinstance(dataset, str) else dataset.name
+    if cls.code_type == "binary" and bits is None:
+        raise CmrBenchError(f"method '{method}' makes binary codes: its tuned config depends on the code length (bits)")
+    path = tuned_path(method, name, bits if cls.code_type == "binary" else None, tuned_dir)
+    try:
+        tuned = read_tuned(path)
+    except FileNotFoundError:
+        raise TunedConfigMissing(method, path) from None
+    if tuned["method"] != method or tuned["dataset"] != name or (cls.code_type == "binary" and tuned.get("bits") != bits):
+        raise CmrBenchError(f"tuned config {path} is for {tuned['method']} on {tuned['dataset']}"
+                            f"{' at ' + str(tuned.get('bits')) + ' bits' if tuned.get('bits') else ''}, not {method} on {name}")
+    if not isinstance(dataset, str) and tuned.get("data") and tuned["data"] != dataset.training_view().fingerprint:
+        raise CmrBenchError(f"tuned config {path} was tuned on other data than dataset '{name}' has now "
+                            f"(fingerprint {tuned['data']}); tune again")
+    stored = tuned["config"]
+    unknown = sorted(set(stored) - set(cls.defaults))
+    if unknown:
+        raise CmrBenchError(f"tuned config {path}: '{unknown[0]}' is no longer a hyperparameter of {method}; tune again")
+    defaults = cls.resolve_config({}, dataset=name)
+    norm = lambda v: json.loads(json.dumps(v, default=list))  # noqa: E731  (TOML has no tuples)
+    picked = set(tuned.get("tuned", []))
+    stale = sorted(k for k in stored if k not in picked and norm(stored[k]) != norm(defaults[k]))
+    if stale:
+        raise CmrBenchError(f"tuned config {path}: {method}'s default for {', '.join(stale)} changed since tuning "
+                            f"({stale[0]} = {stored[stale[0]]!r} there, {defaults[stale[0]]!r} now); tune again")
+    return cls.resolve_config({k: stored[k] for k in stored}, dataset=name)
+
+
+def tuned_record(method: str, dataset, bits: int | None = None, tuned_dir=None) -> dict:
+    """What a run records about its tuned config: the file and how the config was found."""
+    from cmr_bench.registry import get_method
+
+    binary = get_method(method).code_type == "binary"
+    path = tuned_path(method, dataset if isinstance(dataset, str) else dataset.name, bits if binary else None, tuned_dir)
+    tuned = read_tuned(path)
+    import hashlib
+
+    keep = ("value", "trials", "budget", "sampler", "seed", "val_fraction", "version", "objective")
+    return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            **{k: tuned[k] for k in keep if k in tuned}}

@@ -64,30 +64,86 @@ def test_tiny_study_writes_the_best_config_and_resumes(run_cli, tmp_path, ridge_
     assert code == 2 and "other data or settings" in err and len(err.strip().splitlines()) == 1
 
 
-def test_bad_input_is_one_line(run_cli, tmp_path):
+@pytest.fixture
+def spaceless_method():
+    class Spaceless(Method):
+        name = "test-spaceless"
+        code_type = "real"
+        info = MethodInfo("Spaceless", "test", "test", 2026, status="baseline")
+        defaults = {"x": 1.0}
+        search_space: dict = {}
+
+        def fit(self, train, val=None):
+            return []
+
+        def encode(self, features, modality):
+            return features[:, :2].astype(np.float32)
+
+    registry._load()
+    registry._add(Spaceless, "tests")
+    yield Spaceless
+    registry._REGISTRY.pop("test-spaceless")
+    registry._SOURCES.pop("test-spaceless")
+
+
+def test_bad_input_is_one_line(run_cli, tmp_path, spaceless_method):
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"not a database" * 100)
     base = ["--dataset", "synthetic", "--out", tmp_path / "t"]
     for argv, message in [
         (["--methods", "nope", "--trials", "2"], "nope"),
-        (["--methods", "random", "--trials", "2"], "declares no search space"),
+        (["--methods", "test-spaceless", "--trials", "2"], "declares no search space"),
         (["--methods", "cca", "--trials", "0"], "--trials must be >= 1"),
+        (["--methods", "cca", "--trials", "-3"], "--trials must be >= 1"),
         (["--methods", "cca", "--trials", "2", "--storage", f"sqlite:///{tmp_path}/no/such/dir/x.db"], "study storage"),
         (["--methods", "cca", "--trials", "2", "--storage", f"sqlite:///{corrupt}"], "study storage"),
+        (["--methods", "cca", "--trials", "2", "--storage", "postgresql://nobody@127.0.0.1:1/none"], "study storage"),
+        (["--methods", "cca", "--trials", "2", "--storage", "no-such-scheme://x"], "study storage"),
     ]:
         code, out, err = run_cli("tune", *argv, *base)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
 
 
-def test_search_spaces_of_the_shipped_methods_are_well_formed():
-    from cmr_bench.registry import all_methods
+def test_a_study_file_of_another_dataset_is_refused(run_cli, tmp_path):
+    from conftest import write_user_dataset
+
+    optuna = pytest.importorskip("optuna")
+    # the default study file of 'synthetic' holding another dataset's study: copied there by mistake
+    (tmp_path / "t" / "synthetic").mkdir(parents=True)
+    optuna.create_study(study_name="mydata/cca", storage=f"sqlite:///{tmp_path / 't' / 'synthetic' / 'studies.db'}")
+    code, out, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "2", "--out", tmp_path / "t")
+    assert code == 2 and "another dataset (mydata/cca)" in err and len(err.strip().splitlines()) == 1, err
+    # the same dataset name with other data, in one explicit storage: refused, not mixed
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = write_user_dataset(tmp_path / "a", seed=0), write_user_dataset(tmp_path / "b", seed=1)
+    code, out, err = run_cli("tune", "--methods", "cca", "--dataset", first, "--trials", "2", "--out", tmp_path / "o", "--storage", storage)
+    assert code == 0, err
+    code, out, err = run_cli("tune", "--methods", "cca", "--dataset", second, "--trials", "2", "--out", tmp_path / "o", "--storage", storage)
+    assert code == 2 and "other data or settings" in err and "data" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_malformed_space_is_refused_before_any_trial():
+    from cmr_bench.errors import CmrBenchError
     from cmr_bench.tuning import search_space
 
-    methods = all_methods()
-    declared = [n for n, c in methods.items() if getattr(c, "search_space", None)]
-    assert {"cca", "dscmr", "sdeh"} <= set(declared)
-    for n in declared:
-        search_space(methods[n])  # raises on a key outside defaults or a malformed entry
+    class Bad(Method):
+        name = "test-bad-space"
+        info = MethodInfo("Bad", "test", "test", 2026, status="baseline")
+        defaults = {"epochs": 10, "lr": 1e-3, "flag": True}
+
+    for space, message in [
+        ({"epochs": ("float", 1.0, 5.0)}, "needs a float hyperparameter"),  # int default, float kind
+        ({"lr": ("int", 1, 5)}, "'int' needs an integer"),
+        ({"epochs": ("choice", [5, 7.5])}, "not of the default's type"),
+        ({"flag": ("choice", [0, 1])}, "not of the default's type"),
+        ({"lr": ("float", -1.0, 1.0)}, "< 0"),
+        ({"nope": ("float", 0.0, 1.0)}, "not a hyperparameter"),
+        ({"lr": ("logfloat", 0.0, 1.0)}, "low > 0"),
+        ({"lr": ("choice", [])}, "at least one value"),
+    ]:
+        Bad.search_space = space
+        with pytest.raises(CmrBenchError, match=message):
+            search_space(Bad)
 
 
 @pytest.fixture
@@ -126,7 +182,7 @@ def test_poor_trials_are_pruned_on_the_reported_validation_scores(tmp_path, step
     from cmr_bench.tuning import tune_method
 
     ds = load_dataset("synthetic")
-    res = tune_method("test-stepping-tune", ds, 12, f"sqlite:///{tmp_path / 's.db'}", report=None, startup=2, warmup=0)
+    res = tune_method("test-stepping-tune", ds, 12, f"sqlite:///{tmp_path / 's.db'}", startup=2, warmup=0)
     assert res["pruned"] > 0 and res["trials"] + res["pruned"] == 12
     assert len(stepping_method.epochs_run) < 12 * 10  # a pruned trial stopped training early
 

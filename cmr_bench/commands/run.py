@@ -74,6 +74,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter: key=value (every method with that key) or method.key=value")
+    p.add_argument("--config", default="default", metavar="default|tuned",
+                   help="default: each method's published config; tuned: the best config `cmr-bench tune` wrote "
+                        "(<tuned-dir>/<dataset>/<method>.toml; a method without one is an error)")
+    p.add_argument("--tuned-dir", default=None, metavar="DIR", help="where tuned configs are read with --config tuned (default results/tuned)")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS), help="run store (default results/runs)")
     p.add_argument("--force", action="store_true", help="rerun finished runs")
     p.add_argument("--dry-run", action="store_true", help="print the grid and what would run")
@@ -199,6 +203,10 @@ def cmd_run(args) -> int:
         raise CmrBenchError(f"--seeds: values must be below 2**63, got {max(seeds)}")
     if max(bits) > MAX_BITS:
         raise CmrBenchError(f"--bits: at most {MAX_BITS}, got {max(bits)}")
+    if args.config not in ("default", "tuned"):
+        raise CmrBenchError(f"--config: unknown '{args.config}' (default or tuned)")
+    if args.tuned_dir is not None and args.config != "tuned":
+        raise CmrBenchError("--tuned-dir only applies with --config tuned")
     options = executor_options(args)
     runs_dir = check_results_dir(Path(args.results_dir))
     methods = resolve_methods(args.methods)
@@ -208,7 +216,8 @@ def cmd_run(args) -> int:
     root = root_of(args)
     dataset = load_for_run(args.dataset, root)
     options.dataset_source = ("load", str(args.dataset), str(root))
-    specs = expand(methods, dataset, seeds, args.protocol, bits, args.variants, parse_overrides(args.overrides))
+    specs = expand(methods, dataset, seeds, args.protocol, bits, args.variants, parse_overrides(args.overrides),
+                   config_source=args.config, tuned_dir=args.tuned_dir)
     if options.threads != 1:
         from dataclasses import replace
 

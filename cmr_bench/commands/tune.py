@@ -52,7 +52,8 @@ def cmd_tune(args) -> int:
             raise CmrBenchError(f"method '{n}' makes binary codes: give the code length to tune at with --bits")
     from cmr_bench.data.loader import load_dataset
 
-    dataset = load_dataset(args.dataset, root_of(args))
+    # train_only: the test split's files are never opened while tuning (tests/test_tuning.py proves it)
+    dataset = load_dataset(args.dataset, root_of(args), train_only=True)
     out = Path(args.out)
     storage = args.storage
     if storage is None:
@@ -61,11 +62,29 @@ def cmd_tune(args) -> int:
         except OSError as exc:
             raise CmrBenchError(f"cannot create {out / dataset.name}: {exc.strerror or exc}") from None
         storage = f"sqlite:///{(out / dataset.name / 'studies.db').resolve()}"
+        own_datasets_only(storage, dataset.name)
     for n in names:
         res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=args.jobs, bits=args.bits,
-                          val_fraction=args.val_fraction, report=print if sys.stdout.isatty() else None)  # quiet off a TTY
+                          val_fraction=args.val_fraction, progress=sys.stdout.isatty())  # a bar on a TTY, quiet off one
         path = write_tuned(res, out)
         picked = ", ".join(f"{k}={res['config'][k]}" for k in res["tuned"])
         print(f"{n}: best validation {res['value']:.4f} after {res['trials']} trials ({res['sampler']}, "
               f"{res['seconds']} s): {picked} -> {path}")
     return 0
+
+
+def own_datasets_only(storage: str, dataset: str) -> None:
+    """The default study file lives in <out>/<dataset>/: studies of another dataset in it mean
+    the file was copied or moved there (an explicit --storage may hold many datasets' studies:
+    their names start with the dataset's)."""
+    from cmr_bench.tuning import need_optuna
+
+    optuna = need_optuna()
+    try:
+        names = optuna.study.get_all_study_names(storage)
+    except Exception as exc:  # corrupt file, another schema
+        raise CmrBenchError(f"study storage {storage}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unusable'}") from None
+    other = sorted(n for n in names if not n.startswith(dataset + "/"))
+    if other:
+        raise CmrBenchError(f"study storage {storage} holds studies of another dataset ({other[0]}); "
+                            f"it belongs to that dataset's folder, not '{dataset}' (or pass --storage)")

@@ -117,14 +117,19 @@ def checked_sha256(path: Path, dataset: str) -> str:
         raise DataError(f"dataset '{dataset}': cannot read {path}: {exc.strerror or exc}") from None
 
 
-def check_files(manifest: Manifest, folder: Path, checksums: bool = True) -> None:
-    missing = [f.path for f in manifest.files if not (folder / f.path).is_file()]
+def check_files(manifest: Manifest, folder: Path, checksums: bool = True, groups: list[str] | None = None) -> None:
+    """Every file of the manifest, or with `groups` only the files those array groups name."""
+    files = manifest.files
+    if groups is not None:
+        used = {spec.file for g in groups for spec in manifest.arrays[g].values()}
+        files = [f for f in files if f.path in used]
+    missing = [f.path for f in files if not (folder / f.path).is_file()]
     if missing:
         raise DataError(
             f"dataset '{manifest.name}': missing {', '.join(missing)} in {folder}; {how_to_get(manifest)}"
         )
     if checksums:
-        for f in manifest.files:
+        for f in files:
             if f.sha256 and checked_sha256(folder / f.path, manifest.name) != f.sha256:
                 raise DataError(
                     f"dataset '{manifest.name}': checksum mismatch for {folder / f.path} "
@@ -242,8 +247,14 @@ def _read_saved_split(path: Path, n: int, n_query: int, n_train: int) -> dict[st
     return {k: a.astype(np.int64) for k, a in out.items()}
 
 
-def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, checksums: bool = True) -> Dataset:
-    """Load a dataset by name (built-in or in the data root) or by a manifest path."""
+def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, checksums: bool = True,
+                 train_only: bool = False) -> Dataset:
+    """Load a dataset by name (built-in or in the data root) or by a manifest path.
+
+    `train_only`: only the splits some protocol trains on, for `cmr-bench tune`, so that tuning
+    provably never reads test data: a fixed split's other files are neither opened nor
+    checksummed (a file shared with the train arrays is still read whole: its train keys are
+    needed); a sampled split keeps only the training rows of its one file. `run` never uses it."""
     root_path = data_root(root)
     try:
         manifest = find_manifest(name_or_manifest, root_path)
@@ -259,13 +270,15 @@ def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | 
         except (TypeError, ValueError) as exc:
             raise DataError(f"malformed manifest {manifest.path} [synthetic]: {exc}") from None
         ds.protocols, ds.manifest = protocols, manifest.raw
-        return ds
+        return ds.training_view() if train_only else ds
 
     folder = files_dir(manifest, root_path)
-    check_files(manifest, folder, checksums=checksums)
+    wanted = sorted({p.train for p in protocols.values()}) if train_only else None
+    groups = (wanted if manifest.split_kind == "fixed" else ["all"]) if train_only else None
+    check_files(manifest, folder, checksums=checksums, groups=groups)
     splits: dict[str, Split] = {}
     if manifest.split_kind == "fixed":
-        for group in manifest.arrays:
+        for group in groups or manifest.arrays:
             image, text, labels = _read_group(manifest, folder, group)
             splits[group] = Split(group, image, text, labels, np.arange(len(image)))
         dims = {(s.image.shape[1], s.text.shape[1]) for s in splits.values()}
@@ -275,6 +288,8 @@ def load_dataset(name_or_manifest: str | os.PathLike, root: str | os.PathLike | 
     else:  # sampled
         image, text, labels = _read_group(manifest, folder, "all")
         for split_name, rows in _sampled_indices(manifest, len(image), root_path).items():
+            if wanted is not None and split_name not in wanted:
+                continue
             splits[split_name] = Split(split_name, image[rows], text[rows], labels[rows], rows)
     expected = manifest.split.get("sizes", {})
     for split_name, size in expected.items():

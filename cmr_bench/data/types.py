@@ -98,6 +98,17 @@ class Dataset:
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
+    def training_splits(self) -> list[str]:
+        """The splits some protocol trains on (a train-only load holds exactly these)."""
+        return sorted({p.train for p in self.protocols.values()})
+
+    def training_view(self) -> "Dataset":
+        """This dataset with its training splits only: its fingerprint equals that of the same
+        data loaded with `load_dataset(..., train_only=True)` (what `cmr-bench tune` records)."""
+        keep = self.training_splits()
+        return Dataset(self.name, {k: v for k, v in self.splits.items() if k in keep}, self.protocols, self.num_classes,
+                       self.label_kind, self.class_names, self.manifest)
+
     @property
     def image_dim(self) -> int:
         return int(next(iter(self.splits.values())).image.shape[1])

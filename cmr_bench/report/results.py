@@ -16,6 +16,14 @@ def method_key(method: str, variant: str) -> str:
     return f"{method}[{variant}]" if variant else method
 
 
+TUNED_SUFFIX = " (tuned)"
+
+
+def source_text(spec: dict) -> str:
+    """' (tuned)' for a run made with --config tuned: an entry of its own beside the default."""
+    return TUNED_SUFFIX if spec.get("config_source", "default") == "tuned" else ""
+
+
 def overrides_text(overrides) -> str:
     """' {key=value, ...}' for a run made with --set (a row of its own in tables), '' otherwise."""
     if not overrides or not isinstance(overrides, dict):
@@ -39,7 +47,8 @@ def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_o
         if spec.get("overrides") and not include_overrides:
             continue
         row = {
-            "key": method_key(spec["method"], spec.get("variant", "")) + overrides_text(spec.get("overrides")), "method": spec["method"],
+            "key": method_key(spec["method"], spec.get("variant", "")) + source_text(spec) + overrides_text(spec.get("overrides")),
+            "method": spec["method"],
             "variant": spec.get("variant", ""), "bits": spec.get("bits"), "seed": spec["seed"],
             "config_hash": spec.get("config_hash"), "status": run.get("status"), "reason": run.get("reason", ""),
             "finished": str(run.get("finished", "")), "folder": str(folder), "code_type": run.get("method_info", {}).get("code_type"),

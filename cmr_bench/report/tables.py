@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cmr_bench.report.published import published
-from cmr_bench.report.results import collect
+from cmr_bench.report.results import TUNED_SUFFIX, collect
 from cmr_bench.report.significance import annotate
 from cmr_bench.report.summary import mean_std
 
@@ -116,7 +116,10 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     if include_overrides and not runs.empty:
         rows = [r for label, key in rows for r in [(label, key)] + [
             (f"{label} {k[len(key) + 1:]}", k) for k in sorted(set(runs["key"])) if key and k.startswith(key + " {")]]
-    records, display, folders = [], [], []
+    # Runs made with --config tuned: columns of their own beside the default ones, only when some exist.
+    has_tuned = not runs.empty and bool(runs["key"].str.endswith(TUNED_SUFFIX).any())
+    lab = "Default " if has_tuned else ""
+    records, display, folders, tuned_folders = [], [], [], []
     for label, key in rows:
         if table == "5" and features:  # never SDCMR's runs on the dataset's own features
             key = TABLE5_PLUGINS.get(key, key)
@@ -147,12 +150,24 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
             "same_features_txt2img": ref["txt2img"].iloc[0] if len(ref) else np.nan,
         }
         records.append(rec)
-        display.append({
+        cells = {
             "Method": label,
-            "Img2Txt": _fmt(*i2t) if i2t[2] else status,
-            "Txt2Img": _fmt(*t2i) if t2i[2] else "",
-            "Avg": f"{avg:.3f}" if pd.notna(avg) else "",
-            "n": i2t[2] or "",
+            f"{lab}Img2Txt": _fmt(*i2t) if i2t[2] else status,
+            f"{lab}Txt2Img": _fmt(*t2i) if t2i[2] else "",
+            f"{lab}Avg": f"{avg:.3f}" if pd.notna(avg) else "",
+            f"{lab}n": i2t[2] or "",
+        }
+        if has_tuned:
+            tuned = runs[(runs["key"] == key + TUNED_SUFFIX) & (runs["status"] == "done")] if has_plugin else runs.iloc[0:0]
+            tuned_folders.append(list(tuned["folder"]))
+            t_i2t, t_t2i = (mean_std(tuned.get(f"{d}:{metric}", [])) if not tuned.empty else (np.nan, np.nan, 0) for d in ("i2t", "t2i"))
+            t_avg = (t_i2t[0] + t_t2i[0]) / 2 if t_i2t[2] and t_t2i[2] else np.nan
+            rec.update({"tuned_img2txt_mean": t_i2t[0], "tuned_img2txt_std": t_i2t[1], "tuned_txt2img_mean": t_t2i[0],
+                        "tuned_txt2img_std": t_t2i[1], "tuned_avg": t_avg, "tuned_runs": t_i2t[2]})
+            cells.update({"Tuned Img2Txt": _fmt(*t_i2t) if t_i2t[2] else "", "Tuned Txt2Img": _fmt(*t_t2i) if t_t2i[2] else "",
+                          "Tuned Avg": f"{t_avg:.3f}" if pd.notna(t_avg) else "", "Tuned n": t_i2t[2] or ""})
+        display.append({
+            **cells,
             "Paper Img2Txt": _num(p_i2t), "Paper Txt2Img": _num(p_t2i), "Paper Avg": _num(p_avg),
             "Δ Avg": f"{rec['delta_avg']:+.3f}" if pd.notna(rec["delta_avg"]) else "",
         })
@@ -162,14 +177,20 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                 if pd.notna(rec["same_features_img2txt"]) else ""
             )
     notes = [f"Ours: {metric} (mean ± sample std over seeds, n runs); retrieval by cosine; protocol 'real' (test queries vs test set)."]
-    notes += annotate(records, display, folders, [("i2t", "img2txt", "Img2Txt"), ("t2i", "txt2img", "Txt2Img")], metric)
+    notes += annotate(records, display, folders, [("i2t", "img2txt", f"{lab}Img2Txt"), ("t2i", "txt2img", f"{lab}Txt2Img")], metric)
+    if has_tuned:  # marks per column: tuned entries are compared with each other
+        notes += [n for n in annotate(records, display, tuned_folders, [("i2t", "tuned_img2txt", "Tuned Img2Txt"),
+                                                                          ("t2i", "tuned_txt2img", "Tuned Txt2Img")], metric) if n not in notes]
+        notes.append("Default: each method's published configuration. Tuned: its best configuration from `cmr-bench tune` "
+                     "(the same trial budget per method, chosen on a validation split carved from train; the test split "
+                     "is never read), run with `--config tuned` on the same protocol.")
     ceiling = _label_ceiling(dataset, root, metric) if table == "2" else None
     if ceiling is not None:  # codes = the items' own labels: no method can rank better
         label = "label oracle (ceiling, from labels)"
         records.append({"method": label, "plugin": "", "status": "from labels", "img2txt_mean": ceiling[0],
                         "txt2img_mean": ceiling[1], "avg": sum(ceiling) / 2, "runs": 0})
-        display.append({"Method": label, "Img2Txt": f"{ceiling[0]:.3f}", "Txt2Img": f"{ceiling[1]:.3f}",
-                        "Avg": f"{sum(ceiling) / 2:.3f}", "n": ""})
+        display.append({"Method": label, f"{lab}Img2Txt": f"{ceiling[0]:.3f}", f"{lab}Txt2Img": f"{ceiling[1]:.3f}",
+                        f"{lab}Avg": f"{sum(ceiling) / 2:.3f}", f"{lab}n": ""})
     notes += _features_note(dataset, pub, root)
     if len(same):
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})"
@@ -187,7 +208,8 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         notes.append("These rows need backbone features of the dataset: make them with `cmr-bench features extract "
                      f"... --paper-dataset {dataset} --out DATA_ROOT/NAME` and run `table --table 5 --dataset NAME`.")
     if hide_missing:
-        keep = [i for i, r in enumerate(records) if r["status"] not in ("no plugin", "not run", "needs backbone features")]
+        keep = [i for i, r in enumerate(records)
+                if r["status"] not in ("no plugin", "not run", "needs backbone features") or r.get("tuned_runs")]
         if len(keep) < len(records):
             notes.append(f"{len(records) - len(keep)} row(s) without a run of ours left out (--hide-missing).")
         records, display = [records[i] for i in keep], [display[i] for i in keep]

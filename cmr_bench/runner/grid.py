@@ -138,8 +138,16 @@ def _overrides_for(method: str, cls, overrides: dict[str, Any]) -> dict[str, Any
 def expand(
     methods: list[str], dataset: Dataset, seeds: list[int], protocol: str | None = None,
     bits: list[int] | None = None, variants: str = "none", overrides: dict[str, Any] | None = None,
+    config_source: str = "default", tuned_dir: Path | str | None = None,
 ) -> list[RunSpec]:
+    """`config_source` "tuned": each method's base config is the one `cmr-bench tune` wrote
+    (cmr_bench.tuning.tuned_config; variants and --set apply on top); methods without one are
+    named together in one error."""
     overrides = overrides or {}
+    if config_source not in ("default", "tuned"):
+        raise CmrBenchError(f"--config: unknown '{config_source}' (default or tuned)")
+    if config_source == "tuned":
+        _check_tuned(methods, dataset, bits, tuned_dir)
     _check_targets(methods, overrides)
     for key in overrides:
         if "." not in key and not any(key in get_method(m).defaults for m in methods):
@@ -172,20 +180,44 @@ def expand(
             variant_names = [""] + [v for v in wanted if v in cls.variants]
         code_lengths = [b for b in (bits or DEFAULT_BITS)] if cls.code_type == "binary" else [None]
         for variant in variant_names:
-            merged = {**cls.variants.get(variant, {}), **user}
-            config = cls.resolve_config(merged, dataset=dataset.name)
-            for key, value in config.items():
-                _check_choice(cls, key, value)
-            check = getattr(cls, "check_config", None)  # optional plugin hook: a user error before the grid
-            if callable(check):
-                try:
-                    check(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
-                except (ValueError, TypeError) as exc:
-                    raise CmrBenchError(f"--set for method '{name}': {exc}") from None
             for b in code_lengths:
+                base, record = {}, {}
+                if config_source == "tuned":
+                    from cmr_bench.tuning import tuned_config, tuned_record
+
+                    base, record = tuned_config(name, dataset, b, tuned_dir), tuned_record(name, dataset, b, tuned_dir)
+                merged = {**base, **cls.variants.get(variant, {}), **user}
+                config = cls.resolve_config(merged, dataset=dataset.name)
+                for key, value in config.items():
+                    _check_choice(cls, key, value)
+                check = getattr(cls, "check_config", None)  # optional plugin hook: a user error before the grid
+                if callable(check):
+                    try:
+                        check(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
+                    except (ValueError, TypeError) as exc:
+                        raise CmrBenchError(f"--set for method '{name}': {exc}") from None
                 for seed in seeds:
-                    specs.append(RunSpec(dataset.name, proto, name, seed, variant, b, user, config, data=dataset.fingerprint))
+                    specs.append(RunSpec(dataset.name, proto, name, seed, variant, b, user, config, data=dataset.fingerprint,
+                                         config_source=config_source, tuned=record))
     return specs
+
+
+def _check_tuned(methods: list[str], dataset: Dataset, bits: list[int] | None, tuned_dir) -> None:
+    """Every method's tuned file, before the grid: all missing ones named in one line."""
+    from cmr_bench.tuning import DEFAULT_TUNED_DIR, TunedConfigMissing, tuned_config
+
+    missing = []
+    for name in methods:
+        lengths = list(bits or DEFAULT_BITS) if get_method(name).code_type == "binary" else [None]
+        for b in lengths:
+            try:
+                tuned_config(name, dataset, b, tuned_dir)
+            except TunedConfigMissing:
+                missing.append(name + (f" at {b} bits" if b else ""))
+    if missing:
+        where = Path(tuned_dir or DEFAULT_TUNED_DIR) / dataset.name
+        raise CmrBenchError(f"--config tuned: no tuned config in {where} for {', '.join(missing)} "
+                            f"(run `cmr-bench tune --dataset {dataset.name} --methods ...` first, or leave them out)")
 
 
 @dataclass

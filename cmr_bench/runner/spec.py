@@ -29,6 +29,8 @@ class RunSpec:
     val_fraction: float = 0.1
     threads: int = 1  # torch intra-op threads: another count changes the arithmetic
     data: str = ""  # Dataset.fingerprint of the data the run trains and evaluates on
+    config_source: str = "default"  # "tuned": the config came from `cmr-bench tune` (--config tuned)
+    tuned: dict[str, Any] = field(default_factory=dict)  # that file and its study (recorded, not hashed)
 
     def identity(self) -> dict[str, Any]:
         """What the config hash covers (the seed is kept apart: seeds of one config share a folder)."""
@@ -46,6 +48,8 @@ class RunSpec:
             out["threads"] = self.threads
         if self.data:  # another dataset under the same name (or changed files) is another run
             out["data"] = self.data
+        if self.config_source != "default":  # a tuned config equal to the defaults still gets its own runs
+            out["config_source"] = self.config_source
         return out
 
     @property
@@ -60,6 +64,8 @@ class RunSpec:
             parts.append(f"[{self.variant}]")
         if self.bits:
             parts.append(f"{self.bits}b")
+        if self.config_source != "default":
+            parts.append(f"({self.config_source})")
         return " ".join(parts) + f" seed={self.seed}"
 
     def folder(self, runs_dir: Path) -> Path:
@@ -72,7 +78,11 @@ class RunSpec:
         check_component(self.method, "method name")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise TypeError(f"seed must be an integer, got {self.seed!r}")
-        tag = slug(self.variant) if self.variant else "default"
+        if self.config_source not in ("default", "tuned"):
+            raise ValueError(f"config_source must be 'default' or 'tuned', got {self.config_source!r}")
+        tag = self.config_source + ("-" + slug(self.variant) if self.variant else "")
+        if self.variant and self.config_source == "default":  # folders of default runs keep their old names
+            tag = slug(self.variant)
         if self.bits:
             tag += f"-{self.bits}bits"
         if self.overrides:  # a sweep's folders say what was set (the hash still decides identity)
