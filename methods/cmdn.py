@@ -112,6 +112,8 @@ class CMDN(TorchMethod):
         "stage1_epochs": 15,
         "standardize": True,
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"lr": ("logfloat", 1e-4, 1e-2), "alpha": ("float", 0.5, 0.95), "k": ("choice", [32, 64, 128]), "epochs": ("int", 20, 60)}
     smoke_config = {"epochs": 3, "stage1_epochs": 1, "h1": 16, "h2": 8, "k": 4, "batch_size": 16}
 
     @staticmethod

@@ -83,6 +83,9 @@ class CorrAE(TorchMethod):
         "epochs": 40,
         "standardize": True,
     }
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    search_space = {"alpha": ("float", 0.5, 0.95), "lr": ("logfloat", 1e-4, 1e-2), "hidden": ("choice", [256, 512, 1024]),
+                    "k": ("choice", [32, 64, 128]), "epochs": ("int", 20, 80)}
     choices = {"variant": VARIANTS}
     variants = {"Corr-Cross-AE": {"variant": "cross"}, "Corr-Full-AE": {"variant": "full"}}
     smoke_config = {"epochs": 2, "hidden": 16, "k": 8, "batch_size": 16}
