@@ -284,12 +284,17 @@ registry._add(Slow, "tests")
 '''
 
 
-def complete_trials(db: Path) -> int:
+def count(db: Path, query: str = "select count(*) from trials where state = 'COMPLETE'") -> int:
     try:
         with sqlite3.connect(db) as con:
-            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+            return con.execute(query).fetchone()[0]
     except sqlite3.Error:  # not created yet
         return 0
+
+
+RUNNING = "select count(*) from trials where state = 'RUNNING'"
+INTERRUPTED = ("select count(*) from trials t join trial_user_attributes a on a.trial_id = t.trial_id "
+               "where t.state = 'FAIL' and a.key = 'interrupted'")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT to a subprocess")
@@ -303,18 +308,20 @@ def test_ctrl_c_mid_study_keeps_finished_trials_and_a_rerun_resumes_to_the_budge
     proc = subprocess.Popen([sys.executable, "-c", script, *argv], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while complete_trials(db) < 1 and proc.poll() is None and time.monotonic() < deadline:
+    # Ctrl-C inside a trial (its fit sleeps 0.8 s) after the first one is stored
+    while not (count(db) >= 1 and count(db, RUNNING) >= 1) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(0.3)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, err
-    kept = complete_trials(db)
-    assert 1 <= kept < 6
+    kept = count(db)
+    assert 1 <= kept < 6 and count(db, INTERRUPTED) == 1
     assert not (tmp_path / "t" / "synthetic").exists()  # no tuned file from a stopped study
 
     env["SLOW_FIT_S"] = "0"
     rerun = subprocess.run([sys.executable, "-c", script, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert complete_trials(db) == 6  # resumed: the interrupted trial does not count against the budget
+    assert count(db) == 6  # resumed: the interrupted trial does not count against the budget
     assert tomllib.loads((tmp_path / "t" / "synthetic" / "test-slow-tune.toml").read_text())["trials"] == 6
