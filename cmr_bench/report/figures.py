@@ -13,6 +13,8 @@ from cmr_bench.report.results import method_key
 from cmr_bench.runner.store import STATUS_DONE, iter_runs
 
 DIRECTION_TITLES = {"i2t": "Img2Txt", "t2i": "Txt2Img"}
+# Points at 130 dpi; a 10-inch figure shrunk to one printed column still reads at these sizes.
+LABEL_FONT, TICK_FONT, LEGEND_FONT = 12, 10, 9
 
 
 def _plt():
@@ -39,15 +41,16 @@ def _finished(runs_dir: Path, dataset: str, protocol: str | None, bits: int | No
 
 
 def _style(i: int) -> dict:
-    """Colour, line style and marker of the i-th curve: 20 distinct colours (tab20), then the
-    same colours with other line styles, so no two curves of one figure look alike."""
+    """Colour, line style and marker of the i-th curve. Printed in grey the colours merge, so the
+    (line style, marker) pair alone tells the first 40 curves apart: ten markers, and a line style
+    that shifts by one every ten curves; (colour, line style) is unique over 40 too."""
     import matplotlib
 
     tab20 = matplotlib.colormaps["tab20"].colors
     colours = tab20[0::2] + tab20[1::2]  # the ten strong colours first, then their light partners
     styles = ["-", "--", "-.", ":"]
-    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
-    return {"color": colours[i % 20], "linestyle": styles[(i // 10) % len(styles)], "marker": markers[i % len(markers)]}
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+    return {"color": colours[i % 20], "linestyle": styles[(i + i // 10) % len(styles)], "marker": markers[i % len(markers)]}
 
 
 def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None):
@@ -104,7 +107,8 @@ def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None
         def draw(ax, i, label, runs):
             recall = np.mean([c[0] for c in runs], axis=0)
             precision = np.mean([c[1] for c in runs], axis=0)
-            ax.plot(recall, precision, markersize=3, markevery=max(1, len(recall) // 10), label=f"{label} (n={len(runs)})", **_style(i))
+            ax.plot(recall, precision, markersize=5, linewidth=1.6, markevery=max(1, len(recall) // 10), label=f"{label} (n={len(runs)})",
+                    **_style(i))
 
         written.append(_two_panels(curves, draw, _title(dataset, proto, b), group_path(out, proto, b, len(groups) > 1),
                                    xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1)))
@@ -135,7 +139,8 @@ def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str |
 def _legend_outside(fig, axes) -> None:
     handles, labels = axes[-1].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=LEGEND_FONT, frameon=False,
+                   handlelength=3.5, ncol=1 if len(handles) <= 18 else 2)  # handles long enough to show the dash pattern
 
 
 def _two_panels(curves, draw, title: str, out: Path, **axis) -> Path:
@@ -147,9 +152,13 @@ def _two_panels(curves, draw, title: str, out: Path, **axis) -> Path:
         for i, (label, per_dir) in enumerate(sorted(curves.items())):
             if per_dir[d]:
                 draw(ax, i, label, per_dir[d])
-        ax.set(title=panel, **axis)
+        ax.set(**axis)
+        ax.set_title(panel, fontsize=LABEL_FONT)
+        ax.xaxis.label.set_size(LABEL_FONT)
+        ax.yaxis.label.set_size(LABEL_FONT)
+        ax.tick_params(labelsize=TICK_FONT)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=LABEL_FONT)
     _legend_outside(fig, axes)
     return _save(fig, out)
 
