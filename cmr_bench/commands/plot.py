@@ -7,7 +7,7 @@ from pathlib import Path
 from cmr_bench.errors import CmrBenchError
 
 ORDER = 35
-KINDS = ("pr", "precision-at-r", "code-length", "curves")
+KINDS = ("pr", "precision-at-r", "code-length", "curves", "tsne")
 
 
 def register(sub) -> None:
@@ -15,12 +15,15 @@ def register(sub) -> None:
 
     p = sub.add_parser("plot", help="PR curves, precision@top-R curves, mAP vs code length, training curves (PNG)")
     p.add_argument("kind", choices=KINDS, help="pr | precision-at-r (one figure per protocol and code length), code-length, "
-                                               "curves (loss and validation mAP per epoch of RUN folders)")
+                                               "curves (loss and validation mAP per epoch of RUN folders), tsne (Fig. 6: t-SNE of the test "
+                                               "features and of --method's codes)")
     p.add_argument("runs", nargs="*", metavar="RUN", help="curves: run folders (seed-k, or a config folder for all its seeds)")
     p.add_argument("--dataset", default=None, help=DATASET_HELP + "; required except for curves")
     p.add_argument("--protocol", default=None, help="only runs of this protocol (default: every protocol, one figure each)")
     p.add_argument("--bits", type=int, default=None, help="binary methods: only this code length (default: one figure per length)")
     p.add_argument("--metric", default="map@all", help="code-length: map@all (default) or map@50")
+    p.add_argument("--method", default="sdcmr", help="tsne: the real-valued method whose common representations are shown "
+                                                     "(a name or name[variant]; default sdcmr; its lowest-seed finished run)")
     p.add_argument("--term", default=None, help="curves with several runs: the log term to draw (default: 'loss', else the first term)")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="curves: also write the runs' logs as TensorBoard event files into DIR (pip install \"cmr-bench[tensorboard]\")")
@@ -50,6 +53,11 @@ def cmd_plot(args) -> int:
         paths = figures.plot_pr(runs_dir, dataset, out, args.protocol, args.bits)
     elif args.kind == "precision-at-r":
         paths = figures.plot_precision_at_r(runs_dir, dataset, out, args.protocol, args.bits)
+    elif args.kind == "tsne":  # Fig. 6; needs scikit-learn (the figures extra)
+        from cmr_bench.commands._common import root_of
+        from cmr_bench.report.tsne import plot_tsne
+
+        paths = [plot_tsne(runs_dir, dataset, out, args.method, root=root_of(args))]
     else:
         paths = [figures.plot_code_length(runs_dir, dataset, out, args.protocol, args.metric)]
     for path in paths:
