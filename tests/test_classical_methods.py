@@ -276,7 +276,7 @@ def test_same_features_references_are_sourced_and_in_range():
     for _, r in df[filled].iterrows():
         assert 0.0 <= r["img2txt"] <= 1.0 and 0.0 <= r["txt2img"] <= 1.0, r["method"]
         assert r["avg"] == pytest.approx((r["img2txt"] + r["txt2img"]) / 2, abs=6e-4), r["method"]
-        assert re.search(r"\btable\b", r["source"], re.I) and re.search(r"\bpp?\. ?\d", r["source"]), r["method"]
+        assert re.search(r"\btable\b", r["source"], re.IGNORECASE) and re.search(r"\bpp?\. ?\d", r["source"]), r["method"]
     for _, r in df[~filled].iterrows():
         assert isinstance(r["note"], str) and "searched" in r["note"].lower(), r["method"]
     keys = [k for k in df["key"].dropna() if k]
