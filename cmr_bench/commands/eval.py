@@ -17,13 +17,19 @@ def register(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="evaluate retrieval codes: mAP@all, mAP@k, P@R, PR curve",
-        description="Evaluate query codes against retrieval codes (files: .npy, or .npz holding one array). "
-        "Conventions: docs/evaluation.md.",
+        description="Evaluate query codes against retrieval codes (files: .npy, or .npz holding one array), or re-score "
+        "a stored run's codes under another metric convention (--run). Conventions: docs/evaluation.md.",
     )
-    p.add_argument("--query", required=True, metavar="Q.npy", help="query codes, n_q x d")
-    p.add_argument("--retrieval", required=True, metavar="R.npy", help="retrieval codes, n_r x d")
-    p.add_argument("--query-labels", required=True, metavar="QL.npy", help="1-D class ids or 2-D multi-hot")
-    p.add_argument("--retrieval-labels", required=True, metavar="RL.npy", help="same kind as --query-labels")
+    p.add_argument("--query", metavar="Q.npy", help="query codes, n_q x d")
+    p.add_argument("--retrieval", metavar="R.npy", help="retrieval codes, n_r x d")
+    p.add_argument("--query-labels", metavar="QL.npy", help="1-D class ids or 2-D multi-hot")
+    p.add_argument("--retrieval-labels", metavar="RL.npy", help="same kind as --query-labels")
+    p.add_argument("--run", default=None, metavar="RUN_DIR",
+                   help="instead of files: a stored run folder (…/seed-k); its codes are re-scored, labels come from the dataset")
+    p.add_argument("--metric-convention", default=None, metavar="NAME",
+                   help="with --run: default (the suite's), legacy-dscmr, legacy-djsrh or trec (docs/experiments.md)")
+    p.add_argument("--dataset", default=None,
+                   help="with --run: the run's dataset, a name or manifest path (default: the name the run recorded)")
     p.add_argument("--similarity", default="cosine", metavar="{cosine,hamming,euclidean}", help="cosine (default), hamming (binary codes) or euclidean")
     p.add_argument("--k", nargs="+", default=None, metavar="K", help="cut-offs for map@k (default 50)")
     p.add_argument("--r", nargs="+", default=[], metavar="R", help="cut-offs for p@R (precision among the top R)")
@@ -86,9 +92,24 @@ def load_array(path: str, what: str) -> np.ndarray:
     return obj
 
 
+FILE_ARGS = (("query", "--query"), ("retrieval", "--retrieval"), ("query_labels", "--query-labels"),
+             ("retrieval_labels", "--retrieval-labels"))
+
+
 def cmd_eval(args) -> int:
     from cmr_bench.evaluation import evaluate, to_jsonable
 
+    given = [flag for attr, flag in FILE_ARGS if getattr(args, attr) is not None]
+    if args.run is not None:
+        if given:
+            raise EvaluationInputError(f"--run takes its codes from the run folder; drop {', '.join(given)}")
+        return cmd_eval_run(args)
+    missing = [flag for attr, flag in FILE_ARGS if getattr(args, attr) is None]
+    if missing:
+        raise EvaluationInputError(f"the following arguments are required: {', '.join(missing)} (or --run RUN_DIR)")
+    for flag, value in (("--metric-convention", args.metric_convention), ("--dataset", args.dataset)):
+        if value is not None:
+            raise EvaluationInputError(f"{flag} applies only with --run (for files use --ties, --map-k-denominator, --k)")
     ks = _ints(args.k, "--k") if args.k is not None else [50]
     rs = _ints(args.r, "--r")
     arrays = [
@@ -145,3 +166,80 @@ def print_result(result: dict, n_q: int) -> None:
     table = [row[1:] if not head else row for row in table]
     print()
     print(tabulate(table, headers=cols, tablefmt="simple"))
+
+
+DIRECTION_NAMES = {"i2t": ("Img2Txt", "image", "text"), "t2i": ("Txt2Img", "text", "image")}
+
+
+def _run_inputs(args):
+    """(run.json, metrics.json, codes, query split, retrieval split) of a stored, finished run,
+    its labels from the data layer, checked against the data and split the run recorded."""
+    from cmr_bench.commands._common import root_of
+    from cmr_bench.commands.run import load_for_run
+    from cmr_bench.runner.store import STATUS_DONE, validate_run
+
+    folder = Path(args.run)
+    state = validate_run(folder)
+    if state.status is None:
+        raise EvaluationInputError(f"--run: no run folder {folder} (give a seed-k folder of the results store)")
+    if state.status != STATUS_DONE:
+        why = state.problem or state.run.get("reason", "") if state.run else state.problem
+        raise EvaluationInputError(f"--run {folder}: the run is {state.status}{f' ({why})' if why else ''}; only finished runs have codes")
+    run, metrics, spec = state.run, state.metrics, state.run["spec"]
+    try:
+        with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise EvaluationInputError(f"--run {folder}: arrays.npz is unreadable ({type(exc).__name__})") from None
+    needed = [f"codes_{r}_{m}" for r in ("query", "retrieval") for m in ("image", "text")] + \
+        ["split_query_indices", "split_retrieval_indices"]
+    lacking = [k for k in needed if k not in arrays]
+    if lacking:
+        raise EvaluationInputError(f"--run {folder}: arrays.npz lacks {', '.join(lacking)}")
+    dataset = load_for_run(args.dataset or spec.get("dataset", ""), root_of(args))
+    if spec.get("data") and spec["data"] != dataset.fingerprint:
+        raise EvaluationInputError(f"--run {folder}: the run was made on other data than dataset '{dataset.name}' here "
+                                   f"(fingerprint {spec['data']}, here {dataset.fingerprint}); give its manifest with --dataset")
+    protocol = dataset.protocol(spec.get("protocol", ""))
+    splits = {}
+    for role, name in (("query", protocol.query), ("retrieval", protocol.retrieval)):
+        split = dataset.split(name)
+        if not np.array_equal(split.indices, arrays[f"split_{role}_indices"]):
+            raise EvaluationInputError(f"--run {folder}: its {role} split is not the dataset's '{name}' split here")
+        splits[role] = split
+    return run, metrics, arrays, splits["query"], splits["retrieval"]
+
+
+def cmd_eval_run(args) -> int:
+    from cmr_bench.evaluation.conventions import DEFAULT, get_convention, rescore
+
+    conv = get_convention(args.metric_convention or DEFAULT)
+    run, metrics, arrays, query, retrieval = _run_inputs(args)
+    spec = run["spec"]
+    similarity = metrics.get("similarity") or ("hamming" if spec.get("bits") else "cosine")
+    rows, out = [], {"run": str(args.run), "convention": conv.name, "description": conv.description, "directions": {}}
+    for d, (title, q_mod, r_mod) in DIRECTION_NAMES.items():
+        result = rescore(arrays[f"codes_query_{q_mod}"], arrays[f"codes_retrieval_{r_mod}"], query.labels, retrieval.labels,
+                         similarity=similarity, convention=conv.name, device=args.device)
+        out["directions"][d] = {}
+        for stored_key, new_key in conv.pairs(len(query)):
+            stored = metrics[d].get(stored_key)
+            value = float(result[new_key])
+            out["directions"][d][new_key] = {"stored_metric": stored_key, "stored": stored, "rescored": value}
+            rows.append([title, stored_key, "-" if stored is None else f"{stored:.4f}", new_key, f"{value:.4f}",
+                         "" if stored is None else f"{value - stored:+.4f}"])
+    if args.json:
+        from cmr_bench.commands._common import print_json
+
+        print_json(out)
+        return 0
+    from tabulate import tabulate
+
+    label = spec.get("method", "?") + (f" [{spec['variant']}]" if spec.get("variant") else "") + \
+        (f" {spec['bits']} bits" if spec.get("bits") else "")
+    print(f"{label} seed {spec.get('seed')} on {spec.get('dataset')}/{spec.get('protocol')}: {len(query)} queries x "
+          f"{len(retrieval)} items, {similarity}")
+    print(f"convention {conv.name}: {conv.description}")
+    print(tabulate(rows, headers=["direction", "stored", "value", "re-scored", "value", "difference"], tablefmt="simple",
+                   disable_numparse=True))
+    return 0
