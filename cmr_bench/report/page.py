@@ -40,6 +40,7 @@ CAPTIONS = ((r"^fig_pr(_|$)", "Fig. 3: precision-recall curves"),
             (r"^fig_precision_at_r", "Precision@R curves"),
             (r"^fig_code_length", "mAP by code length"),
             (r"^curves", "Training curves"))
+SHOWN_VALUES = 4  # environment values listed in the table's cell; the rest are counted
 STATUS_MEANING = {"faithful": "from the paper and its official code",
                   "re-implementation": "from the paper's description; no official code consulted or available",
                   "baseline": "a reference point, not a published method"}
@@ -68,7 +69,10 @@ def _h_rich(text) -> str:
 def _md(text) -> str:
     """Text from runs and plugins (names, notes) for Markdown: no raw HTML, no accidental markup."""
     out = str(text).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    out = re.sub(r"([`*_\[\]|])", r"\\\1", out)
+    out = re.sub(r"([`*|])", r"\\\1", out)
+    out = re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", out)  # intraword _ is never emphasis
+    if re.search(r"\]\s*[(\[]", out):  # only [..](..) and [..][..] make links
+        out = out.replace("[", "\\[").replace("]", "\\]")
     return " ".join(out.split())
 
 
@@ -93,10 +97,14 @@ def _cell_md(value) -> str:
     return f"**{_md(text)}**" if bold and text else _md(text)
 
 
+# A row's status in a value column (tables.py) does not make the column text.
+STATUS_CELL = re.compile(r"not run|no plugin|failed.*|reference|from labels|needs backbone features|—")
+
+
 def _numeric(values) -> bool:
     for v in values:
         s = "" if pd.isna(v) else _bold(str(v))[0].replace("†", "").strip()
-        if s and not re.fullmatch(r"[+-]?\d+(\.\d+)?( ± \d+(\.\d+)?)?|\[[-\d.]+, [-\d.]+\]|\d+-\d+", s):
+        if s and not STATUS_CELL.fullmatch(s) and not re.fullmatch(r"[+-]?\d+(\.\d+)?( ± \d+(\.\d+)?)?|\[[-\d.]+, [-\d.]+\]|\d+-\d+", s):
             return False
     return True
 
@@ -230,12 +238,25 @@ def environment_rows(runs: list[tuple[Path, dict]]) -> tuple[pd.DataFrame, list[
     rows, disagree = [], []
     for key, label in ENV_FIELDS:
         counts = Counter(_env_value(run.get("environment") or {}, key) for _, run in runs)
-        values = "; ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        values = "; ".join(f"{v} ({n} runs)" for v, n in ordered[:SHOWN_VALUES])
+        if len(ordered) > SHOWN_VALUES:  # the full list follows the table (commits) or is in run.json
+            rest = ordered[SHOWN_VALUES:]
+            values += f"; {len(rest)} more values ({sum(n for _, n in rest)} runs)"
         if len(counts) > 1:
             disagree.append(label)
         rows.append({"Field": label, "Value": values if len(counts) > 1 else next(iter(counts), ""),
                      "Runs agree": "yes" if len(counts) <= 1 else f"no: {len(counts)} values"})
     return pd.DataFrame(rows), disagree
+
+
+def commit_rows(runs: list[tuple[Path, dict]]) -> pd.DataFrame:
+    """Which runs each code version made: commit, run count, methods."""
+    groups = defaultdict(list)
+    for _, run in runs:
+        groups[_env_value(run.get("environment") or {}, "git")].append(run.get("spec", {}).get("method", "?"))
+    rows = [{"git commit": c, "runs": len(m), "methods": ", ".join(sorted(set(m)))} for c, m in groups.items()]
+    return pd.DataFrame(sorted(rows, key=lambda r: (-r["runs"], r["git commit"])))
 
 
 def method_records(runs: list[tuple[Path, dict]]) -> list[dict]:
@@ -308,7 +329,7 @@ def _caption(path: Path) -> str:
 # --- the page ----------------------------------------------------------------------------
 
 CSS = """
-body{font-family:Georgia,'Times New Roman',serif;line-height:1.5;color:#1a1a1a;background:#fff;max-width:72rem;margin:0 auto;padding:1.5rem 2rem}
+body{font-family:Georgia,'Times New Roman',serif;line-height:1.5;color:#1a1a1a;background:#fff;max-width:88rem;margin:0 auto;padding:1.5rem 2rem}
 h1,h2,h3{font-family:Helvetica,Arial,sans-serif;line-height:1.25}
 h1{font-size:1.8rem;margin-bottom:.3rem}h2{font-size:1.35rem;border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
 h3{font-size:1.1rem;margin-top:1.6rem}
@@ -320,6 +341,7 @@ th,td{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left;vertical
 thead th{border-bottom:2px solid #333;background:#f4f4f4}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tbody tr:nth-child(even){background:#fafafa}
+table.results td,table.results th{white-space:nowrap}
 figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9rem;color:#444}
 .notes{font-size:.88rem;color:#333}.warn{color:#8a4b00;font-weight:bold}
@@ -334,9 +356,9 @@ def _list_html(items, rich=False) -> str:
     return "<ul>" + "".join(f"<li>{f(i)}</li>" for i in items) + "</ul>" if items else ""
 
 
-def _list_md(items, rich=False) -> list[str]:
+def _list_md(items, rich=False) -> str:
     f = _md_note if rich else _md
-    return [f"- {f(i)}" for i in items]
+    return "\n".join(f"- {f(i)}" for i in items)
 
 
 def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | None = None,
@@ -353,7 +375,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
         raise CmrBenchError(f"--out {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     exp = experiment or {}
-    title = str(exp.get("title") or (f"{exp['name']}: " if exp.get("name") else "") + f"results on {dataset}")
+    title = str(exp.get("title") or (f"{exp['name']}: results on {dataset}" if exp.get("name") else f"Results on {dataset}"))
     sections: list[Section] = []
 
     # Tables: ours beside the published, with the marks the tables carry.
@@ -376,7 +398,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
                 continue
         sec.html.append(_table_html(t.display, css="results") if not t.display.empty else "<p>(no rows)</p>")
         sec.html.append('<div class="notes">' + _list_html(t.notes, rich=True) + "</div>")
-        sec.md += [_table_md(t.display), ""] + _list_md(t.notes, rich=True)
+        sec.md += [_table_md(t.display), _list_md(t.notes, rich=True)]
     files = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".csv", ".tex", ".md") and p.name != "report.md")
     if files:
         sec.html.append("<p class=meta>Table files beside this page: " +
@@ -413,6 +435,9 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
         sec.md.append(f"**{_md(warn)}**")
     sec.html.append(_table_html(env, css="environment"))
     sec.md.append(_table_md(env))
+    if "git commit" in disagree:
+        sec.html.append("<h3>Runs by code version</h3>" + _table_html(commit_rows(runs), css="commits"))
+        sec.md += ["### Runs by code version", _table_md(commit_rows(runs))]
     sections.append(sec)
 
     # Methods: metadata, status, deviations from the paper, what the runs recorded.
@@ -434,17 +459,22 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
         facts += [f"Failure: {r}" for r in rec["failure_reasons"]]
         if not rec["installed"]:
             facts.append("Plugin not installed here: metadata from run.json, deviations unknown")
-        sec.html.append(_list_html(facts))
-        sec.md += _list_md(facts) + [""]
+        items = [_h(f) for f in facts]
+        url = rec["code_url"]
+        if re.match(r"https?://", url):  # a link to follow, not a resource the page loads
+            items = [f'Official code: <a href="{_h(url)}">{_h(url)}</a>' if f == f"Official code: {url}" else i
+                     for f, i in zip(facts, items)]
+        sec.html.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+        sec.md.append(_list_md(facts))
         if rec["deviations"]:
             sec.html.append("<p><strong>Deviations from the paper / official code</strong></p>" + _list_html(rec["deviations"]))
-            sec.md += ["**Deviations from the paper / official code**", ""] + _list_md(rec["deviations"]) + [""]
+            sec.md += ["**Deviations from the paper / official code**", _list_md(rec["deviations"])]
         elif rec["installed"]:
             sec.html.append("<p>No deviation from the paper declared.</p>")
             sec.md += ["No deviation from the paper declared.", ""]
         if rec["notes"]:
             sec.html.append("<p><strong>Recorded by the runs</strong></p>" + _list_html(rec["notes"]))
-            sec.md += ["**Recorded by the runs**", ""] + _list_md(rec["notes"]) + [""]
+            sec.md += ["**Recorded by the runs**", _list_md(rec["notes"])]
     sections.append(sec)
 
     intro = [f"Generated by cmr-bench {__version__} from the stored runs in {results_dir} (dataset '{dataset}') "
