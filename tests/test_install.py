@@ -160,3 +160,16 @@ def test_new_in_tree_method_says_it_joins_methods_all(tmp_path, run_cli, monkeyp
     code, out, err = run_cli("new-method", "my-other")
     assert code == 0, err
     assert "joins `--methods all`" in out and "in_all = False" in out
+
+
+def test_installed_package_finds_the_experiment_files(plain_install, tmp_path):
+    """experiments/*.toml are installed as cmr_bench.experiments, not read from the checkout."""
+    python = plain_install / "bin" / "python"
+    code = "from cmr_bench.experiment import builtin_experiments as b; print(*sorted(b().items()), sep='\\n')"
+    found = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert "'sdcmr-tip2024'" in found.stdout and "'hashing'" in found.stdout
+    assert str(plain_install) in found.stdout and str(REPO) not in found.stdout
+    proc = _run(plain_install, "reproduce", "hashing", "--dataset", "synthetic", "--results-dir", tmp_path / "r", "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "estimate: about" in proc.stdout
