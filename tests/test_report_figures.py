@@ -92,3 +92,16 @@ def test_tsne_command_writes_the_figure(store, run_cli, tmp_path):
     assert code == 0, err
     png = store / "_out" / "synthetic" / "fig_tsne.png"
     assert png.read_bytes()[:4] == b"\x89PNG" and f"wrote {png}" in out
+
+
+def test_tsne_refuses_data_other_than_the_runs(store, monkeypatch):
+    """Features from changed files would be drawn beside codes of other items: refused, one line."""
+    from cmr_bench.data import loader
+    from cmr_bench.data.synthetic import make_synthetic
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.report import tsne
+
+    other = make_synthetic(name="synthetic", n_train=400, n_test=200, num_classes=5, image_dim=32, text_dim=16, seed=1)
+    monkeypatch.setattr(loader, "load_dataset", lambda *a, **k: other)
+    with pytest.raises(CmrBenchError, match="not the data run .* was made on"):
+        tsne.tsne_data(store, "synthetic", "cca")
