@@ -101,17 +101,19 @@ def plot_sweep(runs_dir: Path, dataset: str, out: Path, method: str, parameters,
             ax.set_xscale("log")
         else:  # a zero weight (an ablation) cannot sit on a log axis
             ax.set_xscale("symlog", linthresh=min([abs(v) for v in every if v] or [1.0]))
-        ax.axvline(float(defaults[p]), color="0.4", linestyle=":", linewidth=1.2, label=f"default ({defaults[p]:g})")
+        ax.axvline(float(defaults[p]), color="0.4", linestyle=":", linewidth=1.2, label="default value")
         counts = sorted({r["n"] for r in rows})
         runs = f"n = {counts[0]}" if len(counts) == 1 else (f"n = {counts[0]}-{counts[-1]}" if counts else "no runs")
         symbol = SYMBOLS.get(p)
         ax.set_title(f"{symbol} ({p})" if symbol else p, fontsize=12)
-        ax.set_xlabel(f"{p} ({runs} seeds per point)", fontsize=10)
+        ax.set_xlabel(f"{p} (default {defaults[p]:g}; {runs} seeds per point)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left", frameon=False)
     direction = "(Img2Txt + Txt2Img) / 2"
     axes[0][0].set_ylabel(f"average {metric} {direction}", fontsize=10)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes[0]), key=lambda hl: len(hl[0]))
+    if handles:  # one legend for all panels, outside them: it never hides a point
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, frameon=False)
     name = method + (f" [{variant}]" if variant else "")
-    fig.suptitle(title or f"Parameter sensitivity of {name} on {dataset}: one weight varied, the others at their defaults",
+    fig.suptitle(title or f"Parameter sensitivity of {name} on {dataset}: one hyperparameter varied, the others at their defaults",
                  fontsize=12)
     return _save(fig, Path(out))
