@@ -376,3 +376,17 @@ def test_readme_reproduce_command_works_as_written(run_cli, real_root, tmp_path)
     code, out, err = run_cli("--data-root", real_root, *shlex.split(block)[1:], "--results-dir", runs, "--dry-run")
     assert code == 0, err
     assert "estimate: about" in out and "fig_sensitivity.png" in out and not runs.exists()
+
+
+def test_a_tuned_grid_runs_the_configs_tune_wrote(run_cli, tmp_path):
+    pytest.importorskip("optuna")
+    tuned, runs = tmp_path / "tuned", tmp_path / "runs"
+    code, out, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "2", "--out", tuned)
+    assert code == 0, out + err
+    exp = tmp_path / "t.toml"
+    exp.write_text('name = "t"\n[[grids]]\nmethods = ["cca"]\nconfig = "tuned"\n')
+    code, out, err = run_cli("reproduce", exp, "--dataset", "synthetic", "--results-dir", runs, "--tuned-dir", tuned, "--no-progress")
+    assert code == 0, out + err
+    [folder] = _run_folders(runs)
+    assert folder.parent.name.startswith("tuned-")
+    assert json.loads((folder / "run.json").read_text())["spec"]["config_source"] == "tuned"
