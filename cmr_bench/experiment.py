@@ -109,7 +109,7 @@ def builtin_experiments() -> dict[str, Path]:
 def find_experiment(name_or_path: str) -> Path:
     text = str(name_or_path)
     if "\x00" in text or len(text) > 4096 or not text.strip():
-        raise CmrBenchError(f"invalid experiment name or path {ascii(text[:60])}")
+        raise CmrBenchError(f"invalid experiment name or path {text[:60]!a}")
     if text.endswith(".toml") or "/" in text or Path(text).is_file():
         path = Path(text)
         if not path.is_file():

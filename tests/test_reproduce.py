@@ -291,10 +291,11 @@ def tied_run(tmp_path):
     Ties averaged: one relevant item among 3 tied slots: (1 + 1/2 + 1/3)/3 = 11/18; two: the
     pairs of ranks {1,2}, {1,3}, {2,3} give 1, 5/6, 7/12, mean 29/36. mAP = (29/36 + 11/18 +
     29/36)/3 = 20/27."""
+    from conftest import write_user_dataset
+
     from cmr_bench.data.loader import load_dataset
     from cmr_bench.runner.spec import RunSpec
     from cmr_bench.runner.store import write_run
-    from conftest import write_user_dataset
 
     def labels(arrays):
         arrays["test_labels"] = np.array([0, 1, 0])
@@ -343,7 +344,7 @@ def test_conventions_on_a_hamming_case():
     q = np.array([[1, 1]])
     r = np.array([[1, 1], [1, 1], [-1, -1], [1, -1]])
     ql, rl = np.array([0]), np.array([1, 0, 0, 1])
-    score = lambda name: rescore(q, r, ql, rl, similarity="hamming", convention=name, device="cpu")  # noqa: E731
+    score = lambda name: rescore(q, r, ql, rl, similarity="hamming", convention=name, device="cpu")
     assert score("default")["map@all"] == pytest.approx(5 / 8) and score("default")["map@50"] == pytest.approx(5 / 8)
     assert score("legacy-djsrh")["map@50"] == pytest.approx(1 / 2)
     assert score("legacy-dscmr")["map@1"] == 0.0
