@@ -96,17 +96,20 @@ def plot_sweep(runs_dir: Path, dataset: str, out: Path, method: str, parameters,
             std = np.array([r["std"] for r in rows])
             ax.plot(xs, mean, marker="o", color=colour, linewidth=1.6, label="mean over seeds")
             ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.25, linewidth=0, label="± std")
-        every = xs.tolist() + [float(defaults[p])]
+        # the declared range, even where runs are still missing
+        every = xs.tolist() + [float(defaults[p])] + ([float(v) for v in values] if values is not None else [])
         if min(every, default=1.0) > 0:
             ax.set_xscale("log")
+            ax.set_xlim(min(every) / 2, max(every) * 2)
         else:  # a zero weight (an ablation) cannot sit on a log axis
             ax.set_xscale("symlog", linthresh=min([abs(v) for v in every if v] or [1.0]))
         ax.axvline(float(defaults[p]), color="0.4", linestyle=":", linewidth=1.2, label="default value")
         counts = sorted({r["n"] for r in rows})
-        runs = f"n = {counts[0]}" if len(counts) == 1 else (f"n = {counts[0]}-{counts[-1]}" if counts else "no runs")
+        runs = f"n = {counts[0]}" if len(counts) == 1 else (f"n = {counts[0]}-{counts[-1]}" if counts else "n = 0")
         symbol = SYMBOLS.get(p)
         ax.set_title(f"{symbol} ({p})" if symbol else p, fontsize=12)
-        ax.set_xlabel(f"{p} (default {defaults[p]:g}; {runs} seeds per point)", fontsize=10)
+        missing = f"; {len(rows)} of {len(values)} values run" if values is not None and len(rows) < len(values) else ""
+        ax.set_xlabel(f"{p} (default {defaults[p]:g})\n{runs} seeds per point{missing}", fontsize=10)
         ax.grid(alpha=0.3)
     direction = "(Img2Txt + Txt2Img) / 2"
     axes[0][0].set_ylabel(f"average {metric} {direction}", fontsize=10)
