@@ -74,6 +74,7 @@ class TANSS(TorchMethod):
             "The semantic branch takes the label vector instead of the labels' word vectors (`label_input` is the seam), so the zero-shot setting of the paper is not reproduced; standard retrieval only.",
             "The modality branches are MLPs on the benchmark's feature vectors.",
             "Layer sizes, loss weights (align, adv, pair), Adam settings and epochs are our choices; the epoch is chosen on the validation split.",
+            "Schedule: 30 epochs with 512-unit layers, kept after comparing it on wiki's validation split (seeds 0, 1; mAP i2t/t2i) with 60 epochs and 1024-unit layers: 0.312/0.243, 0.279/0.235 against 0.309/0.236, 0.292/0.243 (+0.003 on the mean, within twice the default's seed spread over seeds 0-4, sd 0.011), at 8 s against 26 s of CPU per fit; --set epochs=60 --set hidden=1024 gives the longer one.",
         ),
     )
     defaults = {

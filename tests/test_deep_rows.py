@@ -280,3 +280,54 @@ def test_cmdn_inter_network_reconstructs_both_modalities():
     sq = lambda a, b: (a - b).pow(2).sum(1).mean()  # noqa: E731
     expected = sum(sq(net.inter_dec[t](net.inter_enc[s](x[s])), x[t]) for s in x for t in x)
     assert terms["L_inter"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# --- shared pieces, schedule record, grid benchmark ------------------------------------------
+
+@pytest.mark.parametrize("name, sides", [
+    ("cm-gan", {"gen": "lr", "disc": "lr_disc"}),
+    ("caal", {"gen": "lr", "disc": "lr_disc"}),
+    ("tanss", {"semantic": "lr", "disc": "lr_disc", "modal": "lr"}),
+])
+def test_adversarial_optimizers_split_parameters_and_rates(name, sides):
+    m, _ = _make(name, lr=3e-4, lr_disc=7e-5, betas=[0.4, 0.99])
+    opts = m.make_optimizers()
+    assert set(opts) == set(sides)
+    seen = []
+    for side, key in sides.items():
+        for group in opts[side].param_groups:
+            assert group["lr"] == pytest.approx(float(m.config[key])) and tuple(group["betas"]) == (0.4, 0.99)
+            seen += [id(p) for p in group["params"]]
+    # every parameter is stepped by exactly one side
+    assert len(seen) == len(set(seen)) and set(seen) == {id(p) for p in m.net.parameters()}
+
+
+@pytest.mark.parametrize("name", DEEP_ROWS)
+def test_schedule_deviation_names_the_default(name):
+    """The default schedule is a recorded choice: the deviations name its length and say it was
+    compared on the validation split (so changing the default without the record fails here)."""
+    cls = all_methods()[name]
+    schedule = [d for d in cls.info.deviations if f"{cls.defaults['epochs']} epochs" in d]
+    assert schedule and any("validation" in d for d in schedule), cls.info.deviations
+
+
+def _grid_bench(monkeypatch, only: str | None):
+    import importlib.util
+    from pathlib import Path
+
+    if only is None:
+        monkeypatch.delenv("CMR_BENCH_GRID_METHODS", raising=False)
+    else:
+        monkeypatch.setenv("CMR_BENCH_GRID_METHODS", only)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_wiki_grid.py"
+    spec = importlib.util.spec_from_file_location("bench_wiki_grid_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grid_benchmark_covers_the_deep_rows(monkeypatch):
+    assert set(DEEP_ROWS) <= set(_grid_bench(monkeypatch, None).METHODS)
+    assert set(_grid_bench(monkeypatch, "cmdn,tanss").METHODS) == {"cmdn", "tanss"}
+    with pytest.raises(ValueError, match="nosuch"):
+        _grid_bench(monkeypatch, "cmdn,nosuch")
