@@ -154,6 +154,10 @@ def test_table_shows_default_and_tuned_columns_only_when_tuned_runs_exist(run_cl
     assert len(tuned) == len(default) == 2
     assert row["tuned_img2txt_mean"] == pytest.approx(np.mean(tuned), abs=1e-4)
     assert row["img2txt_mean"] == pytest.approx(np.mean(default), abs=1e-4) and row["tuned_runs"] == 2
+    from cmr_bench.report.figures import _curves, _finished, _pr_points
+
+    curves = _curves(list(_finished(results, "synthetic", "real", None)), _pr_points)
+    assert {"cca", "cca (tuned)"} <= set(curves) and len(curves["cca (tuned)"]["i2t"]) == 2  # never averaged together
     md = (tmp_path / "t1" / "table2.md").read_text()
     tex = (tmp_path / "t1" / "table2.tex").read_text()
     for header in ("Default Img2Txt", "Tuned Img2Txt", "Tuned Txt2Img", "Tuned Avg"):

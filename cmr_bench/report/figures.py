@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cmr_bench.errors import CmrBenchError
-from cmr_bench.report.results import method_key
+from cmr_bench.report.results import method_key, source_text
 from cmr_bench.runner.store import STATUS_DONE, iter_runs
 
 DIRECTION_TITLES = {"i2t": "Img2Txt", "t2i": "Txt2Img"}
@@ -76,7 +76,7 @@ def _curves(runs, extract) -> dict:
     """`curves[method label][direction]` = one `extract(direction metrics)` per run that has it."""
     curves = defaultdict(lambda: defaultdict(list))
     for spec, metrics in runs:
-        label = method_key(spec["method"], spec.get("variant", ""))
+        label = method_key(spec["method"], spec.get("variant", "")) + source_text(spec)  # tuned runs: curves of their own
         for d in DIRECTION_TITLES:
             value = extract(metrics[d])
             if value:
@@ -243,7 +243,7 @@ def read_logs(folders: list[Path]) -> list[dict]:
             raise CmrBenchError(f"{folder}/log.jsonl is unreadable ({type(exc).__name__})") from None
         spec = state.run.get("spec", {})
         x = next((k for k in X_KEYS if rows and all(k in r for r in rows)), None)
-        label = method_key(spec.get("method", "?"), spec.get("variant", "")) + (f" {spec['bits']}b" if spec.get("bits") else "")
+        label = method_key(spec.get("method", "?"), spec.get("variant", "")) + source_text(spec) + (f" {spec['bits']}b" if spec.get("bits") else "")
         label += f" seed={spec.get('seed', '?')}"
         selected = next((r["selected_epoch"] for r in reversed(rows) if isinstance(r.get("selected_epoch"), (int, float))), None)
         runs.append({"label": label, "folder": folder, "x": x, "rows": rows, "selected": selected})
