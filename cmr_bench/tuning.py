@@ -197,6 +197,19 @@ def _counted(trial) -> bool:
     return trial.state.is_finished() and not trial.user_attrs.get("interrupted")
 
 
+def requeue_interrupted(study, optuna) -> None:
+    """The trials Ctrl-C stopped run again first, with the same values: otherwise a grid would
+    skip that point (its sampler counts it as visited) and TPE would never score it."""
+    fail = optuna.trial.TrialState.FAIL
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.state != fail or not t.user_attrs.get("interrupted"):
+            continue
+        later = [u for u in trials if u.number > t.number and u.system_attrs.get("fixed_params") == t.params]
+        if not later:
+            study.enqueue_trial(t.params, skip_if_exists=False)
+
+
 def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jobs: int = 1, bits: int | None = None,
                 val_fraction: float = 0.1, protocol: str | None = None, progress: bool = False, stream=None,
                 startup: int = 5, warmup: int = 5, pin: dict | None = None) -> dict:
@@ -258,6 +271,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
     counted = len([t for t in study.trials if _counted(t)])
     left = budget - counted
     if left > 0:  # a resumed study runs only what is left of the budget
+        requeue_interrupted(study, optuna)
         bar = StudyBar(study_name, budget, counted, progress, stream)
 
         def after_trial(st, tr):

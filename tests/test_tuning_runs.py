@@ -328,4 +328,8 @@ def test_ctrl_c_mid_study_keeps_finished_trials_and_a_rerun_resumes_to_the_budge
     rerun = subprocess.run([sys.executable, "-c", script, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert count(db) == 6  # resumed: the interrupted trial does not count against the budget
+    # ... and it ran again first, with the values it was stopped with
+    assert count(db, "select count(*) from trials t join trial_params p on p.trial_id = t.trial_id where t.state = 'COMPLETE' "
+                     "and p.param_value = (select p2.param_value from trials t2 join trial_params p2 on p2.trial_id = t2.trial_id "
+                     "where t2.state = 'FAIL')") == 1
     assert tomllib.loads((tmp_path / "t" / "synthetic" / "test-slow-tune.toml").read_text())["trials"] == 6
