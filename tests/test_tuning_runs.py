@@ -333,3 +333,25 @@ def test_ctrl_c_mid_study_keeps_finished_trials_and_a_rerun_resumes_to_the_budge
                      "and p.param_value = (select p2.param_value from trials t2 join trial_params p2 on p2.trial_id = t2.trial_id "
                      "where t2.state = 'FAIL')") == 1
     assert tomllib.loads((tmp_path / "t" / "synthetic" / "test-slow-tune.toml").read_text())["trials"] == 6
+
+
+def test_the_hash_table_gives_tuned_runs_a_row_of_their_own(run_cli, tmp_path):
+    import pandas as pd
+
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.registry import get_method
+    from cmr_bench.tuning import write_tuned
+
+    ds = load_dataset("synthetic")
+    config = get_method("sdeh").resolve_config({"epochs": 2}, dataset="synthetic")  # a study that picked 2 epochs
+    write_tuned({"method": "sdeh", "dataset": "synthetic", "data": ds.training_view().fingerprint, "bits": 16,
+                 "value": 0.5, "trials": 1, "tuned": ["epochs"], "config": config}, tmp_path / "tuned")
+    results = tmp_path / "runs"
+    code, out, err = run_cli("run", "--methods", "sdeh", "--dataset", "synthetic", "--bits", "16", "--config", "tuned",
+                             "--tuned-dir", tmp_path / "tuned", "--results-dir", results)
+    assert code == 0, err
+    code, out, err = run_cli("table", "--table", "hash", "--dataset", "synthetic", "--results-dir", results, "--out", tmp_path / "t")
+    assert code == 0, err
+    frame = pd.read_csv(next((tmp_path / "t").glob("hash_*.csv")))
+    row = frame[frame["method"] == "sdeh (tuned)"]
+    assert len(row) == 1 and 0 < row["i2t_16_mean"].iloc[0] <= 1
