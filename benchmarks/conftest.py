@@ -24,6 +24,14 @@ def _named_on_command_line(file_path, parent) -> bool:
     return any(Path(a.split("::")[0]).resolve() == file_path.resolve() for a in args if not a.startswith("-"))
 
 
+def pytest_collection_modifyitems(config, items):
+    # pytest 9.2 dropped the private Node._nodeid that pytest-benchmark (<= 5.3) reads when it
+    # builds the `benchmark` fixture (ionelmc/pytest-benchmark#321): alias the public id.
+    for item in items:
+        if not hasattr(item, "_nodeid"):
+            item._nodeid = item.nodeid
+
+
 def pytest_configure(config):
     config._cmr_bench_rows = []
 
