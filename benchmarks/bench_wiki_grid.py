@@ -57,8 +57,7 @@ def test_wiki_grid_one_method(report, tmp_path, method):
         tail = proc.stdout.rsplit("PEAK_RSS_KB", 1)[1].split()
         return time.perf_counter() - start, int(tail[0]), float(tail[2])
 
-    # timed here, not through pytest-benchmark's fixture: one round of a minutes-long run, and the
-    # fixture breaks under pytest 9 (pytest-benchmark 5.2.3 reads a removed node attribute)
+    # timed here, not through pytest-benchmark's fixture: one round of a minutes-long run
     wall, peak_kb, cpu = run()
     fits = [json.loads(p.read_text())["timings"].get("fit_s", 0.0) for p in tmp_path.rglob("run.json")]
     report({"benchmark": f"wiki grid: {method}", "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "fit_s": round(sum(fits), 1),
