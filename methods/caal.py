@@ -116,7 +116,7 @@ class CAAL(TorchMethod):
     }
     # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
     search_space = {"lr": ("logfloat", 1e-5, 1e-3), "adv": ("logfloat", 0.01, 1.0), "align": ("logfloat", 0.1, 10.0),
-                    "pair": ("logfloat", 0.1, 10.0), "k": ("choice", [64, 128, 256]), "epochs": ("int", 10, 60)}
+                    "pair": ("logfloat", 0.1, 10.0), "k": ("choice", [64, 128, 256]), "epochs": ("int", 20, 120)}
     smoke_config = {"epochs": 2, "hidden": 16, "k": 8, "noise": 4, "disc_hidden": 8, "batch_size": 16}
 
     def build(self) -> nn.Module:
