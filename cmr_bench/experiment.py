@@ -23,7 +23,7 @@ CONFIGS = ("default", "tuned")
 MAX_FILE_BYTES = 1 << 20
 MAX_BITS = 4096  # as `run --bits`
 
-_TOP_KEYS = {"name", "title", "description", "dataset", "grids", "sweeps", "tables", "figures"}
+_TOP_KEYS = {"name", "title", "description", "dataset", "report", "grids", "sweeps", "tables", "figures"}
 _GRID_KEYS = {"name", "methods", "seeds", "variants", "bits", "protocol", "config", "set"}
 _SWEEP_KEYS = {"name", "method", "parameters", "values", "seeds", "variant", "protocol", "bits"}
 _TABLE_KEYS = {"table", "metric", "name", "hide_missing"}
@@ -74,6 +74,7 @@ class Experiment:
     tables: list[Output]
     figures: list[Output]
     raw: dict[str, Any]
+    report: str = "report"  # file stem of the report: experiments sharing an --out folder name theirs apart
 
     def sweep(self, name: str) -> Sweep:
         for s in self.sweeps:
@@ -273,6 +274,9 @@ def _parse(raw: dict, path: Path) -> Experiment:
     dataset = raw.get("dataset")
     if dataset is not None:
         _string(w, "dataset", dataset, "dataset")
+    report = _name(w, "report", raw.get("report", "report"), "report file name")
+    if report.lower().endswith((".html", ".md")):
+        raise w.error("report", f"give the file name without its extension (\"{report.rsplit('.', 1)[0]}\")")
     for key in ("grids", "sweeps", "tables", "figures"):
         if not isinstance(raw.get(key, []), list):
             raise w.error(key, f"write [[{key}]] tables (an array of tables)")
@@ -383,7 +387,7 @@ def _parse(raw: dict, path: Path) -> Experiment:
 
     if not grids and not sweeps and not tables and not figures:
         raise w.error("top level", "declares nothing (no [[grids]], [[sweeps]], [[tables]] or [[figures]])")
-    return Experiment(name, title, description, Path(path), dataset, grids, sweeps, tables, figures, raw)
+    return Experiment(name, title, description, Path(path), dataset, grids, sweeps, tables, figures, raw, report)
 
 
 # --- runs -----------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ def browser():
     return found
 
 
-def test_report_renders_in_headless_chromium(browser, tmp_path):
+@pytest.mark.parametrize("mode", ["embed", "link"])
+def test_report_renders_in_headless_chromium(browser, tmp_path, mode):
     from cmr_bench.report import figures
     from cmr_bench.report.page import ENV_FIELDS, write_report
 
@@ -56,7 +57,7 @@ def test_report_renders_in_headless_chromium(browser, tmp_path):
         store = make_store(tmp_path / "runs")
         written = figures.plot_pr(store, "synthetic", out / "fig_pr.png") + \
             figures.plot_precision_at_r(store, "synthetic", out / "fig_precision_at_r.png")
-        page, _ = write_report(store, "synthetic", out)
+        page, _ = write_report(store, "synthetic", out, figures=mode)  # link: the PNGs beside the page, from disk
     probe = out / "probe.html"
     probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
     cmd = [browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probe.as_uri()]

@@ -171,7 +171,12 @@ def test_experiment_declares_tables_and_figure_captions(store, tmp_path):
     seen = "".join(page.text)
     assert "Demo <&> experiment" in seen and "Two tables." in seen
     assert "No finished run of ours for this table yet" in seen  # hash was asked for, has no runs
-    assert [img["alt"] for img in page.images] == ["Fig. 6 <t-SNE>", "Fig. 3: precision-recall curves (fig_pr.png)"]
+    # only the declared figure: fig_pr.png in the same folder belongs to another page
+    assert [img["alt"] for img in page.images] == ["Fig. 6 <t-SNE>"]
+    html_path, _ = write_report(store, "synthetic", tmp_path, experiment={k: v for k, v in experiment.items() if k != "figures"})
+    page = Page(html_path.read_text(encoding="utf-8"))
+    assert sorted(img["alt"] for img in page.images) == ["Fig. 3: precision-recall curves (fig_pr.png)",
+                                                         "Fig. 6: t-SNE of the initial features and the learned common representations (fig_tsne.png)"]
 
 
 def test_report_command(store, run_cli, tmp_path):

@@ -118,6 +118,54 @@ def test_reproduce_runs_writes_outputs_and_a_second_call_runs_nothing(run_cli, t
     assert before == {p: (p / "run.json").stat().st_mtime_ns for p in _run_folders(results)}
 
 
+def test_two_experiments_in_one_folder_keep_their_own_reports(run_cli, tmp_path):
+    """The hashing and sdcmr-tip2024 experiments share results/<dataset>/: each writes the report its
+    file names (report.html / report-hashing.html), each page shows its own figures only, and
+    --figures link writes a page that points at the PNGs beside it."""
+    import re
+
+    results, out = tmp_path / "runs", tmp_path / "out"
+    one = tmp_path / "one.toml"
+    one.write_text('name = "one"\n[[grids]]\nmethods = ["cca"]\n[[tables]]\ntable = 2\n'
+                   '[[figures]]\nfigure = "pr"\nprotocol = "real"\n')
+    two = tmp_path / "two.toml"
+    two.write_text('name = "two"\nreport = "report-two"\n[[grids]]\nmethods = ["cca"]\n[[tables]]\ntable = 2\n'
+                   '[[figures]]\nfigure = "precision-at-r"\nprotocol = "real"\n')
+    for exp in (one, two):
+        code, stdout, err = run_cli("reproduce", exp, "--dataset", "synthetic", "--results-dir", results, "--out", out,
+                                    "--no-progress", "--figures", "link")
+        assert code == 0, stdout + err
+    pages = {name: (out / f"{name}.html").read_text(encoding="utf-8") for name in ("report", "report-two")}
+    assert (out / "report.md").is_file() and (out / "report-two.md").is_file()
+    srcs = {name: re.findall(r'<img src="([^"]+)"', page) for name, page in pages.items()}
+    assert srcs == {"report": ["fig_pr.png"], "report-two": ["fig_precision_at_r.png"]}
+    assert all((out / src).is_file() for found in srcs.values() for src in found)
+    assert "base64" not in pages["report"] and "report-two.md" not in pages["report"]
+
+
+def test_report_figures_embedded_or_linked(run_cli, tmp_path):
+    import base64
+    import re
+
+    results, out = tmp_path / "runs", tmp_path / "out"
+    code, stdout, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress")
+    assert code == 0, stdout + err
+    assert run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", results, "--out", out / "fig_pr.png")[0] == 0
+    png = (out / "fig_pr.png").read_bytes()
+    assert run_cli("report", "--dataset", "synthetic", "--results-dir", results, "--out", out)[0] == 0
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', (out / "report.html").read_text())
+    assert [base64.b64decode(e) for e in embedded] == [png]
+    code, stdout, err = run_cli("report", "--dataset", "synthetic", "--results-dir", results, "--out", out,
+                                "--figures", "link", "--name", "small")
+    assert code == 0, err
+    small = (out / "small.html").read_text()
+    assert re.findall(r'<img src="([^"]+)"', small) == ["fig_pr.png"] and len(small) < len(png)
+    assert "small.html" in stdout
+    code, stdout, err = run_cli("report", "--dataset", "synthetic", "--results-dir", results, "--out", out, "--name", "../up")
+    _one_line_error(code, stdout, err, "not a plain name")
+    assert not (tmp_path / "up.html").exists()
+
+
 def test_default_output_folder_is_the_one_table_uses(run_cli, tmp_path):
     exp = tmp_path / "t.toml"
     exp.write_text('name = "t"\n[[grids]]\nmethods = ["random"]\n[[tables]]\ntable = 2\n')
@@ -176,6 +224,8 @@ BAD = {
     "set on a key no method has": ('name = "x"\n[[grids]]\nmethods = ["cca"]\nset = { alpha = 1 }\n', "no method of this grid"),
     "declares nothing": ('name = "x"\n', "declares nothing"),
     "seeds not integers": ('name = "x"\n[[grids]]\nmethods = ["cca"]\nseeds = ["a"]\n', "seeds must be"),
+    "report name escaping its folder": ('name = "x"\nreport = "../x"\n[[tables]]\ntable = 2\n', "not a plain name"),
+    "report name with its extension": ('name = "x"\nreport = "r.html"\n[[tables]]\ntable = 2\n', "without its extension"),
 }
 
 

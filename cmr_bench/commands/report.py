@@ -20,6 +20,10 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help=f"folder of the report; figures (PNG) and table files in it are included "
                         f"(default <results-dir>/{OUT_FOLDER}/<dataset>/, where `table` and `plot` write)")
+    p.add_argument("--figures", default="embed", choices=("embed", "link"),
+                   help="embed: PNGs inside the page, one file to send (default); link: the page points at the "
+                        "PNGs beside it, a small page to commit")
+    p.add_argument("--name", default="report", metavar="STEM", help="file name of the page and its twin (default report)")
     p.set_defaults(handler=cmd_report)
 
 
@@ -31,7 +35,8 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else user_output(args, dataset)
     if out.exists() and not out.is_dir():
         raise CmrBenchError(f"--out {out} exists and is not a folder (--out names the folder the report goes into)")
-    for path in write_report(Path(args.results_dir), dataset, out, root=root_of(args)):
+    written = write_report(Path(args.results_dir), dataset, out, root=root_of(args), name=args.name, figures=args.figures)
+    for path in written:
         print(f"wrote {path}")
-    print(f"open {(out / 'report.html').resolve().as_uri()} in a browser")
+    print(f"open {written[0].resolve().as_uri()} in a browser")
     return 0

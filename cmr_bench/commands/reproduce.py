@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--results-dir", default=str(Path("results") / "runs"), help=RESULTS_HELP)
     p.add_argument("--out", default=None, metavar="DIR", help=f"folder for tables, figures and the report "
                                                               f"(default <results-dir>/{OUT_FOLDER}/<dataset>/)")
+    p.add_argument("--figures", default="embed", choices=("embed", "link"),
+                   help="the report's figures: embedded in the page (default) or linked to the PNGs beside it")
     p.add_argument("--retry-failed", action="store_true", help="rerun runs stored as failed (default: keep them; they show as failed)")
     p.add_argument("--dry-run", action="store_true", help="list the runs (state, folder), the time estimate and the outputs; run nothing")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -77,13 +79,13 @@ def cmd_reproduce(args) -> int:
         if specs:
             dry_run(specs, dataset, device, runs_dir, options, force=False)
         print(f"experiment {exp.name} ({exp.path}): {len(specs)} runs in {len(exp.grids)} grid(s) and {len(exp.sweeps)} sweep(s)")
-        print(f"would write into {out}: " + ", ".join(label for label, _ in outputs) + ", report.html, report.md")
+        print(f"would write into {out}: " + ", ".join(label for label, _ in outputs) + f", {exp.report}.html, {exp.report}.md")
         return 0
     code = 0
     if specs:
         code = _run(specs, dataset, args, options, runs_dir)
     t0 = time.perf_counter()
-    failed = write_outputs(exp, dataset.name, runs_dir, out, root)
+    failed = write_outputs(exp, dataset.name, runs_dir, out, root, figures=args.figures)
     print(f"outputs written in {time.perf_counter() - t0:.1f}s: {out}")
     if failed:
         print(f"{len(failed)} output(s) not written: {', '.join(failed)}")
@@ -143,7 +145,7 @@ def planned_outputs(exp) -> list[tuple[str, object]]:
     return out
 
 
-def write_outputs(exp, dataset: str, runs_dir: Path, out: Path, root) -> list[str]:
+def write_outputs(exp, dataset: str, runs_dir: Path, out: Path, root, figures: str = "embed") -> list[str]:
     """Every table and figure, then the report. An output that cannot be made (no runs for it,
     a missing optional package) is reported and skipped; the others are still written."""
     failed: list[str] = []
@@ -177,7 +179,7 @@ def write_outputs(exp, dataset: str, runs_dir: Path, out: Path, root) -> list[st
         print("skipped the report: this version has no report writer (cmr_bench.report.page)")
         return failed
     try:
-        for p in write_report(runs_dir, dataset, out, root=root, experiment=report):
+        for p in write_report(runs_dir, dataset, out, root=root, experiment=report, name=exp.report, figures=figures):
             print(f"wrote {p}")
     except CmrBenchError as exc:
         failed.append("report")

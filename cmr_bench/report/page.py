@@ -1,16 +1,17 @@
-"""The report a person opens: one self-contained report.html (figures embedded as PNG data,
-no script, no network) and its Markdown twin report.md, built from stored runs only and from
-the figure/table files already in the output folder.
+"""The report a person opens: report.html (no script, no network; figures embedded as PNG data
+or, with figures="link", the PNG files beside it) and its Markdown twin report.md, built from
+stored runs only and from the figure/table files already in the output folder.
 
-`write_report(results_dir, dataset, out_dir, root=None, experiment=None)`. The experiment
-(a dict, e.g. a parsed experiments/*.toml) is optional; keys read, all optional:
+`write_report(results_dir, dataset, out_dir, root=None, experiment=None, name="report",
+figures="embed")`. The experiment (a dict, e.g. a parsed experiments/*.toml) is optional; keys
+read, all optional:
   name, title, description   shown at the top
   tables                     list of table names ("2".."5", "hash", "djsrh-ablation") or of
                              {table = "hash", metric = "map@50"}; default: every table the
                              store can fill
-  figures                    list of {file = "fig_x.png", caption = "..."} (or file names)
-                             fixing order and captions; figure files in out_dir that it does not
-                             name are shown after them
+  figures                    list of {file = "fig_x.png", caption = "..."} (or file names):
+                             the page shows these, in this order; without the key, every
+                             figure file in out_dir
 """
 
 from __future__ import annotations
@@ -306,6 +307,7 @@ def method_records(runs: list[tuple[Path, dict]]) -> list[dict]:
 def _figure_list(out_dir: Path, experiment: dict | None) -> list[tuple[Path, str]]:
     found = sorted(p for p in out_dir.glob("*.png") if p.is_file() and not p.name.endswith(".tmp.png"))
     ordered, seen = [], set()
+    declared = experiment is not None and isinstance(experiment.get("figures"), list)
     for item in (experiment or {}).get("figures") or []:
         spec = item if isinstance(item, dict) else {"file": item}
         name = spec.get("file")
@@ -315,6 +317,8 @@ def _figure_list(out_dir: Path, experiment: dict | None) -> list[tuple[Path, str
             if p not in seen and (p.name == name or p.stem == Path(name).stem or p.stem.startswith(Path(name).stem + "_")):
                 ordered.append((p, str(spec.get("caption") or _caption(p))))
                 seen.add(p)
+    if declared:  # an experiment's page shows its own figures, not another experiment's in the same folder
+        return ordered
     order = {pat: i for i, (pat, _) in enumerate(CAPTIONS)}
     rest = [p for p in found if p not in seen]
     rest.sort(key=lambda p: (next((order[pat] for pat, _ in CAPTIONS if re.search(pat, p.stem)), len(CAPTIONS)), p.name))
@@ -361,10 +365,20 @@ def _list_md(items, rich=False) -> str:
     return "\n".join(f"- {f(i)}" for i in items)
 
 
+FIGURE_MODES = ("embed", "link")
+
+
 def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | None = None,
-                 experiment: dict | None = None) -> list[Path]:
-    """Write out_dir/report.html and out_dir/report.md; returns both paths."""
+                 experiment: dict | None = None, name: str = "report", figures: str = "embed") -> list[Path]:
+    """Write out_dir/<name>.html and out_dir/<name>.md; returns both paths. figures="embed" puts
+    each PNG into the page (one file to send around); "link" points at the PNG beside it (a
+    small page to commit; still offline)."""
     from cmr_bench import __version__
+    from cmr_bench.paths import check_component
+
+    if figures not in FIGURE_MODES:
+        raise CmrBenchError(f"unknown figure mode '{figures}' (choose from: {', '.join(FIGURE_MODES)})")
+    name = check_component(str(name), "report name")
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     runs = _runs(results_dir, dataset)
@@ -399,14 +413,15 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
         sec.html.append(_table_html(t.display, css="results") if not t.display.empty else "<p>(no rows)</p>")
         sec.html.append('<div class="notes">' + _list_html(t.notes, rich=True) + "</div>")
         sec.md += [_table_md(t.display), _list_md(t.notes, rich=True)]
-    files = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".csv", ".tex", ".md") and p.name != "report.md")
+    files = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".csv", ".tex", ".md")
+                   and not (p.name == "report.md" or p.name.startswith("report-") or p.name == f"{name}.md"))
     if files:
         sec.html.append("<p class=meta>Table files beside this page: " +
                         ", ".join(f'<a href="{_h(quote(p.name))}">{_h(p.name)}</a>' for p in files) + "</p>")
         sec.md.append("Table files beside this page: " + ", ".join(f"[{_md(p.name)}]({quote(p.name)})" for p in files))
     sections.append(sec)
 
-    # Figures: every PNG in out_dir, embedded (html) or linked (md).
+    # Figures: every PNG in out_dir (an experiment's: those it declares), embedded or linked (html), linked (md).
     sec = Section("Figures")
     figs = _figure_list(out_dir, experiment)
     if not figs:
@@ -414,8 +429,11 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
                         f"--out {_h(out_dir)}/fig_pr.png</code> and <code>plot tsne</code>).</p>")
         sec.md.append("No figure files in this folder.")
     for path, caption in figs:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        sec.html.append(f'<figure><img src="data:image/png;base64,{data}" alt="{_h(caption)}">'
+        if figures == "embed":
+            src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+        else:
+            src = _h(quote(path.name))
+        sec.html.append(f'<figure><img src="{src}" alt="{_h(caption)}">'
                         f"<figcaption>{_h(caption)}</figcaption></figure>")
         sec.md += [f"![{_md(caption)}]({quote(path.name)})", "", f"*{_md(caption)}*", ""]
     sections.append(sec)
@@ -503,9 +521,9 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
     md_text = re.sub(r"\n{3,}", "\n\n", "\n".join(md)).rstrip() + "\n"
 
     written = []
-    for name, text in (("report.html", "\n".join(page)), ("report.md", md_text)):
-        path = out_dir / name
-        tmp = path.with_name(f".{name}.tmp")
+    for filename, text in ((f"{name}.html", "\n".join(page)), (f"{name}.md", md_text)):
+        path = out_dir / filename
+        tmp = path.with_name(f".{filename}.tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
         written.append(path)
