@@ -369,6 +369,12 @@ def tied_run(tmp_path):
     ("legacy-dscmr", "map@3", "map@all", 13 / 18),  # k = number of queries (3), ties in retrieval order
     ("legacy-djsrh", "map@50", "map@50", 13 / 18),  # top 50 > 3 items: the whole stable ranking
     ("trec", "map@50", "map@50", 20 / 27),  # min(50, R) = R: AP@all with ties averaged
+    # cut-off variants NAME@K: top 2 in retrieval order, found there: label 0 finds rank 1 (AP 1),
+    # label 1 finds rank 2 (AP 1/2 over its one found): (1 + 1/2 + 1)/3
+    ("legacy-djsrh@2", "map@2", "map@all", 5 / 6),
+    # top 1, denominator min(1, R) = 1, ties averaged: P(first item relevant) = 2/3, 1/3, 2/3
+    ("trec@1", "map@1", "map@all", 5 / 9),
+    ("legacy-dscmr@all", "map@all", "map@all", 13 / 18),  # its rules over every item: stable AP@all
 ])
 def test_eval_run_rescores_a_hand_computed_case(run_cli, tied_run, convention, metric, stored_metric, expected):
     folder, manifest = tied_run
@@ -405,6 +411,9 @@ def test_eval_run_bad_inputs_exit_2_with_one_line(run_cli, tied_run, tmp_path):
     _one_line_error(*run_cli("eval", "--run", tmp_path / "nope"), "no run folder")
     _one_line_error(*run_cli("eval", "--run", folder, "--dataset", manifest, "--metric-convention", "legacy-foo"),
                     "unknown metric convention 'legacy-foo'")
+    for bad in ("trec@0", "trec@ten", "legacy-djsrh@-5"):
+        _one_line_error(*run_cli("eval", "--run", folder, "--dataset", manifest, "--metric-convention", bad),
+                        "must be a positive integer or 'all'")
     _one_line_error(*run_cli("eval", "--run", folder, "--query", folder / "x.npy"), "drop --query")
     _one_line_error(*run_cli("eval", "--run", folder), "unknown dataset 'mydata'")
     from conftest import write_user_dataset

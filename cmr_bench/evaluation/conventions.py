@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cmr_bench.errors import UnknownNameError
+from cmr_bench.errors import CmrBenchError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,23 @@ CONVENTIONS = {
 
 
 def get_convention(name: str) -> Convention:
-    if name not in CONVENTIONS:
-        raise UnknownNameError("metric convention", str(name), CONVENTIONS)
-    return CONVENTIONS[name]
+    """A named convention, or NAME@K / NAME@all: the same rules at another cut-off (DJSRH's
+    code at topk=500, TREC at 10, ...)."""
+    base, at, cut = str(name).partition("@")
+    if base not in CONVENTIONS:
+        raise UnknownNameError("metric convention", base, CONVENTIONS)
+    conv = CONVENTIONS[base]
+    if not at:
+        return conv
+    if cut == "all":
+        k = None
+    elif cut.isdigit() and 0 < int(cut) <= 10**9:
+        k = int(cut)
+    else:
+        raise CmrBenchError(f"metric convention {str(name)[:40]!a}: the part after '@' must be a positive integer or 'all'")
+    stored = ("map@50",) if k == 50 else ("map@all",)  # the stored number nearest to it, printed beside it
+    return Convention(f"{base}@{cut}", f"{conv.description}; here with the cut-off at {cut}",
+                      conv.ties, conv.map_k_denominator, conv.zero_relevant, k, stored)
 
 
 def rescore(query, retrieval, query_labels, retrieval_labels, *, similarity: str, convention: str = DEFAULT,
