@@ -39,6 +39,11 @@ def set_validation_listener(listener: Optional[Callable[[int, float], None]]):
     return previous
 
 
+def validation_wanted() -> bool:
+    """Whether someone (a `tune` trial) listens for validation scores in this thread."""
+    return getattr(_local, "validation", None) is not None
+
+
 def validation_score(step: int, score: float) -> None:
     """The mean of both directions' validation mAP after `step` epochs/iterations. A listener
     may raise to stop training (a pruned trial)."""

@@ -31,7 +31,7 @@ from torch import nn
 
 from cmr_bench.data.types import Split, label_matrix  # noqa: F401 (methods import it from here)
 from cmr_bench.plugin import Method
-from cmr_bench.progress import training_step, validation_score
+from cmr_bench.progress import training_step, validation_score, validation_wanted
 
 MODALITIES = ("image", "text")
 
@@ -302,6 +302,10 @@ class TorchMethod(Method):
         self.total = int(c[self.schedule])
         unit = "iteration" if self.schedule == "iterations" else "epoch"
         select = bool(c.get("select_on_validation")) and val is not None and len(val) > 0
+        # A method that does not select on validation is still scored there for `tune`'s pruner
+        # (about 10 times per fit, nothing logged, the model unchanged): no listener, no cost.
+        watch = not select and val is not None and len(val) > 0 and validation_wanted()
+        watch_every = max(1, int(c[self.schedule]) // 10)
         stream = batch_stream(len(train), int(c["batch_size"]), self.order) if unit == "iteration" else None
         best, best_state, best_at = -np.inf, None, 0
         self._last_loss = None
@@ -317,6 +321,9 @@ class TorchMethod(Method):
                 validation_score(self.done + 1, (i2t + t2i) / 2)  # `tune` prunes on it
                 if (i2t + t2i) / 2 > best:
                     best, best_at, best_state = (i2t + t2i) / 2, self.done + 1, copy.deepcopy(self.net.state_dict())
+            elif watch and ((self.done + 1) % watch_every == 0 or self.done + 1 == self.total):
+                i2t, t2i = self.validation_map(val)
+                validation_score(self.done + 1, (i2t + t2i) / 2)
             log.append(row)
             loss = self._last_loss
             training_step(self.done + 1, self.total,

@@ -120,6 +120,24 @@ def suggest(trial, space: dict) -> dict[str, Any]:
     return out
 
 
+def default_params(cls, space: dict, dataset: str) -> dict[str, Any] | None:
+    """The method's defaults (for this dataset) as a trial's parameters; None when one lies outside the space."""
+    defaults = cls.resolve_config({}, dataset=dataset)
+    params = {}
+    for key, entry in space.items():
+        value = defaults[key]
+        if entry[0] == "choice":
+            values = list(entry[1])
+            if value not in values:
+                return None
+            params[key] = values.index(value) if any(isinstance(v, (list, dict)) for v in values) else value
+        elif not (entry[1] <= value <= entry[2]):
+            return None
+        else:
+            params[key] = value
+    return params
+
+
 def validation_score(cls, dataset, train_full, config: dict, bits: int | None, seed: int, val_fraction: float) -> float:
     """Fit on train minus validation, score validation against itself; never the test split."""
     from cmr_bench.data.splits import carve_validation
@@ -128,7 +146,11 @@ def validation_score(cls, dataset, train_full, config: dict, bits: int | None, s
     train, val = carve_validation(train_full, val_fraction, seed=seed)
     method = cls.create(image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes,
                         label_kind=dataset.label_kind, config=config, bits=bits, device="cpu", seed=seed)
-    method.fit(train, val if cls.uses_validation else None)
+    from cmr_bench.trainer import TorchMethod
+
+    # A trainer method gets the validation split even when it does not select on it: it reports
+    # its score there during training, which is what the pruner needs (the fit is unchanged).
+    method.fit(train, val if cls.uses_validation or isinstance(method, TorchMethod) else None)
     codes = {m: np.asarray(method.encode(val.features(m), m)) for m in ("image", "text")}
     similarity = "hamming" if cls.code_type == "binary" else "cosine"
     scores = [evaluate(codes[q], codes[r], val.labels, val.labels, similarity=similarity, ks=(), device="cpu")["map@all"]
@@ -238,6 +260,10 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
     study_name = f"{dataset.name}/{name}" + (f"-{bits}bits" if bits else "")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
     study = open_study(optuna, storage, study_name, space, seed, identity, pruner)
+    if not study.trials and not is_grid(space):
+        start = default_params(cls, space, dataset.name)
+        if start is not None:  # trial 0 is the paper's defaults: tuning never reports worse than them on validation
+            study.enqueue_trial(start)
     check = getattr(cls, "check_config", None)
 
     def objective(trial):

@@ -107,10 +107,10 @@ class DJSRH(TorchMethod):
         "momentum": 0.9,
         "weight_decay": 5e-4,
     }
-    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
+    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rates, training length (wiki default 200 included)
     search_space = {"beta": ("float", 0.1, 0.9), "eta": ("float", 0.1, 0.9), "mu": ("float", 1.0, 2.0),
                     "lambda1": ("logfloat", 0.01, 1.0), "lambda2": ("logfloat", 0.01, 1.0), "lr_img": ("logfloat", 1e-4, 1e-1),
-                    "lr_txt": ("logfloat", 1e-3, 1e-1), "epochs": ("int", 40, 160)}
+                    "lr_txt": ("logfloat", 1e-3, 1e-1), "epochs": ("int", 40, 200)}
     smoke_config = {"epochs": 2, "img_hidden": 32, "txt_hidden": 32}
     dataset_defaults = {
         # official settings.py, WIKI's 200 epochs included (about 50 s per fit on one idle core)

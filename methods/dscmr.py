@@ -97,7 +97,7 @@ class DSCMR(TorchMethod):
     smoke_config = {"epochs": 2, "hidden": 32, "common": 16, "batch_size": 16}
     # `cmr-bench tune` (cmr_bench/tuning.py): the two loss weights the paper tunes, lr, width, length
     search_space = {"alpha": ("logfloat", 1e-4, 1.0), "beta": ("logfloat", 1e-3, 1.0), "lr": ("logfloat", 1e-5, 1e-3),
-                    "common": ("choice", [256, 512, 1024]), "epochs": ("int", 20, 200)}
+                    "common": ("choice", [256, 512, 1024]), "epochs": ("int", 20, 500)}
 
     def build(self) -> nn.Module:
         c = self.config

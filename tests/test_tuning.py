@@ -204,3 +204,78 @@ def test_the_trainer_reports_its_validation_score_per_epoch():
         set_validation_listener(previous)
     assert [s for s, _ in seen] == list(range(1, config["epochs"] + 1))
     assert [v for _, v in seen] == pytest.approx([(r["val_map_i2t"] + r["val_map_t2i"]) / 2 for r in log])
+
+
+@pytest.mark.parametrize("name, steps", [("sdcmr", 20), ("acmr", 3)])
+def test_a_method_that_does_not_select_still_reports_for_the_pruner_and_fits_the_same(name, steps):
+    """SDCMR and ACMR keep their last step, so without this they gave the pruner nothing: a
+    40-trial SDCMR study ran every trial to the end. Scored about 10 times per fit, only while
+    a listener is installed; the fitted model is the one a plain fit makes."""
+    from cmr_bench.data.synthetic import make_synthetic
+    from cmr_bench.progress import set_validation_listener
+    from cmr_bench.registry import get_method
+
+    cls = get_method(name)
+    assert not cls.resolve_config(cls.defaults).get("select_on_validation")
+    ds = make_synthetic(n_train=64, n_test=16, image_dim=12, text_dim=8, num_classes=4, seed=2)
+    config = cls.resolve_config({**cls.smoke_config, cls.schedule: steps})
+    train, val = ds.splits["train"], ds.splits["train"].subset(np.arange(16), "val")
+
+    def fitted(listen: bool):
+        m = cls.create(image_dim=12, text_dim=8, num_classes=4, label_kind=ds.label_kind, config=config, device="cpu", seed=0)
+        seen = []
+        previous = set_validation_listener((lambda step, score: seen.append((step, score))) if listen else None)
+        try:
+            log = m.fit(train, val)
+        finally:
+            set_validation_listener(previous)
+        return seen, log, m.encode(ds.splits["test"].image, "image")
+
+    seen, log, codes = fitted(True)
+    every = max(1, steps // 10)
+    assert [s for s, _ in seen] == sorted(set(range(every, steps + 1, every)) | {steps})
+    assert all(0.0 <= v <= 1.0 for _, v in seen)
+    assert not any("val_map_i2t" in row for row in log)  # nothing logged: the run's log is unchanged
+    quiet, quiet_log, quiet_codes = fitted(False)
+    assert quiet == [] and np.array_equal(codes, quiet_codes)
+
+
+def test_tuning_prunes_a_method_that_does_not_select(tmp_path):
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import tune_method
+
+    ds = load_dataset("synthetic")
+    res = tune_method("sdcmr", ds, 6, f"sqlite:///{tmp_path / 's.db'}", startup=1, warmup=0,
+                      pin={"iterations": 20, "hidden": [32, 16], "k": 8, "batch_size": 16})
+    import optuna
+
+    study = optuna.load_study(study_name="synthetic/sdcmr", storage=f"sqlite:///{tmp_path / 's.db'}")
+    reported = [t.intermediate_values for t in study.trials]
+    assert all(len(v) >= 1 for v in reported) and res["trials"] + res["pruned"] == 6
+
+
+@pytest.mark.parametrize("name", sorted(registry.all_methods()))
+def test_every_search_space_contains_the_methods_defaults(name):
+    """Trial 0 of a study is the paper's defaults, so a tuned config is never worse than them on
+    validation; DSCMR's space (20-200 epochs) once left its 500-epoch default out."""
+    from cmr_bench.tuning import default_params, search_space
+
+    cls = registry.get_method(name)
+    for dataset in ("wiki", "synthetic", *cls.dataset_defaults):
+        assert default_params(cls, search_space(cls), dataset) is not None, (name, dataset)
+
+
+def test_the_first_trial_of_a_study_is_the_defaults(tmp_path):
+    import optuna
+
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import tune_method
+
+    ds = load_dataset("synthetic")
+    pin = {"iterations": 5, "hidden": [32, 16], "k": 8, "batch_size": 16}
+    tune_method("sdcmr", ds, 2, f"sqlite:///{tmp_path / 's.db'}", pin=pin)
+    study = optuna.load_study(study_name="synthetic/sdcmr", storage=f"sqlite:///{tmp_path / 's.db'}")
+    cls = registry.get_method("sdcmr")
+    defaults = cls.resolve_config({}, dataset="synthetic")
+    assert study.trials[0].params == {k: defaults[k] for k in cls.search_space}
+    assert study.trials[1].params != study.trials[0].params
