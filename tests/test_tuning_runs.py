@@ -62,6 +62,13 @@ def test_run_with_the_tuned_config_records_it_and_never_shares_the_default_folde
     assert run["spec"]["tuned"]["file"].endswith("cca.toml") and run["spec"]["tuned"]["value"] == pytest.approx(tuned["value"])
     default = next(r for n, r in folders.items() if n.startswith("default-"))
     assert default["spec"]["config_source"] == "default"
+    # `runs list` tells them apart (it once showed both as plain default runs)
+    code, out, err = run_cli("runs", "list", "--results-dir", results, "--json")
+    assert code == 0, err
+    listed = sorted((r["config"], r["variant"], Path(r["folder"]).parent.name.split("-")[0]) for r in json.loads(out)["runs"])
+    assert listed == [("default", "", "default"), ("tuned", "", "tuned")]
+    code, out, err = run_cli("runs", "list", "--results-dir", results)
+    assert code == 0 and "tuned" in out.splitlines()[2] + out.splitlines()[3]
 
 
 def test_a_tuned_config_equal_to_the_defaults_is_still_its_own_run(tmp_path):

@@ -73,14 +73,14 @@ def cmd_list(args) -> int:
         if e.status == "running":
             note = describe_owner(e.owner or {})
         rows.append({"dataset": e.dataset, "protocol": e.protocol, "method": e.method, "variant": e.variant,
-                     "bits": e.bits, "set": overrides_text(e.overrides).strip(" {}"), "seed": e.seed, "status": e.status,
+                     "bits": e.bits, "config": e.config, "set": overrides_text(e.overrides).strip(" {}"), "seed": e.seed, "status": e.status,
                      "map": None if e.map is None else round(e.map, 4), "note": note, "folder": str(e.path)})
     if args.json:
         print_json({"results_dir": str(runs_dir), "runs": rows, "temp_folders": [str(e.path) for e in temps],
                     "stale_locks": [str(e.path) for e in stale]})
         return 0
     if rows:
-        print_table([{**{k: r[k] for k in ("dataset", "protocol", "method", "variant", "bits", "set", "seed", "status")},
+        print_table([{**{k: r[k] for k in ("dataset", "protocol", "method", "variant", "bits", "config", "set", "seed", "status")},
                       "map": "" if r["map"] is None else f"{r['map']:.4f}", "note": r["note"][:70]} for r in rows])
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) +

@@ -358,6 +358,7 @@ class StoreEntry:
     map: float | None = None
     owner: dict | None = None
     overrides: dict | None = None  # --set key=value of the run
+    config: str = ""  # "default" or "tuned" (run --config tuned); "" when unknown (no readable run.json)
 
 
 def _parse_config_dir(name: str) -> tuple[str, int | None]:
@@ -368,6 +369,8 @@ def _parse_config_dir(name: str) -> tuple[str, int | None]:
     b = re.match(r"^(.*)-(\d+)bits$", tag)
     if b:
         tag, bits = b.group(1), int(b.group(2))
+    if tag == "tuned" or tag.startswith("tuned-"):  # run --config tuned: tuned[-<variant>]
+        tag = tag[len("tuned-"):] if tag != "tuned" else ""
     return ("" if tag == "default" else tag), bits
 
 
@@ -432,6 +435,7 @@ def _run_entry(folder: Path, rel: tuple[str, ...], checksums: bool) -> StoreEntr
         spec = state.run["spec"]
         entry.variant, entry.bits = spec.get("variant", entry.variant), spec.get("bits", entry.bits)
         entry.overrides = spec.get("overrides") or None
+        entry.config = str(spec.get("config_source", "default"))
         if state.status == STATUS_FAILED:
             entry.problem = str(state.run.get("reason", ""))
     if state.metrics:
