@@ -309,11 +309,12 @@ INTERRUPTED = ("select count(*) from trials t join trial_user_attributes a on a.
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT to a subprocess")
-def test_ctrl_c_mid_study_keeps_finished_trials_and_a_rerun_resumes_to_the_budget(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_mid_study_keeps_finished_trials_and_a_rerun_resumes_to_the_budget(tmp_path, jobs):
     (tmp_path / "slow_plugin.py").write_text(SLOW_PLUGIN)
     db = tmp_path / "studies.db"
     argv = ["tune", "--methods", "test-slow-tune", "--dataset", "synthetic", "--trials", "6", "--out", str(tmp_path / "t"),
-            "--storage", f"sqlite:///{db}"]
+            "--storage", f"sqlite:///{db}", "--jobs", str(jobs)]
     script = "import sys, slow_plugin\nfrom cmr_bench.cli import main\nsys.exit(main(sys.argv[1:]))"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "SLOW_FIT_S": "0.8"}
     proc = subprocess.Popen([sys.executable, "-c", script, *argv], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -328,13 +329,19 @@ def test_ctrl_c_mid_study_keeps_finished_trials_and_a_rerun_resumes_to_the_budge
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, err
     kept = count(db)
-    assert 1 <= kept < 6 and count(db, INTERRUPTED) == 1
+    assert 1 <= kept < 6 and count(db, RUNNING) == 0  # nothing left half-recorded
+    # --jobs 1: the trial in flight is marked interrupted (rerun first); --jobs 2: the trials in
+    # the worker threads finish and are kept, none is cut off
+    assert count(db, INTERRUPTED) == (1 if jobs == 1 else 0)
     assert not (tmp_path / "t" / "synthetic").exists()  # no tuned file from a stopped study
 
     env["SLOW_FIT_S"] = "0"
     rerun = subprocess.run([sys.executable, "-c", script, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert count(db) == 6  # resumed: the interrupted trial does not count against the budget
+    if jobs > 1:
+        assert tomllib.loads((tmp_path / "t" / "synthetic" / "test-slow-tune.toml").read_text())["trials"] == 6
+        return
     # ... and it ran again first, with the values it was stopped with
     assert count(db, "select count(*) from trials t join trial_params p on p.trial_id = t.trial_id where t.state = 'COMPLETE' "
                      "and p.param_value = (select p2.param_value from trials t2 join trial_params p2 on p2.trial_id = t2.trial_id "
