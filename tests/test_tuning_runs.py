@@ -369,3 +369,20 @@ def test_the_hash_table_gives_tuned_runs_a_row_of_their_own(run_cli, tmp_path):
     frame = pd.read_csv(next((tmp_path / "t").glob("hash_*.csv")))
     row = frame[frame["method"] == "sdeh (tuned)"]
     assert len(row) == 1 and 0 < row["i2t_16_mean"].iloc[0] <= 1
+
+
+def test_tune_splits_the_cpus_between_its_trial_threads(run_cli, tmp_path, monkeypatch):
+    """--jobs N trials share the process: each gets usable_cpus // N torch threads, not every core."""
+    import torch
+
+    from cmr_bench.runner import environment
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(environment, "usable_cpus", lambda: 4)
+    try:
+        code, out, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "2", "--jobs", "2",
+                                 "--out", tmp_path / "t")
+        assert code == 0, err
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

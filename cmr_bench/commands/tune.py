@@ -51,7 +51,13 @@ def cmd_tune(args) -> int:
         if all_methods()[n].code_type == "binary" and args.bits is None:
             raise CmrBenchError(f"method '{n}' makes binary codes: give the code length to tune at with --bits")
     from cmr_bench.data.loader import load_dataset
+    from cmr_bench.runner.executors import threads_per_job
 
+    import torch
+
+    # --jobs trials run in threads of this process: split the usable CPUs between them rather
+    # than give each trial every core (oversubscription on a small machine)
+    torch.set_num_threads(threads_per_job(args.jobs))
     # train_only: the test split's files are never opened while tuning (tests/test_tuning.py proves it)
     dataset = load_dataset(args.dataset, root_of(args), train_only=True)
     out = Path(args.out)

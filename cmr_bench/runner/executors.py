@@ -36,10 +36,10 @@ class Outcome:
 
 
 def usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    """Affinity mask capped by a cgroup CPU quota (one definition: cmr_bench.runner.environment)."""
+    from cmr_bench.runner.environment import usable_cpus as cpus
+
+    return cpus()
 
 
 def threads_per_job(jobs: int) -> int:
