@@ -10,8 +10,9 @@ read, all optional:
                              {table = "hash", metric = "map@50"}; default: every table the
                              store can fill
   figures                    list of {file = "fig_x.png", caption = "..."} (or file names):
-                             the page shows these, in this order; without the key, every
-                             figure file in out_dir
+                             the page shows these, in this order (a stem without .png, e.g.
+                             "fig_pr", stands for fig_pr.png and fig_pr_*.png); without the
+                             key, every figure file in out_dir
 """
 
 from __future__ import annotations
@@ -313,8 +314,10 @@ def _figure_list(out_dir: Path, experiment: dict | None) -> list[tuple[Path, str
         name = spec.get("file")
         if not isinstance(name, str):
             continue
-        for p in found:  # a declared name may stand for several files (fig_pr -> fig_pr_real.png, ...)
-            if p not in seen and (p.name == name or p.stem == Path(name).stem or p.stem.startswith(Path(name).stem + "_")):
+        # a file name is that file; a stem without ".png" may stand for several (fig_pr -> fig_pr_real.png, ...)
+        stem_only = not name.lower().endswith(".png")
+        for p in found:
+            if p not in seen and (p.name == name or (stem_only and (p.stem == name or p.stem.startswith(name + "_")))):
                 ordered.append((p, str(spec.get("caption") or _caption(p))))
                 seen.add(p)
     if declared:  # an experiment's page shows its own figures, not another experiment's in the same folder
