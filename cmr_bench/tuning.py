@@ -305,7 +305,15 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
             bar.trial_finished(best)
 
         try:
-            study.optimize(objective, n_trials=left, n_jobs=jobs, catch=(Exception,), callbacks=[after_trial])
+            # Enqueued trials (the defaults, interrupted ones) run one at a time first: with threads,
+            # two workers can take the same waiting trial and the second one's result is refused
+            # ("Cannot tell a COMPLETE trial": cm-gan, --jobs 2).
+            waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+            first = min(left, waiting) if jobs > 1 else 0
+            if first:
+                study.optimize(objective, n_trials=first, n_jobs=1, catch=(Exception,), callbacks=[after_trial])
+            if left - first > 0:
+                study.optimize(objective, n_trials=left - first, n_jobs=jobs, catch=(Exception,), callbacks=[after_trial])
         finally:
             bar.close()
     if not done():

@@ -279,3 +279,22 @@ def test_the_first_trial_of_a_study_is_the_defaults(tmp_path):
     defaults = cls.resolve_config({}, dataset="synthetic")
     assert study.trials[0].params == {k: defaults[k] for k in cls.search_space}
     assert study.trials[1].params != study.trials[0].params
+
+
+def test_parallel_trials_never_share_the_enqueued_defaults(tmp_path, stepping_method):
+    """With --jobs 2 two threads could take the same enqueued trial (the defaults); the second
+    `tell` then raised "Cannot tell a COMPLETE trial" out of `tune` (seen on cm-gan). The waiting
+    trials now run one at a time before the parallel ones."""
+    import optuna
+
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import tune_method
+
+    ds = load_dataset("synthetic")
+    for attempt in range(3):
+        storage = f"sqlite:///{tmp_path / f's{attempt}.db'}"
+        res = tune_method("test-stepping-tune", ds, 6, storage, jobs=2, startup=100)
+        study = optuna.load_study(study_name="synthetic/test-stepping-tune", storage=storage)
+        assert res["trials"] == 6 and study.trials[0].params == {"x": 0.5}
+        assert [t.params["x"] for t in study.trials].count(0.5) == 1
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
