@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmr_bench.data.synthetic import _labels
+
 SETS = {
     "hash": {"n_train": 10_500, "n_query": 2_100, "n_database": 193_734, "image_dim": 4096, "text_dim": 1000,
              "classes": 21, "multilabel": True},
@@ -58,10 +60,8 @@ def make(data: Path, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         n = s["n_query"] + s["n_database"] if kind == "hash" else s["n_train"] + s["n_test"]
         c, latent_dim = s["classes"], max(4, s["classes"])
-        labels = np.zeros((n, c), dtype=np.int64)
-        labels[np.arange(n), rng.integers(0, c, size=n)] = 1
-        if s["multilabel"]:
-            labels = np.maximum(labels, (rng.random((n, c)) < 1.5 / c).astype(np.int64))
+        labels = _labels(rng, n, c, s["multilabel"])  # the suite's synthetic label draw
+        labels = labels if s["multilabel"] else np.eye(c, dtype=np.int64)[labels]  # member rows for the features
         prototypes = (rng.standard_normal((c, latent_dim)) * 2.0).astype(np.float32)
         view_image = (rng.standard_normal((latent_dim, s["image_dim"])) / math.sqrt(latent_dim)).astype(np.float32)
         view_text = (rng.standard_normal((latent_dim, s["text_dim"])) / math.sqrt(latent_dim)).astype(np.float32)

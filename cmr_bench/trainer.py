@@ -305,7 +305,7 @@ class TorchMethod(Method):
         # A method that does not select on validation is still scored there for `tune`'s pruner
         # (about 10 times per fit, nothing logged, the model unchanged): no listener, no cost.
         watch = not select and val is not None and len(val) > 0 and validation_wanted()
-        watch_every = max(1, int(c[self.schedule]) // 10)
+        watch_every = max(1, self.total // 10)
         stream = batch_stream(len(train), int(c["batch_size"]), self.order) if unit == "iteration" else None
         best, best_state, best_at = -np.inf, None, 0
         self._last_loss = None
