@@ -196,3 +196,21 @@ def test_report_command(store, run_cli, tmp_path):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "not a folder" in err
     code, out, err = run_cli("report", "--dataset", "../etc", "--results-dir", store)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_experiment_page_lists_only_its_own_table_files(store, tmp_path):
+    from cmr_bench.report.page import write_report
+
+    for f in ("table2.csv", "table2.md", "hash_mapall.csv", "summary.md", "report.md", "notes.txt"):
+        (tmp_path / f).write_text("x")
+    # summary.md: another experiment's page, named outside report-*; hash_mapall.csv: its table
+    experiment = {"name": "demo", "tables": ["2"], "figures": [], "table_files": ["table2.csv", "table2.md", "gone.tex"]}
+    html_path, md_path = write_report(store, "synthetic", tmp_path, experiment=experiment, name="mine")
+    page = Page(html_path.read_text(encoding="utf-8"))
+    assert sorted(h for h in page.hrefs if h.startswith(("table", "hash", "summary", "report", "gone"))) == ["table2.csv", "table2.md"]
+    assert "summary.md" not in md_path.read_text(encoding="utf-8")
+    # a plain report (no experiment) lists every table file but report pages' Markdown and itself
+    html_path, _ = write_report(store, "synthetic", tmp_path, name="plain")
+    hrefs = Page(html_path.read_text(encoding="utf-8")).hrefs
+    assert {"table2.csv", "table2.md", "hash_mapall.csv", "summary.md"} <= set(hrefs)
+    assert "report.md" not in hrefs and "plain.md" not in hrefs and "notes.txt" not in hrefs

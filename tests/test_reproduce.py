@@ -129,18 +129,21 @@ def test_two_experiments_in_one_folder_keep_their_own_reports(run_cli, tmp_path)
     one.write_text('name = "one"\n[[grids]]\nmethods = ["cca"]\n[[tables]]\ntable = 2\n'
                    '[[figures]]\nfigure = "pr"\nprotocol = "real"\n')
     two = tmp_path / "two.toml"
-    two.write_text('name = "two"\nreport = "report-two"\n[[grids]]\nmethods = ["cca"]\n[[tables]]\ntable = 2\n'
+    two.write_text('name = "two"\nreport = "two-page"\n[[grids]]\nmethods = ["cca"]\n[[tables]]\ntable = 2\n'
                    '[[figures]]\nfigure = "precision-at-r"\nprotocol = "real"\n')
-    for exp in (one, two):
+    for exp in (two, one):  # two first: its page's .md is in the folder when one's page is written
         code, stdout, err = run_cli("reproduce", exp, "--dataset", "synthetic", "--results-dir", results, "--out", out,
                                     "--no-progress", "--figures", "link")
         assert code == 0, stdout + err
-    pages = {name: (out / f"{name}.html").read_text(encoding="utf-8") for name in ("report", "report-two")}
-    assert (out / "report.md").is_file() and (out / "report-two.md").is_file()
+    pages = {name: (out / f"{name}.html").read_text(encoding="utf-8") for name in ("report", "two-page")}
+    assert (out / "report.md").is_file() and (out / "two-page.md").is_file()
     srcs = {name: re.findall(r'<img src="([^"]+)"', page) for name, page in pages.items()}
-    assert srcs == {"report": ["fig_pr.png"], "report-two": ["fig_precision_at_r.png"]}
+    assert srcs == {"report": ["fig_pr.png"], "two-page": ["fig_precision_at_r.png"]}
     assert all((out / src).is_file() for found in srcs.values() for src in found)
-    assert "base64" not in pages["report"] and "report-two.md" not in pages["report"]
+    # the table files each page lists are its own: "two-page.md" (named outside report-*) is not a table
+    links = {name: sorted(set(re.findall(r'<a href="([^"]+\.(?:csv|tex|md))"', page))) for name, page in pages.items()}
+    assert links == dict.fromkeys(("report", "two-page"), ["table2.csv", "table2.md", "table2.tex"])
+    assert "base64" not in pages["report"]
 
 
 def test_report_figures_embedded_or_linked(run_cli, tmp_path):

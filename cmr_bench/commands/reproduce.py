@@ -149,7 +149,8 @@ def write_outputs(exp, dataset: str, runs_dir: Path, out: Path, root, figures: s
     """Every table and figure, then the report. An output that cannot be made (no runs for it,
     a missing optional package) is reported and skipped; the others are still written."""
     failed: list[str] = []
-    report = {"name": exp.name, "title": exp.title, "description": exp.description, "tables": [], "figures": []}
+    report = {"name": exp.name, "title": exp.title, "description": exp.description, "tables": [], "figures": [],
+              "table_files": []}
     for t in exp.tables:
         try:
             paths = write_table_output(t, dataset, runs_dir, out, root)
@@ -159,6 +160,7 @@ def write_outputs(exp, dataset: str, runs_dir: Path, out: Path, root, figures: s
             continue
         report["tables"].append({"table": t.kind, "metric": t.options["metric"]})
         for p in paths:
+            report["table_files"].append(p.name)
             print(f"wrote {p}")
     for f in exp.figures:
         target = out / _figure_file(f.kind, f.options)

@@ -305,6 +305,15 @@ def method_records(runs: list[tuple[Path, dict]]) -> list[dict]:
 
 # --- figures -----------------------------------------------------------------------------
 
+def _table_files(out_dir: Path, experiment: dict, name: str) -> list[Path]:
+    """An experiment's page lists the table files it wrote; a plain report every table file in the
+    folder except report pages' Markdown (report.md, report-*.md)."""
+    if isinstance(experiment.get("table_files"), list):
+        return sorted(out_dir / f for f in set(experiment["table_files"]) if (out_dir / f).is_file())
+    return sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".csv", ".tex", ".md")
+                  and not (p.name == "report.md" or p.name.startswith("report-") or p.name == f"{name}.md"))
+
+
 def _figure_list(out_dir: Path, experiment: dict | None) -> list[tuple[Path, str]]:
     found = sorted(p for p in out_dir.glob("*.png") if p.is_file() and not p.name.endswith(".tmp.png"))
     ordered, seen = [], set()
@@ -416,8 +425,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
         sec.html.append(_table_html(t.display, css="results") if not t.display.empty else "<p>(no rows)</p>")
         sec.html.append('<div class="notes">' + _list_html(t.notes, rich=True) + "</div>")
         sec.md += [_table_md(t.display), _list_md(t.notes, rich=True)]
-    files = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".csv", ".tex", ".md")
-                   and not (p.name == "report.md" or p.name.startswith("report-") or p.name == f"{name}.md"))
+    files = _table_files(out_dir, exp, name)
     if files:
         sec.html.append("<p class=meta>Table files beside this page: " +
                         ", ".join(f'<a href="{_h(quote(p.name))}">{_h(p.name)}</a>' for p in files) + "</p>")
