@@ -68,7 +68,11 @@ def test_run_with_the_tuned_config_records_it_and_never_shares_the_default_folde
     listed = sorted((r["config"], r["variant"], Path(r["folder"]).parent.name.split("-")[0]) for r in json.loads(out)["runs"])
     assert listed == [("default", "", "default"), ("tuned", "", "tuned")]
     code, out, err = run_cli("runs", "list", "--results-dir", results)
-    assert code == 0 and "tuned" in out.splitlines()[2] + out.splitlines()[3]
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if "config" in line.split())
+    at = header.index(" config ") + 1  # the text table is aligned: read each run row under that header
+    values = sorted(line[at:].split()[0] for line in out.splitlines() if " cca " in f" {line} ")
+    assert values == ["default", "tuned"], out
 
 
 def test_a_tuned_config_equal_to_the_defaults_is_still_its_own_run(tmp_path):
