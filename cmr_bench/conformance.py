@@ -75,6 +75,16 @@ def _run_checks(cls: type[Method], device: str, multilabel: bool | None) -> list
         for v, overrides in cls.variants.items():
             unknown = set(overrides) - set(cls.defaults)
             assert not unknown, f"variant {v!r} has keys not in defaults: {sorted(unknown)}"
+        # a string hyperparameter names its allowed values (`choices`), so that a typo in --set is
+        # a one-line error before the grid instead of a failed run
+        choices = getattr(cls, "choices", None) or {}
+        for where, values in [("defaults", cls.defaults), *((f"dataset_defaults[{d}]", o) for d, o in cls.dataset_defaults.items()),
+                              *((f"variant {v!r}", o) for v, o in cls.variants.items())]:
+            for key, value in values.items():
+                if isinstance(value, str):
+                    assert value in choices.get(key, ()), (
+                        f"{where}: string hyperparameter {key}={value!r} is not in choices[{key!r}] "
+                        f"(declare choices = {{{key!r}: (...)}})")
         return f"{cls.info.full_name} ({cls.info.venue} {cls.info.year}), status {cls.info.status}"
 
     if not check("metadata", metadata):

@@ -35,6 +35,7 @@ class BackboneZeroShot(Method):
              "the 32 normalised query embeddings, where BLIP-2's ITC takes the max similarity over the queries."),
         ),
     )
+    choices = {"mismatch": ("error", "pad")}  # string hyperparameters: checked before the grid
     defaults = {"normalize": True, "mismatch": "error"}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
     search_space = {"normalize": ("choice", [True, False])}

@@ -88,6 +88,7 @@ class DJSRH(TorchMethod):
             "use the features as given, as the paper).",
         ),
     )
+    choices = {"image_backbone": ("features",), "alpha_schedule": ("sqrt", "constant")}  # string hyperparameters: checked before the grid
     defaults = {
         "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
         "standardize": True,  # z-score the network inputs (the affinities use raw features)

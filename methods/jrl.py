@@ -48,6 +48,7 @@ class JRL(LinearCodes):
         ),
     )
     # chosen on validation carved from wiki train (the authors' code defaults: 1000, 1000, 1, 1, k 100)
+    choices = {"retrieval": ("cosine", "knn-labels")}  # string hyperparameters: checked before the grid
     defaults = {"gamma": 100.0, "sigma": 1.0, "lambda": 1.0, "mu": 1.0, "k": 10, "iterations": 5,
                 "tol": 0.02, "eps": 1e-8, "retrieval": "cosine", "retrieval_k": 100}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)

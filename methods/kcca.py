@@ -63,6 +63,7 @@ class KCCA(LinearCodes):
         ),
     )
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
+    choices = {"kernel": ("rbf", "poly")}  # string hyperparameters: checked before the grid
     defaults = {"kernel": "rbf", "gamma_scale": 4.0, "degree": 3.0, "coef0": 1.0, "reg": 1.0, "dims": 10,
                 "exact_max": 5000, "landmarks": 2000, "eig_tol": 1e-10}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)

@@ -123,6 +123,7 @@ class SDCMR(TorchMethod):
             "Multi-label datasets use a binary cross-entropy with logits for the semantic classifier.",
         ),
     )
+    choices = {"routing": ("per-block", "full"), "sim_ind_on": ("samples", "means")}  # string hyperparameters: checked before the grid
     defaults = {
         "k": 32,  # dimension of z^s and z^u (Sec. IV-A2)
         "hidden": [2048, 1024],  # encoder hidden widths; decoders use them reversed (Sec. IV-A2)

@@ -124,6 +124,7 @@ class SDEH(TorchMethod):
             "regions; an `image_backbone` seam accepts only 'features' for now.",
         ),
     )
+    choices = {"image_backbone": ("features",)}  # string hyperparameters: checked before the grid
     defaults = {
         "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
         "standardize": True,

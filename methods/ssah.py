@@ -163,6 +163,7 @@ class SSAH(TorchMethod):
             "label network's features on single-label data).",
         ),
     )
+    choices = {"image_backbone": ("features",), "pair_norm": ("sum", "mean", "balanced"), "adv_generator_loss": ("fool", "minimax")}  # string hyperparameters: checked before the grid
     defaults = {
         "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
         "standardize": True,  # z-score inputs with training statistics

@@ -63,3 +63,23 @@ def test_checks_catch_a_plugin_that_loads_data_itself():
 
     failed = [r for r in run_checks(Peeker) if not r.ok]
     assert failed and "load a dataset" in failed[0].detail
+
+
+def test_string_hyperparameters_must_declare_their_choices(run_cli, tmp_path):
+    """A string option without `choices` let `--set ssah.pair_norm=foo` through to a failed run
+    (ValueError inside fit); now the plugin check asks for the choices and the grid refuses the
+    typo before anything runs."""
+    from cmr_bench.registry import get_method
+
+    ssah = get_method("ssah")
+    Undeclared = type("Undeclared", (ssah,), {"choices": {k: v for k, v in ssah.choices.items() if k != "pair_norm"}})
+    failed = {r.name: r.detail for r in run_checks(Undeclared) if not r.ok}
+    assert "metadata" in failed and "pair_norm='balanced' is not in choices" in failed["metadata"]
+    Variant = type("Variant", (ssah,), {"variants": {**ssah.variants, "typo": {"pair_norm": "summ"}}})
+    failed = {r.name: r.detail for r in run_checks(Variant) if not r.ok}
+    assert "variant 'typo'" in failed.get("metadata", "")
+    code, out, err = run_cli("run", "--methods", "ssah", "--dataset", "synthetic", "--bits", "16", "--seeds", "0",
+                             "--set", "ssah.pair_norm=foo", "--results-dir", tmp_path / "runs")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "pair_norm" in err and "balanced" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("run.json"))
