@@ -34,7 +34,7 @@ from torch import nn
 from cmr_bench.methods._blocks import correspondence_loss, sigmoid_mlp, sq_err
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
-from cmr_bench.trainer import MODALITIES, Averager, Batch, TorchMethod, adam
+from cmr_bench.trainer import MODALITIES, Averager, TorchMethod, adam
 
 
 class CMDNNet(nn.Module):

@@ -18,9 +18,6 @@ import pytest
 
 pytest.importorskip("optuna")
 
-from cmr_bench import registry  # noqa: E402
-from cmr_bench.plugin import Method, MethodInfo  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
 
 

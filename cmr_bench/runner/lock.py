@@ -100,7 +100,7 @@ class RunLock:
                 pass
             self._fd = fd
             return True
-        raise OSError(f"the lock file keeps disappearing")
+        raise OSError("the lock file keeps disappearing")
 
     def release(self) -> None:
         if self._fd is None:
