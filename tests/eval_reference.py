@@ -289,3 +289,20 @@ def numpy_loop_evaluate(query, retrieval, query_labels, retrieval_labels, *, sim
     res.update({f"p@{c}": float(np.mean(v)) for c, v in pr.items()})
     res["per_query_ap"] = np.array(aps)
     return res
+
+
+def calc_map_k_reference(query, retrieval, query_labels, retrieval_labels, *, similarity, k=None):
+    """The published PyTorch calc_map_k, query by query: rank by key (ties in retrieval order),
+    take the 1-based ranks of the first min(k, R) relevant items, average (i / rank_i); a query
+    without relevant items adds 0 and still counts. Returns (mAP, per-query AP)."""
+    n_r = len(retrieval)
+    k = n_r if k is None else k
+    aps = []
+    for i in range(len(query)):
+        rel = relevance(query_labels[i], retrieval_labels)
+        keys = ranking_keys(query[i], retrieval, similarity)
+        order = sorted(range(n_r), key=lambda j: (keys[j], j))
+        ranks = [pos + 1 for pos, j in enumerate(order) if rel[j]]
+        total = min(k, len(ranks))
+        aps.append(sum((c + 1) / ranks[c] for c in range(total)) / total if total else 0.0)
+    return sum(aps) / len(aps), np.array(aps)

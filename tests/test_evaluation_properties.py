@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from cmr_bench.evaluation import evaluate
 from cmr_bench.evaluation._metrics import expected_found_ap, expected_prefix_sum
-from eval_reference import expected_by_permutation, numpy_loop_evaluate, reference_evaluate
+from eval_reference import calc_map_k_reference, expected_by_permutation, numpy_loop_evaluate, reference_evaluate
 
 TOL = 1e-9  # the spec asks for 1e-6; the implementation is exact up to rounding
 
@@ -91,6 +91,32 @@ def test_matches_reference(case):
     for backend in (dict(backend="numpy"), dict(backend="torch", device="cpu")):
         fast = evaluate(q, r, ql, rl, **opts, **backend)
         assert_same(fast, ref)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.integers(1, 40))
+def test_first_relevant_matches_the_published_calc_map_k(case, k):
+    """map_k_denominator="first-relevant" (stable ties) against the published function's
+    definition, query by query, on both backends; k at, below and beyond R and n_r."""
+    q, r, ql, rl, opts = case
+    ref_map, ref_ap = calc_map_k_reference(q, r, ql, rl, similarity=opts["similarity"], k=k)
+    _, ref_all = calc_map_k_reference(q, r, ql, rl, similarity=opts["similarity"])
+    for backend in (dict(backend="numpy"), dict(backend="torch", device="cpu")):
+        fast = evaluate(q, r, ql, rl, similarity=opts["similarity"], ks=(k,), ties="stable",
+                        map_k_denominator="first-relevant", **backend)
+        assert fast[f"map@{k}"] == pytest.approx(ref_map, abs=TOL)
+        assert fast["per_query_ap"] == pytest.approx(ref_all, abs=TOL)  # k = all: AP@all
+        trec = evaluate(q, r, ql, rl, similarity=opts["similarity"], ks=(k,), ties="stable", map_k_denominator="trec",
+                        **backend)
+        assert fast[f"map@{k}"] >= trec[f"map@{k}"] - TOL  # the relevant items in the top k are among the first min(k, R)
+
+
+def test_first_relevant_needs_stable_ties():
+    from cmr_bench.errors import EvaluationInputError
+
+    q, r = np.eye(2), np.eye(2)
+    with pytest.raises(EvaluationInputError, match="ties='stable' only"):
+        evaluate(q, r, [0, 1], [0, 1], ks=(1,), map_k_denominator="first-relevant")
 
 
 @pytest.mark.parametrize("similarity", ["hamming", "cosine", "euclidean"])

@@ -378,6 +378,9 @@ def tied_run(tmp_path):
     # top 1, denominator min(1, R) = 1, ties averaged: P(first item relevant) = 2/3, 1/3, 2/3
     ("trec@1", "map@1", "map@all", 5 / 9),
     ("legacy-dscmr@all", "map@all", "map@all", 13 / 18),  # its rules over every item: stable AP@all
+    ("legacy-calc-map-k", "map@all", "map@all", 13 / 18),  # k = None: every item, stable AP@all
+    # the first min(1, R) relevant item wherever it ranks: label 0 at rank 1 (1), label 1 at rank 2 (1/2)
+    ("legacy-calc-map-k@1", "map@1", "map@all", 5 / 6),
 ])
 def test_eval_run_rescores_a_hand_computed_case(run_cli, tied_run, convention, metric, stored_metric, expected):
     folder, manifest = tied_run
@@ -407,6 +410,9 @@ def test_conventions_on_a_hamming_case():
     assert score("default")["map@all"] == pytest.approx(5 / 8) and score("default")["map@50"] == pytest.approx(5 / 8)
     assert score("legacy-djsrh")["map@50"] == pytest.approx(1 / 2)
     assert score("legacy-dscmr")["map@1"] == 0.0
+    # calc_map_k@1: the first relevant item, wherever it ranks (rank 2): 1/2, where the top-1 conventions give 0
+    assert score("legacy-calc-map-k@1")["map@1"] == pytest.approx(1 / 2)
+    assert score("legacy-djsrh@1")["map@1"] == 0.0
 
 
 def test_eval_run_bad_inputs_exit_2_with_one_line(run_cli, tied_run, tmp_path):

@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--run", default=None, metavar="RUN_DIR",
                    help="instead of files: a stored run folder (…/seed-k); its codes are re-scored, labels come from the dataset")
     p.add_argument("--metric-convention", default=None, metavar="NAME",
-                   help="with --run: default (the suite's), legacy-dscmr, legacy-djsrh or trec; NAME@K or NAME@all for another cut-off (docs/experiments.md)")
+                   help="with --run: default (the suite's), legacy-dscmr, legacy-djsrh, legacy-calc-map-k or trec; NAME@K or NAME@all for another cut-off (docs/experiments.md)")
     p.add_argument("--dataset", default=None,
                    help="with --run: the run's dataset, a name or manifest path (default: the name the run recorded)")
     p.add_argument("--similarity", default="cosine", metavar="{cosine,hamming,euclidean}", help="cosine (default), hamming (binary codes) or euclidean")
@@ -35,7 +35,9 @@ def register(sub) -> None:
     p.add_argument("--r", nargs="+", default=[], metavar="R", help="cut-offs for p@R (precision among the top R)")
     p.add_argument("--ties", default="average", metavar="{average,stable}", help="average (default: expected value over tie orders) or stable")
     p.add_argument("--device", default="auto", metavar="{auto,cpu,cuda}", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--map-k-denominator", default="found", metavar="{found,trec}", help="found (default: relevant items in the top k) or trec (min(k, R))")
+    p.add_argument("--map-k-denominator", default="found", metavar="{found,trec,first-relevant}",
+                   help="found (default: relevant items in the top k), trec (min(k, R)) or first-relevant "
+                        "(the first min(k, R) relevant items wherever they rank; with --ties stable)")
     p.add_argument("--zero-relevant", default="count", metavar="{count,exclude}", help="count (default: such queries score 0) or exclude")
     p.add_argument("--memory-budget-mb", default=None, metavar="MB",
                    help="working memory per chunk of queries (default 512; on a GPU half its free memory)")

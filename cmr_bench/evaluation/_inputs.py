@@ -10,7 +10,7 @@ from cmr_bench.errors import EvaluationInputError, UnknownNameError
 
 SIMILARITIES = ("cosine", "hamming", "euclidean")
 TIE_MODES = ("average", "stable")
-DENOMINATORS = ("found", "trec")
+DENOMINATORS = ("found", "trec", "first-relevant")
 ZERO_RELEVANT = ("count", "exclude")
 # Single-label data with at most this many classes joins the Hamming count matmul as one-hot
 # columns; more classes are compared directly.

@@ -199,7 +199,10 @@ def chunk_metrics(groups: Groups, ks, rs, denominator: str, pr_points: int | Non
         full = end <= k
         part = (g.c < k) & (end > k)
         a_full = _per_row_sum(g.row[full], full_sum[full], b)
-        if denominator == "trec":
+        if denominator == "first-relevant":  # stable ties: one group per relevant item, in rank order
+            first = r_b < k
+            out[f"ap@{k}"] = _safe_div(_per_row_sum(g.row[first], full_sum[first], b), np.minimum(k, g.R))
+        elif denominator == "trec":
             length = k - g.c[part]
             inside = expected_prefix_sum(g.c[part], g.n[part], g.m[part], r_b[part], length)
             num = a_full + _per_row_sum(g.row[part], inside, b)

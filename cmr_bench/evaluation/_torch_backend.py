@@ -208,6 +208,11 @@ class TorchBackend:
             F[first] = self._prefix(P_at[first], n_at[first], m_at[first], Q_at[first], n_at[first])
             del first
         cumF = torch.cumsum(F, dim=1)
+        first = {}  # "first-relevant" (stable ties): precision at the first min(k, R) relevant items
+        if self.denominator == "first-relevant":
+            for k in self.ks:
+                taken = torch.where(hits <= k, F, zero).sum(dim=1)  # F is 0 off relevant positions
+                first[f"ap@{k}"] = _safe_div(torch, taken, torch.clamp_max(R, k).to(torch.float64))
         before = cumF - F
         del F
 
@@ -215,7 +220,7 @@ class TorchBackend:
             Pg = P_at[:, t - 1 : t]
             return (Pg, n_at[:, t - 1 : t], m_at[:, t - 1 : t], Q_at[:, t - 1 : t], before.gather(1, Pg))
 
-        out = self._metrics(R, cumF[:, -1], group_at)
+        out = {**self._metrics(R, cumF[:, -1], group_at), **first}
         if self.pr_points:
             out["pr"] = self._interpolated(R, P_at, n_at, m_at, Q_at)
         return out
@@ -258,7 +263,7 @@ class TorchBackend:
                 cache[t] = [v[:, 0] for v in group_at(t)]
             return cache[t]
 
-        for k in self.ks:
+        for k in (() if self.denominator == "first-relevant" else self.ks):  # that one: _from_ranking
             t = min(k, n_r)
             P, n, m, Q, A = cut(t)
             L = t - P

@@ -56,6 +56,14 @@ CONVENTIONS = {
         Convention("legacy-djsrh", "DJSRH's calculate_top_map at topk=50: AP over the top 50, divided by the relevant "
                    "items found there, zero-found queries count 0; ties in retrieval order (argsort)",
                    "stable", "found", "count", 50, ("map@50",)),
+        # The PyTorch calc_map_k(qB, rB, query_L, retrieval_L, k=None) of the DCMH/SSAH ports and
+        # many later hashing repositories: Hamming distances torch.sort-ed, precision at each of the
+        # first min(k, R) relevant items wherever they rank, averaged over min(k, R); queries without
+        # a relevant item add 0 but count. k = None (its default) is every item: AP@all.
+        Convention("legacy-calc-map-k", "the PyTorch calc_map_k of DCMH/SSAH ports: precision at the first min(k, R) "
+                   "relevant items wherever they rank, over min(k, R); zero-relevant queries count 0; ties in "
+                   "retrieval order; k = all unless given (legacy-calc-map-k@50)",
+                   "stable", "first-relevant", "count", None, ("map@all",)),
         Convention("trec", "TREC-style map@50: AP over the top 50 divided by min(50, relevant items); ties averaged",
                    "average", "trec", "count", 50, ("map@50",)),
     )

@@ -54,8 +54,10 @@ def evaluate(
     ties: "average" (exact expectation over random orders inside tied groups) or "stable"
         (ties broken by retrieval index).
     device: "auto" (CUDA when visible, else CPU), "cpu" or "cuda[:i]".
-    map_k_denominator: "found" (relevant items found in the top k; DJSRH/DSCMR convention) or
-        "trec" (min(k, R)).
+    map_k_denominator: "found" (relevant items found in the top k; DJSRH/DSCMR convention),
+        "trec" (min(k, R)), or "first-relevant": precision at each of the first min(k, R)
+        relevant items wherever they rank, over min(k, R) (the PyTorch `calc_map_k` of DCMH/SSAH
+        ports); "first-relevant" needs ties="stable".
     zero_relevant: "count" (queries without relevant items score 0 and count) or "exclude".
     memory_budget_mb: working memory per chunk of queries (beyond the inputs themselves);
         default 512 MB, and on a GPU half of the device's free memory.
@@ -71,6 +73,10 @@ def evaluate(
     check_choice(ties, TIE_MODES, "tie mode")
     check_choice(map_k_denominator, DENOMINATORS, "map@k denominator")
     check_choice(zero_relevant, ZERO_RELEVANT, "zero-relevant rule")
+    if map_k_denominator == "first-relevant" and ties != "stable":
+        # its cut falls at the k-th relevant item, not at a rank: the tie-averaged form would need
+        # the order statistics of every cut group; the published code sorts (one order) anyway
+        raise EvaluationInputError("map@k denominator 'first-relevant' is defined for ties='stable' only")
     check_choice(backend, BACKENDS, "evaluation backend")
     ks = check_positive_ints(ks, "ks")
     rs = check_positive_ints(rs, "rs")
