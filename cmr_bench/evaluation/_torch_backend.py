@@ -208,11 +208,11 @@ class TorchBackend:
             F[first] = self._prefix(P_at[first], n_at[first], m_at[first], Q_at[first], n_at[first])
             del first
         cumF = torch.cumsum(F, dim=1)
-        first = {}  # "first-relevant" (stable ties): precision at the first min(k, R) relevant items
+        first_k = {}  # "first-relevant" (stable ties): precision at the first min(k, R) relevant items
         if self.denominator == "first-relevant":
             for k in self.ks:
                 taken = torch.where(hits <= k, F, zero).sum(dim=1)  # F is 0 off relevant positions
-                first[f"ap@{k}"] = _safe_div(torch, taken, torch.clamp_max(R, k).to(torch.float64))
+                first_k[f"ap@{k}"] = _safe_div(torch, taken, torch.clamp_max(R, k).to(torch.float64))
         before = cumF - F
         del F
 
@@ -220,7 +220,7 @@ class TorchBackend:
             Pg = P_at[:, t - 1 : t]
             return (Pg, n_at[:, t - 1 : t], m_at[:, t - 1 : t], Q_at[:, t - 1 : t], before.gather(1, Pg))
 
-        out = {**self._metrics(R, cumF[:, -1], group_at), **first}
+        out = {**self._metrics(R, cumF[:, -1], group_at), **first_k}
         if self.pr_points:
             out["pr"] = self._interpolated(R, P_at, n_at, m_at, Q_at)
         return out
