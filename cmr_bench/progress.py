@@ -39,6 +39,19 @@ def set_validation_listener(listener: Optional[Callable[[int, float], None]]):
     return previous
 
 
+def set_validation_database(database):
+    """For this thread: the items (a Split) the listener wants validation queries ranked against,
+    or None for the validation split itself (what a trainer selects on). `tune` sets the fitted
+    items for a protocol whose database is the training set. Returns the previous value."""
+    previous = getattr(_local, "database", None)
+    _local.database = database
+    return previous
+
+
+def validation_database():
+    return getattr(_local, "database", None)
+
+
 def validation_wanted() -> bool:
     """Whether someone (a `tune` trial) listens for validation scores in this thread."""
     return getattr(_local, "validation", None) is not None

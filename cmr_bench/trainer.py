@@ -31,7 +31,7 @@ from torch import nn
 
 from cmr_bench.data.types import Split, label_matrix  # noqa: F401 (methods import it from here)
 from cmr_bench.plugin import Method
-from cmr_bench.progress import training_step, validation_score, validation_wanted
+from cmr_bench.progress import training_step, validation_database, validation_score, validation_wanted
 
 MODALITIES = ("image", "text")
 
@@ -318,12 +318,11 @@ class TorchMethod(Method):
             if select:
                 i2t, t2i = self.validation_map(val)
                 row.update(val_map_i2t=i2t, val_map_t2i=t2i)
-                validation_score(self.done + 1, (i2t + t2i) / 2)  # `tune` prunes on it
+                validation_score(self.done + 1, self._tune_score(val, (i2t + t2i) / 2))  # `tune` prunes on it
                 if (i2t + t2i) / 2 > best:
                     best, best_at, best_state = (i2t + t2i) / 2, self.done + 1, copy.deepcopy(self.net.state_dict())
             elif watch and ((self.done + 1) % watch_every == 0 or self.done + 1 == self.total):
-                i2t, t2i = self.validation_map(val)
-                validation_score(self.done + 1, (i2t + t2i) / 2)
+                validation_score(self.done + 1, self._tune_score(val))
             log.append(row)
             loss = self._last_loss
             training_step(self.done + 1, self.total,
@@ -337,15 +336,26 @@ class TorchMethod(Method):
         # One host sync for the whole log, not one per step.
         return [{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in log]
 
-    def validation_map(self, val: Split) -> tuple[float, float]:
-        """mAP@all of both directions on the validation split, through the benchmark's evaluator."""
+    def validation_map(self, val: Split, database: Split | None = None) -> tuple[float, float]:
+        """mAP@all of both directions, validation queries against `database` (default: the
+        validation split itself), through the benchmark's evaluator."""
         from cmr_bench.evaluation import evaluate
 
-        ci, ct = self.encode(val.image, "image"), self.encode(val.text, "text")
+        db = val if database is None else database
+        q = {"image": self.encode(val.image, "image"), "text": self.encode(val.text, "text")}
+        r = q if database is None else {"image": self.encode(db.image, "image"), "text": self.encode(db.text, "text")}
         similarity = "hamming" if self.code_type == "binary" else "cosine"
-        scores = [evaluate(q, r, val.labels, val.labels, similarity=similarity, device=self.device)["map@all"]
-                  for q, r in ((ci, ct), (ct, ci))]
+        scores = [evaluate(q[a], r[b], val.labels, db.labels, similarity=similarity, device=self.device)["map@all"]
+                  for a, b in (("image", "text"), ("text", "image"))]
         return float(scores[0]), float(scores[1])
+
+    def _tune_score(self, val: Split, own: float | None = None) -> float:
+        """The score `tune` prunes on: its objective's database (validation_database()) when it
+        set one, else the validation split itself (`own`, when already computed)."""
+        database = validation_database()
+        if database is None and own is not None:
+            return own
+        return float(np.mean(self.validation_map(val, database)))
 
     # --- encoding and state ---------------------------------------------------------------
     @torch.no_grad()

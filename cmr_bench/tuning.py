@@ -31,7 +31,20 @@ import numpy as np
 from cmr_bench.errors import CmrBenchError
 
 KINDS = ("float", "logfloat", "int", "choice")
-OBJECTIVE = "mean of Img2Txt and Txt2Img mAP@all on the validation split carved from train (val vs val)"
+OBJECTIVES = {
+    "validation": "mean of Img2Txt and Txt2Img mAP@all on the validation split carved from train (val vs val)",
+    "fit": "mean of Img2Txt and Txt2Img mAP@all, validation queries (carved from train) against the training items "
+           "the method fit (the protocol's database is its training set)",
+}
+
+
+def validation_database(proto) -> str:
+    """What validation queries are ranked against, mirroring the protocol: a protocol whose
+    database is its training split (the hashing protocol: unseen queries, a database of the
+    items the model fit) gets the fitted part of train; one whose queries and database come from
+    one split (the real-valued protocol) gets the validation split itself. Tuning a hashing
+    method val-vs-val picked configs that fit the database worse: SDEH at 64 bits, T->I 0.74 -> 0.34."""
+    return "fit" if proto.retrieval == proto.train else "validation"
 
 
 def need_optuna():
@@ -138,22 +151,32 @@ def default_params(cls, space: dict, dataset: str) -> dict[str, Any] | None:
     return params
 
 
-def validation_score(cls, dataset, train_full, config: dict, bits: int | None, seed: int, val_fraction: float) -> float:
-    """Fit on train minus validation, score validation against itself; never the test split."""
+def validation_score(cls, dataset, train_full, config: dict, bits: int | None, seed: int, val_fraction: float,
+                     database: str = "validation") -> float:
+    """Fit on train minus validation, rank validation queries against `database` ("validation":
+    the validation split; "fit": the items fitted, see validation_database); never the test split.
+    A `tune` listener in this thread gets intermediate scores against the same database."""
     from cmr_bench.data.splits import carve_validation
     from cmr_bench.evaluation import evaluate
+    from cmr_bench.progress import set_validation_database
 
     train, val = carve_validation(train_full, val_fraction, seed=seed)
+    db = train if database == "fit" else val
     method = cls.create(image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes,
                         label_kind=dataset.label_kind, config=config, bits=bits, device="cpu", seed=seed)
     from cmr_bench.trainer import TorchMethod
 
     # A trainer method gets the validation split even when it does not select on it: it reports
     # its score there during training, which is what the pruner needs (the fit is unchanged).
-    method.fit(train, val if cls.uses_validation or isinstance(method, TorchMethod) else None)
-    codes = {m: np.asarray(method.encode(val.features(m), m)) for m in ("image", "text")}
+    previous = set_validation_database(db if database == "fit" else None)
+    try:
+        method.fit(train, val if cls.uses_validation or isinstance(method, TorchMethod) else None)
+    finally:
+        set_validation_database(previous)
+    query = {m: np.asarray(method.encode(val.features(m), m)) for m in ("image", "text")}
+    codes = query if db is val else {m: np.asarray(method.encode(db.features(m), m)) for m in ("image", "text")}
     similarity = "hamming" if cls.code_type == "binary" else "cosine"
-    scores = [evaluate(codes[q], codes[r], val.labels, val.labels, similarity=similarity, ks=(), device="cpu")["map@all"]
+    scores = [evaluate(query[q], codes[r], val.labels, db.labels, similarity=similarity, ks=(), device="cpu")["map@all"]
               for q, r in (("image", "text"), ("text", "image"))]
     value = float(np.mean(scores))
     if not math.isfinite(value):
@@ -174,6 +197,8 @@ def open_study(optuna, storage: str, name: str, space: dict, seed: int, identity
         raise
     except Exception as exc:  # sqlalchemy / optuna errors: unreachable URL, not a database, another schema
         raise CmrBenchError(f"study storage {storage}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unusable'}") from None
+    if stored is not None and "database" not in stored:  # made before the database was recorded: val vs val
+        stored = {**stored, "database": "validation"}
     if stored is None:
         study.set_user_attr("identity", identity)
     elif stored != identity:
@@ -253,8 +278,9 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
     train_full = dataset.split(proto.train)
     budget = min(trials, grid_size(space)) if is_grid(space) else trials
     data = dataset.training_view().fingerprint  # the same whether the test split was loaded or not
+    database = validation_database(proto)
     identity = {"dataset": dataset.name, "data": data, "method": name, "bits": bits, "seed": seed,
-                "val_fraction": val_fraction, "space": json.loads(json.dumps(space, default=list))}
+                "val_fraction": val_fraction, "space": json.loads(json.dumps(space, default=list)), "database": database}
     if pin:
         identity["pin"] = json.loads(json.dumps(pin, default=list))
     study_name = f"{dataset.name}/{name}" + (f"-{bits}bits" if bits else "")
@@ -287,7 +313,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
 
         previous = set_validation_listener(intermediate)
         try:
-            return validation_score(cls, dataset, train_full, config, bits, seed, val_fraction)
+            return validation_score(cls, dataset, train_full, config, bits, seed, val_fraction, database)
         finally:
             set_validation_listener(previous)
 
@@ -325,7 +351,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
               for k, v in best.params.items()}
     return {
         "method": name, "dataset": dataset.name, "data": data, "protocol": proto.name, "bits": bits,
-        "objective": OBJECTIVE, "value": float(best.value), "trials": len(done()), "budget": budget,
+        "objective": OBJECTIVES[database], "value": float(best.value), "trials": len(done()), "budget": budget,
         "pruned": len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
         "sampler": "grid" if is_grid(space) else "tpe", "seed": seed, "val_fraction": val_fraction,
         "version": __version__, "seconds": round(time.perf_counter() - t0, 1), "tuned": sorted(picked),

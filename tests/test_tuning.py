@@ -298,3 +298,108 @@ def test_parallel_trials_never_share_the_enqueued_defaults(tmp_path, stepping_me
         assert res["trials"] == 6 and study.trials[0].params == {"x": 0.5}
         assert [t.params["x"] for t in study.trials].count(0.5) == 1
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+@pytest.fixture
+def binary_ridge_method():
+    """A cheap deterministic binary method (sign of a ridge projection): the hashing protocol's path."""
+
+    class BinaryRidge(Method):
+        name = "test-binary-ridge"
+        code_type = "binary"
+        info = MethodInfo("Binary ridge", "test", "test", 2026, status="baseline")
+        defaults = {"reg": 1.0}
+        search_space = {"reg": ("logfloat", 1e-3, 1e2)}
+
+        def fit(self, train, val=None):
+            y = train.labels if train.labels.ndim == 2 else np.eye(train.labels.max() + 1)[train.labels]
+            rng = np.random.default_rng(0)
+            self.w = {}
+            for m in ("image", "text"):
+                x = train.features(m)
+                proj = np.linalg.solve(x.T @ x + self.config["reg"] * np.eye(x.shape[1]), x.T @ y)
+                self.w[m] = proj @ rng.normal(size=(y.shape[1], self.bits))
+            return []
+
+        def encode(self, features, modality):
+            return np.where(features @ self.w[modality] >= 0, 1, -1).astype(np.int8)
+
+    registry._load()
+    registry._add(BinaryRidge, "tests")
+    yield BinaryRidge
+    registry._REGISTRY.pop("test-binary-ridge")
+    registry._SOURCES.pop("test-binary-ridge")
+
+
+def test_a_hashing_study_ranks_validation_against_the_fitted_items(run_cli, tmp_path, binary_ridge_method):
+    """The hashing protocol ranks unseen queries against a database of the training items, so the
+    objective does the same with validation queries and the items fitted. Val-vs-val picked SDEH
+    configs that fit the database worse (wiki, 64 bits: test T->I 0.74 -> 0.34)."""
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import validation_database, validation_score
+
+    ds = load_dataset("synthetic")
+    assert validation_database(ds.protocol("hash")) == "fit" and validation_database(ds.protocol("real")) == "validation"
+    out = tmp_path / "tuned"
+    code, stdout, err = run_cli("tune", "--methods", "test-binary-ridge", "--dataset", "synthetic", "--trials", "3",
+                                "--bits", "16", "--out", out)
+    assert code == 0, err
+    tuned = tomllib.loads((out / "synthetic" / "test-binary-ridge-16bits.toml").read_text())
+    assert tuned["protocol"] == "hash" and "against the training items" in tuned["objective"]
+    train = ds.split(ds.protocol("hash").train)
+    fit = validation_score(binary_ridge_method, ds, train, tuned["config"], 16, 0, 0.1, "fit")
+    val = validation_score(binary_ridge_method, ds, train, tuned["config"], 16, 0, 0.1, "validation")
+    assert tuned["value"] == pytest.approx(fit) and fit != pytest.approx(val)
+
+
+def test_a_study_made_before_the_database_was_recorded_resumes_as_val_vs_val(tmp_path, ridge_method):
+    """Studies stored without the `database` key were all val vs val: a real-valued one resumes, a
+    hashing one (now ranked against the fitted items) is refused with one line."""
+    import optuna
+
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.tuning import tune_method
+
+    ds = load_dataset("synthetic")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    tune_method("test-ridge", ds, 2, storage)
+    study = optuna.load_study(study_name="synthetic/test-ridge", storage=storage)
+    legacy = {k: v for k, v in study.user_attrs["identity"].items() if k != "database"}
+    study.set_user_attr("identity", legacy)
+    assert tune_method("test-ridge", ds, 3, storage)["trials"] == 3
+    study.set_user_attr("identity", {**legacy, "database": "fit"})
+    with pytest.raises(CmrBenchError, match="database 'fit' != 'validation'"):
+        tune_method("test-ridge", ds, 4, storage)
+
+
+def test_the_trainer_scores_against_the_database_tune_asks_for():
+    """While `tune` listens on a hashing protocol, the pruner's intermediate scores rank validation
+    queries against the fitted items too (the objective's database), not against each other."""
+    from cmr_bench.data.synthetic import make_synthetic
+    from cmr_bench.progress import set_validation_database, set_validation_listener
+    from cmr_bench.registry import get_method
+
+    cls = get_method("sdeh")
+    ds = make_synthetic(n_train=64, n_test=16, image_dim=12, text_dim=8, num_classes=4, multilabel=True, seed=2)
+    config = cls.resolve_config({**cls.smoke_config, "epochs": 3})
+    train, val = ds.splits["train"], ds.splits["train"].subset(np.arange(16), "val")
+
+    def reported(database):
+        m = cls.create(image_dim=12, text_dim=8, num_classes=4, label_kind=ds.label_kind, config=config, bits=16,
+                       device="cpu", seed=0)
+        seen = []
+        previous = set_validation_listener(lambda step, score: seen.append(score))
+        old = set_validation_database(database)
+        try:
+            m.fit(train, val)
+        finally:
+            set_validation_listener(previous)
+            set_validation_database(old)
+        return seen[-1], m
+
+    last, m = reported(train)
+    assert last == pytest.approx(np.mean(m.validation_map(val, train)))
+    assert last != pytest.approx(np.mean(m.validation_map(val)))
+    last, m = reported(None)
+    assert last == pytest.approx(np.mean(m.validation_map(val)))
