@@ -20,8 +20,11 @@ tune` loads the dataset with `train_only=True`: the test split's files are never
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -257,6 +260,26 @@ def requeue_interrupted(study, optuna) -> None:
             study.enqueue_trial(t.params, skip_if_exists=False)
 
 
+@contextlib.contextmanager
+def _stop_workers_on_ctrl_c(stopping: threading.Event, active: bool):
+    """With trials in worker threads, Ctrl-C reaches only the main thread, and optuna then waits
+    for the workers' trials to end (a DSCMR trial: minutes). Set `stopping` first, so each
+    worker's trial stops at its next validation report, marked interrupted (rerun on resume)."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        stopping.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jobs: int = 1, bits: int | None = None,
                 val_fraction: float = 0.1, protocol: str | None = None, progress: bool = False, stream=None,
                 startup: int = 5, warmup: int = 5, pin: dict | None = None) -> dict:
@@ -291,6 +314,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
         if start is not None:  # trial 0 is the paper's defaults: tuning never reports worse than them on validation
             study.enqueue_trial(start)
     check = getattr(cls, "check_config", None)
+    stopping = threading.Event()
 
     def objective(trial):
         try:
@@ -307,6 +331,8 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
             check(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
 
         def intermediate(step, score):
+            if stopping.is_set():  # Ctrl-C in the main thread: stop this worker's trial now (rerun on resume)
+                raise KeyboardInterrupt
             trial.report(float(score), int(step))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
@@ -339,7 +365,8 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
             if first:
                 study.optimize(objective, n_trials=first, n_jobs=1, catch=(Exception,), callbacks=[after_trial])
             if left - first > 0:
-                study.optimize(objective, n_trials=left - first, n_jobs=jobs, catch=(Exception,), callbacks=[after_trial])
+                with _stop_workers_on_ctrl_c(stopping, jobs > 1):
+                    study.optimize(objective, n_trials=left - first, n_jobs=jobs, catch=(Exception,), callbacks=[after_trial])
         finally:
             bar.close()
     if not done():
