@@ -27,7 +27,7 @@ _TOP_KEYS = {"name", "title", "description", "dataset", "report", "grids", "swee
 _GRID_KEYS = {"name", "methods", "seeds", "variants", "bits", "protocol", "config", "set"}
 _SWEEP_KEYS = {"name", "method", "parameters", "values", "seeds", "variant", "protocol", "bits"}
 _TABLE_KEYS = {"table", "metric", "name", "hide_missing"}
-_FIGURE_KEYS = {"figure", "protocol", "bits", "metric", "sweep", "method", "name", "caption"}
+_FIGURE_KEYS = {"figure", "protocol", "bits", "metric", "sweep", "method", "name", "caption", "config"}
 
 
 @dataclass(frozen=True)
@@ -367,6 +367,12 @@ def _parse(raw: dict, path: Path) -> Experiment:
             if f["metric"] not in METRICS:
                 raise w.error(where, f"metric must be one of {', '.join(METRICS)}, got {f['metric']!r}")
             options["metric"] = f["metric"]
+        if "config" in f:  # curve figures: all runs, or only the default / tuned ones
+            from cmr_bench.report.figures import CONFIGS
+
+            if kind not in ("pr", "precision-at-r") or f["config"] not in CONFIGS:
+                raise w.error(where, f"config applies to the pr and precision-at-r figures and is one of {', '.join(CONFIGS)}")
+            options["config"] = f["config"]
         if "name" in f:
             options["name"] = _name(w, where, f["name"], "figure file name")
         if "caption" in f:

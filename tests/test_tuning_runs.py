@@ -407,3 +407,30 @@ def test_tune_splits_the_cpus_between_its_trial_threads(run_cli, tmp_path, monke
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_curve_figures_draw_all_or_only_default_or_tuned_runs(run_cli, tmp_path, tuned_cca):
+    """Tuned runs get curves of their own; the paper's Fig. 3 (sdcmr-tip2024) draws the defaults
+    only (with 20 tuned methods its legend doubled and the colours repeated)."""
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.experiment import load_experiment
+    from cmr_bench.report import figures
+
+    results = tmp_path / "runs"
+    for extra in ((), ("--config", "tuned", "--tuned-dir", str(tuned_cca))):
+        code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, *extra)
+        assert code == 0, err
+    labels = {c: sorted(figures._curves(figures._groups(results, "synthetic", "real", None, c)[("real", None)], figures._pr_points))
+              for c in ("all", "default", "tuned")}
+    assert labels == {"all": ["cca", "cca (tuned)"], "default": ["cca"], "tuned": ["cca (tuned)"]}
+    code, out, err = run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", results, "--config", "tuned",
+                             "--out", tmp_path / "pr.png")
+    assert code == 0 and (tmp_path / "pr.png").is_file(), err
+    code, out, err = run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", results, "--config", "best",
+                             "--out", tmp_path / "x.png")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "default" in err
+    assert load_experiment("sdcmr-tip2024").figures[0].options["config"] == "default"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[[grids]]\nmethods = ["cca"]\n[[figures]]\nfigure = "code-length"\nconfig = "tuned"\n')
+    with pytest.raises(CmrBenchError, match="config applies to the pr and precision-at-r figures"):
+        load_experiment(str(bad))

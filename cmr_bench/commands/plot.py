@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None, help=DATASET_HELP + "; required except for curves")
     p.add_argument("--protocol", default=None, help="only runs of this protocol (default: every protocol, one figure each)")
     p.add_argument("--bits", type=int, default=None, help="binary methods: only this code length (default: one figure per length)")
+    p.add_argument("--config", default="all", metavar="{all,default,tuned}",
+                   help="pr, precision-at-r: which runs to draw (default all; tuned runs get curves of their own)")
     p.add_argument("--metric", default="map@all", help="code-length: map@all (default) or map@50")
     p.add_argument("--method", default="sdcmr", help="tsne: the real-valued method whose common representations are shown "
                                                      "(a name or name[variant]; default sdcmr; its lowest-seed finished run)")
@@ -50,9 +52,9 @@ def cmd_plot(args) -> int:
     out = Path(args.out) if args.out else user_output(args, dataset) / f"fig_{args.kind.replace('-', '_')}{suffix}.png"
     runs_dir = Path(args.results_dir)
     if args.kind == "pr":
-        paths = figures.plot_pr(runs_dir, dataset, out, args.protocol, args.bits)
+        paths = figures.plot_pr(runs_dir, dataset, out, args.protocol, args.bits, args.config)
     elif args.kind == "precision-at-r":
-        paths = figures.plot_precision_at_r(runs_dir, dataset, out, args.protocol, args.bits)
+        paths = figures.plot_precision_at_r(runs_dir, dataset, out, args.protocol, args.bits, args.config)
     elif args.kind == "tsne":  # Fig. 6; needs scikit-learn (the figures extra)
         from cmr_bench.commands._common import root_of
         from cmr_bench.report.tsne import plot_tsne

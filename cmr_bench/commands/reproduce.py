@@ -213,9 +213,9 @@ def write_figure_output(exp, f, dataset: str, runs_dir: Path, target: Path, root
 
     o = f.options
     if f.kind == "pr":
-        return figures.plot_pr(runs_dir, dataset, target, o.get("protocol"), o.get("bits"))
+        return figures.plot_pr(runs_dir, dataset, target, o.get("protocol"), o.get("bits"), o.get("config", "all"))
     if f.kind == "precision-at-r":
-        return figures.plot_precision_at_r(runs_dir, dataset, target, o.get("protocol"), o.get("bits"))
+        return figures.plot_precision_at_r(runs_dir, dataset, target, o.get("protocol"), o.get("bits"), o.get("config", "all"))
     if f.kind == "code-length":
         return [figures.plot_code_length(runs_dir, dataset, target, o.get("protocol"), o.get("metric", "map@all"))]
     if f.kind == "sweep":

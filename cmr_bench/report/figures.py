@@ -53,10 +53,17 @@ def _style(i: int) -> dict:
     return {"color": colours[i % 20], "linestyle": styles[(i + i // 10) % len(styles)], "marker": markers[i % len(markers)]}
 
 
-def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None):
+CONFIGS = ("all", "default", "tuned")  # which runs a curve figure draws (tuned runs get curves of their own)
+
+
+def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, config: str = "all"):
     """{(protocol, bits or None): [(spec, metrics), ...]}: one figure per protocol and code length."""
+    if config not in CONFIGS:
+        raise CmrBenchError(f"unknown figure config '{config}' (choose from: {', '.join(CONFIGS)})")
     groups = defaultdict(list)
     for spec, metrics in _finished(runs_dir, dataset, protocol, bits):
+        if config != "all" and spec.get("config_source", "default") != config:
+            continue
         groups[(spec.get("protocol", "?"), spec.get("bits"))].append((spec, metrics))
     return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)))
 
@@ -93,9 +100,11 @@ def _precision_at_r(m: dict):
     return sorted((int(k[2:]), v) for k, v in m.items() if k.startswith("p@") and isinstance(v, (int, float)))
 
 
-def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None) -> list[Path]:
-    """One PNG per (protocol, code length): PR curves of both directions, mean over seeds."""
-    groups = _groups(runs_dir, dataset, protocol, bits)
+def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
+            config: str = "all") -> list[Path]:
+    """One PNG per (protocol, code length): PR curves of both directions, mean over seeds.
+    `config`: all runs, or only the default / tuned ones."""
+    groups = _groups(runs_dir, dataset, protocol, bits, config)
     if not groups:
         raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
     written = []
@@ -117,8 +126,9 @@ def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None
     return written
 
 
-def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None) -> list[Path]:
-    groups = _groups(runs_dir, dataset, protocol, bits)
+def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
+                        config: str = "all") -> list[Path]:
+    groups = _groups(runs_dir, dataset, protocol, bits, config)
     written = []
     for (proto, b), runs in groups.items():
         curves = _curves(runs, _precision_at_r)
