@@ -369,6 +369,9 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
                     study.optimize(objective, n_trials=left - first, n_jobs=jobs, catch=(Exception,), callbacks=[after_trial])
         finally:
             bar.close()
+            # wall time summed over every invocation, interrupted ones too (a resumed study once
+            # recorded only its last part: SDEH 238 s of ~25 min)
+            study.set_user_attr("seconds", float(study.user_attrs.get("seconds", 0.0)) + time.perf_counter() - t0)
     if not done():
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
         why = failed[-1].system_attrs.get("fail_reason", "") if failed else ""
@@ -381,7 +384,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
         "objective": OBJECTIVES[database], "value": float(best.value), "trials": len(done()), "budget": budget,
         "pruned": len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
         "sampler": "grid" if is_grid(space) else "tpe", "seed": seed, "val_fraction": val_fraction,
-        "version": __version__, "seconds": round(time.perf_counter() - t0, 1), "tuned": sorted(picked),
+        "version": __version__, "seconds": round(float(study.user_attrs.get("seconds", time.perf_counter() - t0)), 1), "tuned": sorted(picked),
         "config": cls.resolve_config({**picked, **(pin or {})}, dataset=dataset.name),
     }
 

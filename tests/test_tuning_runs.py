@@ -355,11 +355,15 @@ def test_ctrl_c_mid_study_keeps_finished_trials_and_a_rerun_resumes_to_the_budge
     else:
         assert count(db, INTERRUPTED) == 0
     assert not (tmp_path / "t" / "synthetic").exists()  # no tuned file from a stopped study
+    # the study's wall time is kept across invocations (a resumed study once recorded only its last part)
+    first = json.loads(count(db, "select value_json from study_user_attributes where key = 'seconds'"))
+    assert first >= 0.8  # at least the one finished trial's fit
 
     env["SLOW_FIT_S"] = "0"
     rerun = subprocess.run([sys.executable, "-c", script, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert count(db) == 6  # resumed: the interrupted trial does not count against the budget
+    assert tomllib.loads((tmp_path / "t" / "synthetic" / f"{method}.toml").read_text())["seconds"] >= round(first, 1)
     if jobs > 1:
         assert tomllib.loads((tmp_path / "t" / "synthetic" / f"{method}.toml").read_text())["trials"] == 6
         return
