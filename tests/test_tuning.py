@@ -13,6 +13,15 @@ from cmr_bench import registry  # noqa: E402
 from cmr_bench.plugin import Method, MethodInfo  # noqa: E402
 
 
+def _registered(cls):
+    """Fixture body: the test plugin in the registry while the test runs, removed after."""
+    registry._load()
+    registry._add(cls, "tests")
+    yield cls
+    registry._REGISTRY.pop(cls.name)
+    registry._SOURCES.pop(cls.name)
+
+
 @pytest.fixture
 def ridge_method():
     """A cheap real-valued method with a continuous space (the TPE path)."""
@@ -33,11 +42,7 @@ def ridge_method():
         def encode(self, features, modality):
             return (features @ self.w[modality]).astype(np.float32)
 
-    registry._load()
-    registry._add(Ridge, "tests")
-    yield Ridge
-    registry._REGISTRY.pop("test-ridge")
-    registry._SOURCES.pop("test-ridge")
+    yield from _registered(Ridge)
 
 
 def test_tiny_study_writes_the_best_config_and_resumes(run_cli, tmp_path, ridge_method):
@@ -79,11 +84,7 @@ def spaceless_method():
         def encode(self, features, modality):
             return features[:, :2].astype(np.float32)
 
-    registry._load()
-    registry._add(Spaceless, "tests")
-    yield Spaceless
-    registry._REGISTRY.pop("test-spaceless")
-    registry._SOURCES.pop("test-spaceless")
+    yield from _registered(Spaceless)
 
 
 def test_bad_input_is_one_line(run_cli, tmp_path, spaceless_method):
@@ -170,11 +171,7 @@ def stepping_method():
         def encode(self, features, modality):
             return features[:, :2].astype(np.float32)
 
-    registry._load()
-    registry._add(Stepping, "tests")
-    yield Stepping
-    registry._REGISTRY.pop("test-stepping-tune")
-    registry._SOURCES.pop("test-stepping-tune")
+    yield from _registered(Stepping)
 
 
 def test_poor_trials_are_pruned_on_the_reported_validation_scores(tmp_path, stepping_method):
@@ -324,11 +321,7 @@ def binary_ridge_method():
         def encode(self, features, modality):
             return np.where(features @ self.w[modality] >= 0, 1, -1).astype(np.int8)
 
-    registry._load()
-    registry._add(BinaryRidge, "tests")
-    yield BinaryRidge
-    registry._REGISTRY.pop("test-binary-ridge")
-    registry._SOURCES.pop("test-binary-ridge")
+    yield from _registered(BinaryRidge)
 
 
 def test_a_hashing_study_ranks_validation_against_the_fitted_items(run_cli, tmp_path, binary_ridge_method):
