@@ -99,6 +99,29 @@ def test_readme_methods_table_is_generated_from_the_method_infos():
     assert block == methods_markdown(rows).rstrip("\n"), "README methods table is stale: paste `cmr-bench list methods --markdown`"
 
 
+def _md_rows(text: str, header: str) -> dict[str, list[str]]:
+    """{first cell: cells} of the Markdown table whose header line starts with `header`."""
+    start = text.index(header)
+    lines = text[start:].split("\n\n", 1)[0].splitlines()
+    return {cells[0]: cells for cells in ([c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines[2:])}
+
+
+@pytest.mark.parametrize("readme_header, table, table_header", [
+    ("| Method | Default Img2Txt", "table2.md", "| Method "),
+    ("| Method | I→T 16", "hash_mapall.md", "| Method "),
+])
+def test_readme_result_tables_copy_the_committed_tables(readme_header, table, table_header):
+    """The README's compact tables show the cells of results/wiki/*.md as written there: made once
+    from the CSV's 4-decimal values, some cells were rounded twice (LGCFL's 0.215 became 0.214)."""
+    committed = _md_rows((REPO / "results" / "wiki" / table).read_text(), table_header)
+    shown = _md_rows(_readme(), readme_header)
+    assert shown and set(shown) <= set(committed)
+    for method, cells in shown.items():
+        missing = [c for c in cells[1:] if c and c[0].isdigit() and "/" not in c and c not in committed[method]]
+        missing += [c for c in cells[1:] if c.startswith("**") and c not in committed[method]]
+        assert not missing, f"README row {method!r}: {missing} not in results/wiki/{table}"
+
+
 def _readme_block(heading: str) -> str:
     text = _readme()
     section = text[text.index(heading):]
