@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from cmr_bench.errors import CmrBenchError, UnknownNameError
+from cmr_bench.runner.spec import CONFIG_SOURCES, RUN_SELECTIONS
 
 TABLES = ("2", "3", "4", "5", "hash", "djsrh-ablation")
 FIGURES = ("pr", "precision-at-r", "code-length", "sweep", "tsne")
 METRICS = ("map@all", "map@50")
-CONFIGS = ("default", "tuned")
 MAX_FILE_BYTES = 1 << 20
 MAX_BITS = 4096  # as `run --bits`
 
@@ -235,8 +235,8 @@ def _variants(w, where, value, methods) -> str:
 
 
 def _config(w, where, value) -> str:
-    if value not in CONFIGS:
-        raise w.error(where, f"config must be one of {', '.join(CONFIGS)}, got {value!r}")
+    if value not in CONFIG_SOURCES:
+        raise w.error(where, f"config must be one of {', '.join(CONFIG_SOURCES)}, got {value!r}")
     return value
 
 
@@ -368,10 +368,8 @@ def _parse(raw: dict, path: Path) -> Experiment:
                 raise w.error(where, f"metric must be one of {', '.join(METRICS)}, got {f['metric']!r}")
             options["metric"] = f["metric"]
         if "config" in f:  # curve figures: all runs, or only the default / tuned ones
-            from cmr_bench.report.figures import CONFIGS
-
-            if kind not in ("pr", "precision-at-r") or f["config"] not in CONFIGS:
-                raise w.error(where, f"config applies to the pr and precision-at-r figures and is one of {', '.join(CONFIGS)}")
+            if kind not in ("pr", "precision-at-r") or f["config"] not in RUN_SELECTIONS:
+                raise w.error(where, f"config applies to the pr and precision-at-r figures and is one of {', '.join(RUN_SELECTIONS)}")
             options["config"] = f["config"]
         if "name" in f:
             options["name"] = _name(w, where, f["name"], "figure file name")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cmr_bench.commands._common import root_of
 from cmr_bench.errors import CmrBenchError
+from cmr_bench.runner.spec import CONFIG_SOURCES
 
 ORDER = 20
 DEFAULT_RESULTS = Path("results") / "runs"
@@ -203,7 +204,7 @@ def cmd_run(args) -> int:
         raise CmrBenchError(f"--seeds: values must be below 2**63, got {max(seeds)}")
     if max(bits) > MAX_BITS:
         raise CmrBenchError(f"--bits: at most {MAX_BITS}, got {max(bits)}")
-    if args.config not in ("default", "tuned"):
+    if args.config not in CONFIG_SOURCES:
         raise CmrBenchError(f"--config: unknown '{args.config}' (default or tuned)")
     if args.tuned_dir is not None and args.config != "tuned":
         raise CmrBenchError("--tuned-dir only applies with --config tuned")

@@ -10,6 +10,7 @@ import numpy as np
 
 from cmr_bench.errors import CmrBenchError
 from cmr_bench.report.results import method_key, source_text
+from cmr_bench.runner.spec import RUN_SELECTIONS
 from cmr_bench.runner.store import STATUS_DONE, iter_runs
 
 DIRECTION_TITLES = {"i2t": "Img2Txt", "t2i": "Txt2Img"}
@@ -53,13 +54,12 @@ def _style(i: int) -> dict:
     return {"color": colours[i % 20], "linestyle": styles[(i + i // 10) % len(styles)], "marker": markers[i % len(markers)]}
 
 
-CONFIGS = ("all", "default", "tuned")  # which runs a curve figure draws (tuned runs get curves of their own)
 
 
 def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, config: str = "all"):
     """{(protocol, bits or None): [(spec, metrics), ...]}: one figure per protocol and code length."""
-    if config not in CONFIGS:
-        raise CmrBenchError(f"unknown figure config '{config}' (choose from: {', '.join(CONFIGS)})")
+    if config not in RUN_SELECTIONS:  # tuned runs get curves of their own
+        raise CmrBenchError(f"unknown figure config '{config}' (choose from: {', '.join(RUN_SELECTIONS)})")
     groups = defaultdict(list)
     for spec, metrics in _finished(runs_dir, dataset, protocol, bits):
         if config != "all" and spec.get("config_source", "default") != config:

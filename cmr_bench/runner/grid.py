@@ -13,7 +13,7 @@ from typing import Any
 from cmr_bench.data.types import Dataset
 from cmr_bench.errors import CmrBenchError
 from cmr_bench.registry import get_method
-from cmr_bench.runner.spec import RunSpec
+from cmr_bench.runner.spec import CONFIG_SOURCES, RunSpec
 from cmr_bench.runner.store import STATUS_CORRUPT, STATUS_DONE, STATUS_FAILED, recover, validate_run
 
 DEFAULT_PROTOCOL = {"real": "real", "binary": "hash"}
@@ -144,7 +144,7 @@ def expand(
     (cmr_bench.tuning.tuned_config; variants and --set apply on top); methods without one are
     named together in one error."""
     overrides = overrides or {}
-    if config_source not in ("default", "tuned"):
+    if config_source not in CONFIG_SOURCES:
         raise CmrBenchError(f"--config: unknown '{config_source}' (default or tuned)")
     if config_source == "tuned":
         _check_tuned(methods, dataset, bits, tuned_dir)

@@ -14,6 +14,9 @@ from typing import Any
 # Ranks at which precision@R is stored (capped at the retrieval set size).
 DEFAULT_RS = (10, 20, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 EVAL_KS = (50,)
+# where a run's base config comes from (`run --config`), and which runs a curve figure draws
+CONFIG_SOURCES = ("default", "tuned")
+RUN_SELECTIONS = ("all", *CONFIG_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class RunSpec:
         check_component(self.method, "method name")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise TypeError(f"seed must be an integer, got {self.seed!r}")
-        if self.config_source not in ("default", "tuned"):
+        if self.config_source not in CONFIG_SOURCES:
             raise ValueError(f"config_source must be 'default' or 'tuned', got {self.config_source!r}")
         tag = self.config_source + ("-" + slug(self.variant) if self.variant else "")
         if self.variant and self.config_source == "default":  # folders of default runs keep their old names
