@@ -77,7 +77,7 @@ def test_a_tuned_config_equal_to_the_defaults_is_still_its_own_run(tmp_path):
     from cmr_bench.data.loader import load_dataset
     from cmr_bench.registry import get_method
     from cmr_bench.runner.grid import expand
-    from cmr_bench.tuning import write_tuned
+    from cmr_bench.runner.tuned import write_tuned
 
     ds = load_dataset("synthetic")
     cls = get_method("cca")
@@ -118,7 +118,7 @@ def test_binary_methods_are_tuned_per_code_length(tmp_path):
     from cmr_bench.data.loader import load_dataset
     from cmr_bench.errors import CmrBenchError
     from cmr_bench.runner.grid import expand
-    from cmr_bench.tuning import tuned_config, write_tuned
+    from cmr_bench.runner.tuned import tuned_config, write_tuned
     from cmr_bench.registry import get_method
 
     ds = load_dataset("synthetic")
@@ -379,7 +379,7 @@ def test_the_hash_table_gives_tuned_runs_a_row_of_their_own(run_cli, tmp_path):
 
     from cmr_bench.data.loader import load_dataset
     from cmr_bench.registry import get_method
-    from cmr_bench.tuning import write_tuned
+    from cmr_bench.runner.tuned import write_tuned
 
     ds = load_dataset("synthetic")
     config = get_method("sdeh").resolve_config({"epochs": 2}, dataset="synthetic")  # a study that picked 2 epochs

@@ -29,7 +29,8 @@ def register(sub) -> None:
 
 def cmd_tune(args) -> int:
     from cmr_bench.commands._common import root_of
-    from cmr_bench.tuning import need_optuna, search_space, tune_method, write_tuned
+    from cmr_bench.runner.tuned import write_tuned
+    from cmr_bench.tuning import need_optuna, search_space, tune_method
 
     if args.trials < 1:
         raise CmrBenchError(f"--trials must be >= 1, got {args.trials}")

@@ -15,6 +15,7 @@ from cmr_bench.errors import CmrBenchError
 from cmr_bench.registry import get_method
 from cmr_bench.runner.spec import CONFIG_SOURCES, RunSpec
 from cmr_bench.runner.store import STATUS_CORRUPT, STATUS_DONE, STATUS_FAILED, recover, validate_run
+from cmr_bench.runner.tuned import DEFAULT_TUNED_DIR, TunedConfigMissing, tuned_config, tuned_record
 
 DEFAULT_PROTOCOL = {"real": "real", "binary": "hash"}
 DEFAULT_BITS = (16, 32, 64, 128)
@@ -141,7 +142,7 @@ def expand(
     config_source: str = "default", tuned_dir: Path | str | None = None,
 ) -> list[RunSpec]:
     """`config_source` "tuned": each method's base config is the one `cmr-bench tune` wrote
-    (cmr_bench.tuning.tuned_config; variants and --set apply on top); methods without one are
+    (cmr_bench.runner.tuned.tuned_config; variants and --set apply on top); methods without one are
     named together in one error."""
     overrides = overrides or {}
     if config_source not in CONFIG_SOURCES:
@@ -183,8 +184,6 @@ def expand(
             for b in code_lengths:
                 base, record = {}, {}
                 if config_source == "tuned":
-                    from cmr_bench.tuning import tuned_config, tuned_record
-
                     base, record = tuned_config(name, dataset, b, tuned_dir), tuned_record(name, dataset, b, tuned_dir)
                 merged = {**base, **cls.variants.get(variant, {}), **user}
                 config = cls.resolve_config(merged, dataset=dataset.name)
@@ -204,8 +203,6 @@ def expand(
 
 def _check_tuned(methods: list[str], dataset: Dataset, bits: list[int] | None, tuned_dir) -> None:
     """Every method's tuned file, before the grid: all missing ones named in one line."""
-    from cmr_bench.tuning import DEFAULT_TUNED_DIR, TunedConfigMissing, tuned_config
-
     missing = []
     for name in methods:
         lengths = list(bits or DEFAULT_BITS) if get_method(name).code_type == "binary" else [None]
