@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cmr_bench.data.types import Split
+from cmr_bench.hooks import NO_HOOKS, TrainHooks
 
 CODE_TYPES = ("real", "binary")
 
@@ -79,6 +80,7 @@ class Method:
         self.bits = bits
         self.device = device
         self.seed = seed
+        self.hooks: TrainHooks = NO_HOOKS  # progress and validation callbacks, set by the runner or `tune` before fit
 
     @classmethod
     def resolve_config(cls, overrides: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:

@@ -5,8 +5,8 @@ modality's standardised features to codes (`encoder`), and its loss on a minibat
 binary plugins may replace the quantisation (`quantize`, default sign with sign(0) = +1). The
 trainer owns everything else: inputs and their standardisation, the run's random streams,
 device placement, batching, the optimiser step, the schedule (iterations or epochs), the
-training log (one schema), progress reports, and selection of the best epoch on validation
-through `cmr_bench.evaluate`.
+training log (one schema), progress and validation reports (`self.hooks`, cmr_bench/hooks.py),
+and selection of the best epoch on validation through `cmr_bench.evaluate`.
 
 Methods whose papers prescribe their own update order keep a hook for it, not a loop: override
 `step(batch)` (several optimisers, alternating or per-block updates: `self.update(loss, *names)`
@@ -31,7 +31,6 @@ from torch import nn
 
 from cmr_bench.data.types import Split, label_matrix  # noqa: F401 (methods import it from here)
 from cmr_bench.plugin import Method
-from cmr_bench.progress import training_step, validation_database, validation_score, validation_wanted
 
 MODALITIES = ("image", "text")
 
@@ -304,7 +303,7 @@ class TorchMethod(Method):
         select = bool(c.get("select_on_validation")) and val is not None and len(val) > 0
         # A method that does not select on validation is still scored there for `tune`'s pruner
         # (about 10 times per fit, nothing logged, the model unchanged): no listener, no cost.
-        watch = not select and val is not None and len(val) > 0 and validation_wanted()
+        watch = not select and val is not None and len(val) > 0 and self.hooks.wants_validation
         watch_every = max(1, self.total // 10)
         stream = batch_stream(len(train), int(c["batch_size"]), self.order) if unit == "iteration" else None
         best, best_state, best_at = -np.inf, None, 0
@@ -318,15 +317,15 @@ class TorchMethod(Method):
             if select:
                 i2t, t2i = self.validation_map(val)
                 row.update(val_map_i2t=i2t, val_map_t2i=t2i)
-                validation_score(self.done + 1, self._tune_score(val, (i2t + t2i) / 2))  # `tune` prunes on it
+                self.hooks.validation_score(self.done + 1, self._tune_score(val, (i2t + t2i) / 2))  # `tune` prunes on it
                 if (i2t + t2i) / 2 > best:
                     best, best_at, best_state = (i2t + t2i) / 2, self.done + 1, copy.deepcopy(self.net.state_dict())
             elif watch and ((self.done + 1) % watch_every == 0 or self.done + 1 == self.total):
-                validation_score(self.done + 1, self._tune_score(val))
+                self.hooks.validation_score(self.done + 1, self._tune_score(val))
             log.append(row)
             loss = self._last_loss
-            training_step(self.done + 1, self.total,
-                          float(loss.detach()) if loss is not None and self.device == "cpu" else None, unit)
+            self.hooks.training_step(self.done + 1, self.total,
+                                     float(loss.detach()) if loss is not None and self.device == "cpu" else None, unit)
         if best_state is not None:
             self.net.load_state_dict(best_state)
         self.net.eval()
@@ -350,9 +349,9 @@ class TorchMethod(Method):
         return float(scores[0]), float(scores[1])
 
     def _tune_score(self, val: Split, own: float | None = None) -> float:
-        """The score `tune` prunes on: its objective's database (validation_database()) when it
+        """The score `tune` prunes on: its objective's database (hooks.validation_database) when it
         set one, else the validation split itself (`own`, when already computed)."""
-        database = validation_database()
+        database = self.hooks.validation_database
         if database is None and own is not None:
             return own
         return float(np.mean(self.validation_map(val, database)))

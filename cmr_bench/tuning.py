@@ -155,13 +155,13 @@ def default_params(cls, space: dict, dataset: str) -> dict[str, Any] | None:
 
 
 def validation_score(cls, dataset, train_full, config: dict, bits: int | None, seed: int, val_fraction: float,
-                     database: str = "validation") -> float:
+                     database: str = "validation", on_score=None) -> float:
     """Fit on train minus validation, rank validation queries against `database` ("validation":
     the validation split; "fit": the items fitted, see validation_database); never the test split.
-    A `tune` listener in this thread gets intermediate scores against the same database."""
+    `on_score(step, score)` gets the trainer's intermediate scores against the same database."""
     from cmr_bench.data.splits import carve_validation
     from cmr_bench.evaluation import evaluate
-    from cmr_bench.progress import set_validation_database
+    from cmr_bench.hooks import TrainHooks
 
     train, val = carve_validation(train_full, val_fraction, seed=seed)
     db = train if database == "fit" else val
@@ -169,13 +169,10 @@ def validation_score(cls, dataset, train_full, config: dict, bits: int | None, s
                         label_kind=dataset.label_kind, config=config, bits=bits, device="cpu", seed=seed)
     from cmr_bench.trainer import TorchMethod
 
+    method.hooks = TrainHooks(validation=on_score, validation_database=db if database == "fit" else None)
     # A trainer method gets the validation split even when it does not select on it: it reports
     # its score there during training, which is what the pruner needs (the fit is unchanged).
-    previous = set_validation_database(db if database == "fit" else None)
-    try:
-        method.fit(train, val if cls.uses_validation or isinstance(method, TorchMethod) else None)
-    finally:
-        set_validation_database(previous)
+    method.fit(train, val if cls.uses_validation or isinstance(method, TorchMethod) else None)
     query = {m: np.asarray(method.encode(val.features(m), m)) for m in ("image", "text")}
     codes = query if db is val else {m: np.asarray(method.encode(db.features(m), m)) for m in ("image", "text")}
     similarity = "hamming" if cls.code_type == "binary" else "cosine"
@@ -284,7 +281,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
                 val_fraction: float = 0.1, protocol: str | None = None, progress: bool = False, stream=None,
                 startup: int = 5, warmup: int = 5, pin: dict | None = None) -> dict:
     """One study. Pruning: MedianPruner on the validation score the trainer reports per epoch
-    (cmr_bench.progress.validation_score), after `startup` trials and `warmup` epochs; methods
+    (TrainHooks.validation, cmr_bench/hooks.py), after `startup` trials and `warmup` epochs; methods
     that report none (closed forms, no selection on validation) always run to the end.
     `pin`: hyperparameters held whatever a trial picks (the conformance tests' tiny sizes).
     Ctrl-C stops the study; every finished trial stays in the storage."""
@@ -324,8 +321,6 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
             raise
 
     def run_trial(trial):
-        from cmr_bench.progress import set_validation_listener
-
         config = cls.resolve_config({**suggest(trial, space), **(pin or {})}, dataset=dataset.name)
         if callable(check):  # a combination the plugin refuses is a failed trial, not a crash
             check(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
@@ -337,11 +332,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
-        previous = set_validation_listener(intermediate)
-        try:
-            return validation_score(cls, dataset, train_full, config, bits, seed, val_fraction, database)
-        finally:
-            set_validation_listener(previous)
+        return validation_score(cls, dataset, train_full, config, bits, seed, val_fraction, database, on_score=intermediate)
 
     complete = optuna.trial.TrialState.COMPLETE
     done = lambda: [t for t in study.trials if t.state == complete]  # noqa: E731

@@ -338,10 +338,8 @@ def test_estimate_packs_runs_onto_workers():
 
 @pytest.fixture
 def stepping_method():
-    """A method that reports 4 epochs through cmr_bench.progress, like the shared trainer."""
+    """A method that reports 4 epochs through its progress hook, like the shared trainer."""
     import time
-
-    from cmr_bench.progress import training_step
 
     class Stepping(Method):
         name = "test-stepping"
@@ -351,7 +349,7 @@ def stepping_method():
         def fit(self, train, val=None):
             for i in range(4):
                 time.sleep(self.config["sleep_s"])
-                training_step(i + 1, 4, 2.0 / (i + 1))
+                self.hooks.training_step(i + 1, 4, 2.0 / (i + 1))
             return [{"step": 0, "loss": 0.5}]
 
         def encode(self, features, modality):

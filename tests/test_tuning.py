@@ -161,11 +161,9 @@ def stepping_method():
         epochs_run: list = []
 
         def fit(self, train, val=None):
-            from cmr_bench.progress import validation_score
-
             for epoch in range(1, 11):
                 type(self).epochs_run.append(epoch)
-                validation_score(epoch, self.config["x"])
+                self.hooks.validation_score(epoch, self.config["x"])
             return []
 
         def encode(self, features, modality):
@@ -186,7 +184,7 @@ def test_poor_trials_are_pruned_on_the_reported_validation_scores(tmp_path, step
 
 def test_the_trainer_reports_its_validation_score_per_epoch():
     from cmr_bench.data.synthetic import make_synthetic
-    from cmr_bench.progress import set_validation_listener
+    from cmr_bench.hooks import TrainHooks
     from cmr_bench.registry import get_method
 
     cls = get_method("dscmr")
@@ -194,11 +192,8 @@ def test_the_trainer_reports_its_validation_score_per_epoch():
     config = cls.resolve_config(cls.smoke_config)
     m = cls.create(image_dim=12, text_dim=8, num_classes=4, label_kind=ds.label_kind, config=config, device="cpu", seed=0)
     seen = []
-    previous = set_validation_listener(lambda step, score: seen.append((step, score)))
-    try:
-        log = m.fit(ds.splits["train"], ds.splits["train"].subset(np.arange(16), "val"))
-    finally:
-        set_validation_listener(previous)
+    m.hooks = TrainHooks(validation=lambda step, score: seen.append((step, score)))
+    log = m.fit(ds.splits["train"], ds.splits["train"].subset(np.arange(16), "val"))
     assert [s for s, _ in seen] == list(range(1, config["epochs"] + 1))
     assert [v for _, v in seen] == pytest.approx([(r["val_map_i2t"] + r["val_map_t2i"]) / 2 for r in log])
 
@@ -209,7 +204,7 @@ def test_a_method_that_does_not_select_still_reports_for_the_pruner_and_fits_the
     40-trial SDCMR study ran every trial to the end. Scored about 10 times per fit, only while
     a listener is installed; the fitted model is the one a plain fit makes."""
     from cmr_bench.data.synthetic import make_synthetic
-    from cmr_bench.progress import set_validation_listener
+    from cmr_bench.hooks import TrainHooks
     from cmr_bench.registry import get_method
 
     cls = get_method(name)
@@ -221,11 +216,8 @@ def test_a_method_that_does_not_select_still_reports_for_the_pruner_and_fits_the
     def fitted(listen: bool):
         m = cls.create(image_dim=12, text_dim=8, num_classes=4, label_kind=ds.label_kind, config=config, device="cpu", seed=0)
         seen = []
-        previous = set_validation_listener((lambda step, score: seen.append((step, score))) if listen else None)
-        try:
-            log = m.fit(train, val)
-        finally:
-            set_validation_listener(previous)
+        m.hooks = TrainHooks(validation=(lambda step, score: seen.append((step, score))) if listen else None)
+        log = m.fit(train, val)
         return seen, log, m.encode(ds.splits["test"].image, "image")
 
     seen, log, codes = fitted(True)
@@ -370,7 +362,7 @@ def test_the_trainer_scores_against_the_database_tune_asks_for():
     """While `tune` listens on a hashing protocol, the pruner's intermediate scores rank validation
     queries against the fitted items too (the objective's database), not against each other."""
     from cmr_bench.data.synthetic import make_synthetic
-    from cmr_bench.progress import set_validation_database, set_validation_listener
+    from cmr_bench.hooks import TrainHooks
     from cmr_bench.registry import get_method
 
     cls = get_method("sdeh")
@@ -382,13 +374,8 @@ def test_the_trainer_scores_against_the_database_tune_asks_for():
         m = cls.create(image_dim=12, text_dim=8, num_classes=4, label_kind=ds.label_kind, config=config, bits=16,
                        device="cpu", seed=0)
         seen = []
-        previous = set_validation_listener(lambda step, score: seen.append(score))
-        old = set_validation_database(database)
-        try:
-            m.fit(train, val)
-        finally:
-            set_validation_listener(previous)
-            set_validation_database(old)
+        m.hooks = TrainHooks(validation=lambda step, score: seen.append(score), validation_database=database)
+        m.fit(train, val)
         return seen[-1], m
 
     last, m = reported(train)

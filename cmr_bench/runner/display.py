@@ -2,8 +2,8 @@
 (epoch/iteration of total, latest loss, elapsed, remaining); off a TTY plain lines, and every
 `heartbeat_s` (30 s) a line per run in flight, so a long run never looks dead in a log file.
 
-Training progress arrives through cmr_bench.progress: in this process directly (the inline
-executor), from worker processes through the executor's pipe (`executor.on_progress`)."""
+Training progress arrives through `executor.on_progress`: the executor gives each run's method
+hooks (cmr_bench/hooks.py) that call it directly (inline) or through the worker's pipe."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from cmr_bench.data.splits import carve_validation
 from cmr_bench.data.types import Dataset
+from cmr_bench.hooks import NO_HOOKS, TrainHooks
 from cmr_bench.registry import get_method
 from cmr_bench.runner.environment import environment
 from cmr_bench.runner.spec import DEFAULT_RS, EVAL_KS, RunSpec
@@ -111,8 +112,9 @@ def write_record(record: RunRecord, runs_dir: Path) -> None:
     write_run(record.spec.folder(runs_dir), record.run, record.metrics, record.log, record.arrays)
 
 
-def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inline") -> RunRecord:
-    """Seed, split, fit, encode and evaluate one spec, without touching the store."""
+def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inline", hooks: TrainHooks | None = None) -> RunRecord:
+    """Seed, split, fit, encode and evaluate one spec, without touching the store. `hooks`: where
+    the method reports its training progress (the executor's display or pipe)."""
     from cmr_bench.evaluation import evaluate, to_jsonable
 
     cls = get_method(spec.method)
@@ -147,6 +149,7 @@ def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inlin
                 image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes,
                 label_kind=dataset.label_kind, config=spec.config, bits=spec.bits, device=device, seed=spec.seed,
             )
+            method.hooks = hooks or NO_HOOKS
             run["notes"] = list(method.notes())
             log = list(method.fit(train, val) or [])
             _check_log(log)

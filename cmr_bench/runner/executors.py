@@ -3,7 +3,9 @@
 
 Every executor has the same small interface the scheduler in grid.py drives:
 `capacity` (runs in flight at once), `submit(spec) -> token`, `wait(timeout) -> [Outcome]`
-and `close()`. Executors compute runs and never write them: each hands back the run's record
+and `close()`; the scheduler may set `on_progress(token, done, total, loss, unit)` to receive
+each run's training progress (the hooks the executor gives the method, cmr_bench/hooks.py).
+Executors compute runs and never write them: each hands back the run's record
 (or, for a worker that died, a failure), and the scheduler, which holds each run's lock while
 the run is in flight, writes it. One writer, one path, so every run ends in the store as done
 or failed, written atomically by the process that holds its lock.
@@ -57,6 +59,7 @@ class InlineExecutor:
         self.dataset, self.device, self.runs_dir = dataset, device, Path(runs_dir)
         self._queue: list[tuple[int, Any]] = []
         self._next = 0
+        self.on_progress = None
 
     def submit(self, spec) -> int:
         self._next += 1
@@ -64,12 +67,15 @@ class InlineExecutor:
         return self._next
 
     def wait(self, timeout: float | None = None) -> list[Outcome]:
+        from cmr_bench.hooks import TrainHooks
         from cmr_bench.runner.execute import compute
 
         if not self._queue:
             return []
         token, spec = self._queue.pop(0)
-        return [Outcome(token, RECORD, record=compute(spec, self.dataset, self.device, executor=self.name))]
+        report = self.on_progress
+        hooks = TrainHooks(progress=(lambda *step: report(token, *step)) if report is not None else None)
+        return [Outcome(token, RECORD, record=compute(spec, self.dataset, self.device, executor=self.name, hooks=hooks))]
 
     def close(self, abort: bool = False) -> None:
         self._queue.clear()
@@ -121,8 +127,6 @@ def _worker_main(conn, payload: bytes) -> None:  # pragma: no cover - runs in th
         return
     from cmr_bench.runner.execute import compute
 
-    current = [None]
-    _report_progress(conn, current)
     while True:
         try:
             msg = conn.recv()
@@ -131,9 +135,8 @@ def _worker_main(conn, payload: bytes) -> None:  # pragma: no cover - runs in th
         if msg is None:
             return
         token, spec = msg
-        current[0] = token
         try:
-            record = compute(spec, dataset, device, executor="process")
+            record = compute(spec, dataset, device, executor="process", hooks=_progress_hooks(conn, token))
             conn.send((RECORD, token, record))  # the parent writes it, under the run's lock
         except BaseException as exc:
             conn.send((FAILED, token, f"runner error in worker: {type(exc).__name__}: {exc}".splitlines()[0], traceback.format_exc()))
@@ -142,26 +145,26 @@ def _worker_main(conn, payload: bytes) -> None:  # pragma: no cover - runs in th
 PROGRESS = "progress"
 
 
-def _report_progress(conn, current, every_s: float = 0.5) -> None:  # pragma: no cover - runs in the child
-    """Training progress to the parent through the pipe (display.py), at most every `every_s`
-    and always for the last step, so a fast loop does not flood the pipe."""
+def _progress_hooks(conn, token: int, every_s: float = 0.5):  # pragma: no cover - runs in the child
+    """Hooks sending the run's training progress to the parent through the pipe (display.py), at
+    most every `every_s` and always for the last step, so a fast loop does not flood the pipe."""
     import time
 
-    from cmr_bench import progress
+    from cmr_bench.hooks import TrainHooks
 
     last = [0.0]
 
     def send(done, total, loss=None, unit="epoch"):
         now = time.monotonic()
-        if current[0] is None or (now - last[0] < every_s and done < total):
+        if now - last[0] < every_s and done < total:
             return
         last[0] = now
         try:
-            conn.send((PROGRESS, current[0], int(done), int(total), None if loss is None else float(loss), str(unit)))
+            conn.send((PROGRESS, token, int(done), int(total), None if loss is None else float(loss), str(unit)))
         except (OSError, ValueError, TypeError):
             pass
 
-    progress.set_listener(send)
+    return TrainHooks(progress=send)
 
 
 @dataclass
@@ -200,6 +203,7 @@ class ProcessExecutor:
         self.blob = pickle.dumps((dataset_source, device, str(runs_dir)))
         self.workers: list[_Worker] = []
         self._next = 0
+        self.on_progress = None
 
     def _start(self) -> _Worker:
         parent, child = self.ctx.Pipe()
@@ -236,7 +240,7 @@ class ProcessExecutor:
                     msg = w.conn.recv()
                     if msg is None or msg[0] != PROGRESS:
                         break
-                    if getattr(self, "on_progress", None) is not None:
+                    if self.on_progress is not None:
                         self.on_progress(*msg[1:])
                     msg = None
             except (EOFError, OSError):

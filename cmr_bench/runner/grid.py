@@ -306,7 +306,6 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
     concurrent invocations on one store share the grid instead of repeating it; runs another
     invocation holds are waited for at the end. Corrupt run folders are reported and redone.
     Progress: see display.py (`heartbeat_s`: seconds between status lines off a TTY)."""
-    from cmr_bench import progress as training_progress
     from cmr_bench.runner.display import GridDisplay, heartbeat_seconds
 
     options = options or ExecutorOptions()
@@ -331,10 +330,7 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
     executor = make_executor(options, dataset, device, runs_dir, len(todo))
     display = GridDisplay(len(todo), interactive, heartbeat_seconds() if heartbeat_s is None else heartbeat_s)
     say = display.say
-    current: list[int] = []  # the token the inline executor is running (it runs one at a time)
-    executor.on_progress = display.progress  # worker processes report through the executor's pipe
-    previous_listener = training_progress.set_listener(
-        lambda done, total, loss=None, unit="epoch": display.progress(current[-1], done, total, loss, unit) if current else None)
+    executor.on_progress = display.progress  # each run's training progress, whichever executor runs it
     threads = run_threads(options.threads)
     threads.__enter__()
 
@@ -397,8 +393,6 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
                 in_flight[token] = (spec, lock, time.perf_counter())
                 display.started(token, f"{spec.dataset}/{spec.protocol} {spec.label}")
             if in_flight:
-                if executor.name == "inline":
-                    current[:] = [next(iter(in_flight))]
                 for outcome in executor.wait(poll_s):
                     spec, lock, start = in_flight.pop(outcome.token)
                     display.ended(outcome.token)
@@ -431,7 +425,6 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
         raise
     finally:
         threads.__exit__(None, None, None)
-        training_progress.set_listener(previous_listener)
         display.close()
     executor.close()
     return result

@@ -32,11 +32,9 @@ class ExampleChaos(ExampleLinear):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         steps = int(self.config["steps"])
         if steps > 0:  # the sleep as `steps` epochs, reported like a trainer does (progress display tests)
-            from cmr_bench.progress import training_step
-
             for i in range(steps):
                 time.sleep(float(self.config["sleep_s"]) / steps)
-                training_step(i + 1, steps, 1.0 / (i + 1))
+                self.hooks.training_step(i + 1, steps, 1.0 / (i + 1))
         else:
             time.sleep(float(self.config["sleep_s"]))
         if mode == "die":
