@@ -13,6 +13,15 @@ class DataError(CmrBenchError):
     """Missing, corrupt or inconsistent dataset files or manifests."""
 
 
+class StoreError(CmrBenchError):
+    """The results store cannot be written (disk full, read-only, a file where a folder
+    belongs, a symlink loop, ...). Finished runs are never affected."""
+
+    @classmethod
+    def from_os(cls, action: str, path, exc: OSError) -> "StoreError":
+        return cls(f"results store: cannot {action} {path}: {exc.strerror or exc}")
+
+
 class UnknownNameError(CmrBenchError):
     """An unknown dataset, method or option name."""
 

@@ -13,8 +13,9 @@ from typing import Any
 from cmr_bench.data.types import Dataset
 from cmr_bench.errors import CmrBenchError
 from cmr_bench.registry import get_method
+from cmr_bench.runner import store
 from cmr_bench.runner.spec import CONFIG_SOURCES, RunSpec
-from cmr_bench.runner.store import STATUS_CORRUPT, STATUS_DONE, STATUS_FAILED, recover, validate_run
+from cmr_bench.runner.store import STATUS_CORRUPT, STATUS_DONE, STATUS_FAILED, validate_run
 from cmr_bench.runner.tuned import DEFAULT_TUNED_DIR, TunedConfigMissing, tuned_config, tuned_record
 
 DEFAULT_PROTOCOL = {"real": "real", "binary": "hash"}
@@ -276,22 +277,6 @@ def run_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def _tidy(folder: Path) -> None:
-    """A finished run may still have a lock file or a temp folder beside it, left by a process
-    killed just after the run was written: remove them (unless someone holds the lock)."""
-    from cmr_bench.runner.lock import RunLock, lock_path
-    from cmr_bench.runner.store import leftovers
-
-    if not lock_path(folder).exists() and not leftovers(folder):
-        return
-    lock = RunLock(folder)
-    if lock.acquire():
-        try:
-            recover(folder)
-        finally:
-            lock.release()
-
-
 def _written_since(folder: Path, since: float) -> bool:
     try:
         return (folder / "run.json").stat().st_mtime >= since - 2.0
@@ -302,129 +287,172 @@ def _written_since(folder: Path, since: float) -> bool:
 def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path, force: bool = False,
              progress: bool | None = None, options: ExecutorOptions | None = None, poll_s: float = 0.5,
              heartbeat_s: float | None = None) -> GridResult:
-    """Run every spec not finished yet. Each run is locked while in flight (lock.py), so
-    concurrent invocations on one store share the grid instead of repeating it; runs another
-    invocation holds are waited for at the end. Corrupt run folders are reported and redone.
-    Progress: see display.py (`heartbeat_s`: seconds between status lines off a TTY)."""
+    """Run every spec not finished yet. Each run is claimed in the store (its lock held while in
+    flight), so concurrent invocations on one store share the grid instead of repeating it; runs
+    another invocation holds are waited for at the end. Corrupt run folders are reported and
+    redone. Progress: see display.py (`heartbeat_s`: seconds between status lines off a TTY)."""
     from cmr_bench.runner.display import GridDisplay, heartbeat_seconds
 
     options = options or ExecutorOptions()
     runs_dir = Path(runs_dir)
     result = GridResult()
-    todo = []
-    for spec in specs:
-        state = validate_run(spec.folder(runs_dir))
-        if state.status == STATUS_DONE and not force:
-            result.skipped.append(spec)
-            _tidy(spec.folder(runs_dir))
-            continue
-        if state.status == STATUS_CORRUPT:
-            result.corrupt.append((spec, state.problem))
-        todo.append(spec)
-    interactive = sys.stdout.isatty() if progress is None else progress
+    todo = _unfinished(specs, runs_dir, force, result)
     print(f"{len(specs)} runs: {len(result.skipped)} already finished, {len(todo)} to run", flush=True)
     for spec, problem in result.corrupt:
         print(f"corrupt run folder {spec.folder(runs_dir)}: {problem}; it will be redone", flush=True)
     if not todo:
         return result
     executor = make_executor(options, dataset, device, runs_dir, len(todo))
+    interactive = sys.stdout.isatty() if progress is None else progress
     display = GridDisplay(len(todo), interactive, heartbeat_seconds() if heartbeat_s is None else heartbeat_s)
-    say = display.say
     executor.on_progress = display.progress  # each run's training progress, whichever executor runs it
-    threads = run_threads(options.threads)
-    threads.__enter__()
-
-    from cmr_bench.runner.execute import failed_record, write_record
-    from cmr_bench.runner.lock import RunLock, describe_owner
-
-    pending = deque(todo)
-    deferred: list[RunSpec] = []
-    waited: dict[str, float] = {}  # folder -> when we found another invocation holding it
-    in_flight: dict[int, tuple[RunSpec, RunLock, float]] = {}
-    finished = 0
-    last_retry = 0.0
-    announced = False
+    schedule = _Schedule(todo, runs_dir, force, executor, display, result, poll_s)
     try:
-        while pending or in_flight or deferred:
-            if not pending and deferred and time.monotonic() - last_retry >= poll_s:
-                pending.extend(deferred)
-                deferred.clear()
-                last_retry = time.monotonic()
-            while pending and len(in_flight) < executor.capacity:
-                spec = pending.popleft()
-                folder = spec.folder(runs_dir)
-                lock = RunLock(folder)
-                if not lock.acquire():
-                    if str(folder) not in waited:
-                        waited[str(folder)] = time.time()
-                        say(f"{spec.dataset}/{spec.protocol} {spec.label}: in progress in another invocation "
-                            f"({describe_owner(lock.owner())}); will wait for it")
-                    deferred.append(spec)
-                    continue
-                try:
-                    for note in recover(folder):
-                        say(f"{spec.label}: tidied a leftover of an interrupted write ({note})")
-                    state = validate_run(folder)
-                except BaseException:
-                    lock.release()
-                    raise
-                if str(folder) in waited and state.status in (STATUS_DONE, STATUS_FAILED) and _written_since(folder, waited[str(folder)]):
-                    lock.release()  # the other invocation finished it: do not run it twice
-                    finished += 1
-                    display.finished()
-                    say(f"[{finished}/{len(todo)}] {spec.dataset}/{spec.protocol} {spec.label}: {state.status} by another invocation")
-                    if state.status == STATUS_DONE:
-                        result.elsewhere.append(spec)
-                    else:
-                        result.failed.append(state.run)
-                    continue
-                if state.status == STATUS_DONE and not force:
-                    lock.release()  # another invocation finished it between our first look and now
-                    result.elsewhere.append(spec)
-                    finished += 1
-                    display.finished()
-                    say(f"[{finished}/{len(todo)}] {spec.dataset}/{spec.protocol} {spec.label}: done by another invocation")
-                    continue
-                try:
-                    token = executor.submit(spec)
-                except BaseException:
-                    lock.release()
-                    raise
-                in_flight[token] = (spec, lock, time.perf_counter())
-                display.started(token, f"{spec.dataset}/{spec.protocol} {spec.label}")
-            if in_flight:
-                for outcome in executor.wait(poll_s):
-                    spec, lock, start = in_flight.pop(outcome.token)
-                    display.ended(outcome.token)
-                    try:
-                        # the only place runs are written: executors hand back records
-                        record = outcome.record if outcome.kind == "record" else \
-                            failed_record(spec, outcome.reason, outcome.detail, executor.name)
-                        write_record(record, runs_dir)
-                        run = record.run
-                    finally:
-                        lock.release()
-                    finished += 1
-                    status = run["status"]
-                    line = f"[{finished}/{len(todo)}] {spec.dataset}/{spec.protocol} {spec.label}: {status} in {time.perf_counter() - start:.1f}s"
-                    if status != STATUS_DONE:
-                        line += f" ({run.get('reason')})"
-                        result.failed.append(run)
-                    result.ran.append(run)
-                    say(line)
-                    display.finished()
-            elif deferred:
-                if not announced:
-                    say(f"waiting for {len(deferred)} run(s) held by another invocation")
-                    announced = True
-                time.sleep(poll_s)
+        with run_threads(options.threads):
+            while schedule.busy:
+                schedule.retry_deferred()
+                schedule.start_runs()
+                if schedule.in_flight:
+                    schedule.collect()
+                elif schedule.deferred:
+                    schedule.wait_for_others()
     except BaseException:
-        executor.close(abort=True)
-        for _, lock, _ in in_flight.values():
-            lock.release()
+        schedule.abort()
         raise
     finally:
-        threads.__exit__(None, None, None)
         display.close()
     executor.close()
     return result
+
+
+def _unfinished(specs: list[RunSpec], runs_dir: Path, force: bool, result: GridResult) -> list[RunSpec]:
+    """The specs to run; finished ones go to result.skipped (tidied), corrupt ones to result.corrupt."""
+    todo = []
+    for spec in specs:
+        state = validate_run(spec.folder(runs_dir))
+        if state.status == STATUS_DONE and not force:
+            result.skipped.append(spec)
+            store.tidy(spec.folder(runs_dir))
+            continue
+        if state.status == STATUS_CORRUPT:
+            result.corrupt.append((spec, state.problem))
+        todo.append(spec)
+    return todo
+
+
+class _Schedule:
+    """The runs of one grid on their way through the store: pending, held by another invocation
+    (deferred), in flight (claimed, submitted to the executor), finished."""
+
+    def __init__(self, todo: list[RunSpec], runs_dir: Path, force: bool, executor, display, result: GridResult,
+                 poll_s: float):
+        self.runs_dir, self.force, self.executor, self.display, self.result = runs_dir, force, executor, display, result
+        self.poll_s, self.total = poll_s, len(todo)
+        self.pending = deque(todo)
+        self.deferred: list[RunSpec] = []
+        self.waited: dict[str, float] = {}  # folder -> when we found another invocation holding it
+        self.in_flight: dict[int, tuple[RunSpec, store.Claim, float]] = {}
+        self.finished = 0
+        self.last_retry = 0.0
+        self.announced = False
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending or self.in_flight or self.deferred)
+
+    def say(self, line: str) -> None:
+        self.display.say(line)
+
+    def retry_deferred(self) -> None:
+        """Once every other run is started, try the ones another invocation held again."""
+        if not self.pending and self.deferred and time.monotonic() - self.last_retry >= self.poll_s:
+            self.pending.extend(self.deferred)
+            self.deferred.clear()
+            self.last_retry = time.monotonic()
+
+    def start_runs(self) -> None:
+        while self.pending and len(self.in_flight) < self.executor.capacity:
+            self.start(self.pending.popleft())
+
+    def start(self, spec: RunSpec) -> None:
+        """Claim the run's folder and submit it, unless another invocation holds or finished it."""
+        folder = spec.folder(self.runs_dir)
+        claim = store.claim(folder)
+        if claim is None:
+            if str(folder) not in self.waited:
+                self.waited[str(folder)] = time.time()
+                self.say(f"{spec.dataset}/{spec.protocol} {spec.label}: in progress in another invocation "
+                         f"({store.holder(folder)}); will wait for it")
+            self.deferred.append(spec)
+            return
+        for note in claim.notes:
+            self.say(f"{spec.label}: tidied a leftover of an interrupted write ({note})")
+        if self._finished_elsewhere(spec, claim.state):
+            claim.release()  # do not run it twice
+            return
+        try:
+            token = self.executor.submit(spec)
+        except BaseException:
+            claim.release()
+            raise
+        self.in_flight[token] = (spec, claim, time.perf_counter())
+        self.display.started(token, f"{spec.dataset}/{spec.protocol} {spec.label}")
+
+    def _finished_elsewhere(self, spec: RunSpec, state) -> bool:
+        folder = spec.folder(self.runs_dir)
+        if str(folder) in self.waited and state.status in (STATUS_DONE, STATUS_FAILED) and \
+                _written_since(folder, self.waited[str(folder)]):
+            self._count_finished()
+            self.say(f"[{self.finished}/{self.total}] {spec.dataset}/{spec.protocol} {spec.label}: {state.status} by another invocation")
+            if state.status == STATUS_DONE:
+                self.result.elsewhere.append(spec)
+            else:
+                self.result.failed.append(state.run)
+            return True
+        if state.status == STATUS_DONE and not self.force:  # finished between our first look and now
+            self.result.elsewhere.append(spec)
+            self._count_finished()
+            self.say(f"[{self.finished}/{self.total}] {spec.dataset}/{spec.protocol} {spec.label}: done by another invocation")
+            return True
+        return False
+
+    def collect(self) -> None:
+        """Write what the executor hands back (the only place runs are written) and report it."""
+        from cmr_bench.runner.execute import failed_record
+
+        for outcome in self.executor.wait(self.poll_s):
+            spec, claim, start = self.in_flight.pop(outcome.token)
+            self.display.ended(outcome.token)
+            try:
+                record = outcome.record if outcome.kind == "record" else \
+                    failed_record(spec, outcome.reason, outcome.detail, self.executor.name)
+            except BaseException:
+                claim.release()
+                raise
+            claim.commit(record)
+            run = record.run
+            self.finished += 1
+            status = run["status"]
+            line = f"[{self.finished}/{self.total}] {spec.dataset}/{spec.protocol} {spec.label}: {status} in {time.perf_counter() - start:.1f}s"
+            if status != STATUS_DONE:
+                line += f" ({run.get('reason')})"
+                self.result.failed.append(run)
+            self.result.ran.append(run)
+            self.say(line)
+            self.display.finished()
+
+    def wait_for_others(self) -> None:
+        if not self.announced:
+            self.say(f"waiting for {len(self.deferred)} run(s) held by another invocation")
+            self.announced = True
+        time.sleep(self.poll_s)
+
+    def abort(self) -> None:
+        """Stop the executor's runs and give their folders up unwritten."""
+        self.executor.close(abort=True)
+        for _, claim, _ in self.in_flight.values():
+            claim.release()
+
+    def _count_finished(self) -> None:
+        self.finished += 1
+        self.display.finished()

@@ -20,6 +20,8 @@ import socket
 import time
 from pathlib import Path
 
+from cmr_bench.errors import StoreError
+
 
 def lock_path(folder: Path) -> Path:
     folder = Path(folder)
@@ -69,9 +71,7 @@ class RunLock:
         try:
             return self._acquire(fcntl)
         except OSError as exc:  # disk full, read-only store, a folder where the lock belongs, a link loop
-            from cmr_bench.runner.store import store_error
-
-            raise store_error("lock", self.path, exc) from None
+            raise StoreError.from_os("lock", self.path, exc) from None
 
     def _acquire(self, fcntl) -> bool:
         for _ in range(100):

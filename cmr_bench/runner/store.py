@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from cmr_bench.data.loader import sha256_file
-from cmr_bench.errors import CmrBenchError
+from cmr_bench.errors import CmrBenchError, StoreError
+from cmr_bench.runner.lock import RunLock, describe_owner, lock_path, probe, read_owner
 
 STATUS_DONE, STATUS_FAILED, STATUS_CORRUPT = "done", "failed", "corrupt"
 SEED_DIR = re.compile(r"^seed-(-?\d+)$")
@@ -43,13 +44,8 @@ MARKER = "cmr-bench-run"
 MAX_JSON_BYTES = 64 << 20  # run.json/metrics.json larger than this are not ours
 
 
-class StoreError(CmrBenchError):
-    """The results store cannot be written (disk full, read-only, a file where a folder
-    belongs, a symlink loop, ...). Finished runs are never affected."""
-
-
 def store_error(action: str, path: Path, exc: OSError) -> StoreError:
-    return StoreError(f"results store: cannot {action} {path}: {exc.strerror or exc}")
+    return StoreError.from_os(action, path, exc)
 
 
 def has_marker(folder: Path) -> bool:
@@ -298,6 +294,67 @@ def recover(folder: Path) -> list[str]:
     return done
 
 
+def tidy(folder: Path) -> None:
+    """A finished run may still have a lock file or a temp folder beside it, left by a process
+    killed just after the run was written: remove them (unless someone holds the lock)."""
+    if not lock_path(folder).exists() and not leftovers(folder):
+        return
+    lock = RunLock(folder)
+    if lock.acquire():
+        try:
+            recover(folder)
+        finally:
+            lock.release()
+
+
+# --- claiming a run: the one way to write into the store -----------------------------------
+
+
+class Claim:
+    """A run folder held by this process, from the first look until its run is written: the
+    lock is held, leftovers of an interrupted write are tidied (`notes` says what was done) and
+    `state` is what the folder holds now. `commit` writes a run and releases the lock; `release`
+    gives the folder up unwritten."""
+
+    def __init__(self, folder: Path, lock: RunLock, notes: list[str], state: RunState):
+        self.folder, self._lock, self.notes, self.state = folder, lock, notes, state
+
+    def commit(self, record) -> None:
+        """Write `record` (its run, metrics, log and arrays: an execute.RunRecord) atomically;
+        the lock is released whether the write succeeds or not."""
+        try:
+            write_run(self.folder, record.run, record.metrics, record.log, record.arrays)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def claim(folder: Path) -> Claim | None:
+    """Take a run folder for this process: lock it, tidy what a crash left, validate what is
+    there. None when another process holds it (`holder` says who)."""
+    folder = Path(folder)
+    lock = RunLock(folder)
+    if not lock.acquire():
+        return None
+    try:
+        notes = recover(folder)
+        state = validate_run(folder)
+    except BaseException:
+        lock.release()
+        raise
+    return Claim(folder, lock, notes, state)
+
+
+def holder(folder: Path) -> str:
+    """Who holds a run folder's lock, in words."""
+    return describe_owner(read_owner(lock_path(Path(folder))))
+
+
+# --- reading the store ---------------------------------------------------------------------
+
+
 def iter_runs(runs_dir: Path, dataset: str | None = None, data: str | None = None):
     """Yield (folder, run.json, metrics.json or None) for every stored run that validates,
     skipping temp folders. A corrupt or hand-edited run is reported on stderr and left out,
@@ -376,8 +433,6 @@ def _parse_config_dir(name: str) -> tuple[str, int | None]:
 
 def scan_store(runs_dir: Path, dataset: str | None = None, checksums: bool = True) -> list[StoreEntry]:
     """Every run folder (validated), temporary folder and lock file in the store."""
-    from cmr_bench.runner.lock import probe, read_owner
-
     runs_dir = Path(runs_dir)
     base = runs_dir / dataset if dataset else runs_dir
     entries: list[StoreEntry] = []
