@@ -17,9 +17,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 transformers = pytest.importorskip("transformers", reason='needs the extra: pip install "cmr-bench[backbones]"')
 pytest.importorskip("PIL", reason='needs the extra: pip install "cmr-bench[backbones]"')
 
-from PIL import Image
+from PIL import Image  # noqa: E402 (after importorskip)
 
-from cmr_bench.features.tiny import build_tiny
+from cmr_bench.features.tiny import build_tiny  # noqa: E402
 
 COLORS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 220)}
 

@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--run", default=None, metavar="RUN_DIR",
                    help="instead of files: a stored run folder (…/seed-k); its codes are re-scored, labels come from the dataset")
     p.add_argument("--metric-convention", default=None, metavar="NAME",
-                   help="with --run: default (the suite's), legacy-dscmr, legacy-djsrh, legacy-calc-map-k or trec; NAME@K or NAME@all for another cut-off (docs/experiments.md)")
+                   help="with --run: default (the suite's), legacy-dscmr, legacy-djsrh, legacy-calc-map-k or trec; "
+                        "NAME@K or NAME@all for another cut-off (docs/experiments.md)")
     p.add_argument("--dataset", default=None,
                    help="with --run: the run's dataset, a name or manifest path (default: the name the run recorded)")
     p.add_argument("--similarity", default="cosine", metavar="{cosine,hamming,euclidean}", help="cosine (default), hamming (binary codes) or euclidean")
