@@ -157,3 +157,23 @@ def test_annotate_groups_rows_by_key_and_states_the_test(tmp_path):
     display = [{"Method": k, "I→T 16": "x"} for k, _ in rows]
     sig.annotate(records, display, folders, [("i2t", "i2t_16", "I→T 16")])
     assert [r["i2t_16_mark"] for r in records] == ["tied", "tied", ""]
+
+
+def test_table_rows_of_one_method_at_other_configs_do_not_compete(run_cli, tmp_path):
+    # cca (deterministic) at its default and at the same values given with --set: identical rows of one method.
+    # Its best row is tested against random only; the sibling gets no mark (without families: both tied, no bold).
+    results = tmp_path / "runs"
+    for extra in ([], ["--set", "reg=0.0001"]):
+        code, out, err = run_cli("run", "--methods", "cca,random" if not extra else "cca", *extra, "--dataset", "synthetic",
+                                 "--seeds", "0,1", "--results-dir", results, "--no-progress")
+        assert code == 0, out + err
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results, "--out",
+                             tmp_path / "t", "--format", "csv,md", "--hide-missing", "--include-overrides")
+    assert code == 0, err
+    df = pd.read_csv(tmp_path / "t" / "table2.csv", keep_default_na=False).set_index("method")
+    cca_rows = [m for m in df.index if m.startswith("cca")]
+    assert len(cca_rows) == 2
+    for d in ("img2txt", "txt2img"):
+        assert sorted(df.loc[cca_rows, f"{d}_mark"]) == ["", "best"] and df.loc["random", f"{d}_mark"] == ""
+        assert float(df.loc["random", f"{d}_p_vs_best"]) < 0.05
+    assert "default/tuned" in (tmp_path / "t" / "table2.md").read_text()
