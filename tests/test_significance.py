@@ -139,5 +139,5 @@ def test_compare_bad_input_is_one_line(small_store, run_cli):
         (["cca", "random", "--resamples", "0"], "--resamples"),
         (["cca", "random", "--permutations", "0"], "--permutations"),
     ]:
-        code, out, err = run_cli("compare", *argv, "--dataset", "synthetic", "--results-dir", small_store)
+        code, _out, err = run_cli("compare", *argv, "--dataset", "synthetic", "--results-dir", small_store)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
