@@ -202,7 +202,7 @@ def note(resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED, alpha: float = 
             f"averaged over seeds. Bold: the column's best mAP, higher than every other method's row (one-sided "
             f"paired sign-flip permutation test on the mean per-query AP difference, {flips} flips, seed {seed}, "
             f"Holm-corrected across the column, p < {alpha}); †: not shown lower than the column's best. A method's "
-            f"other rows (default/tuned, --set configs) are not tested against its best row; variants are methods "
+            f"other rows (default/tuned, other settings) are not tested against its best row; variants are methods "
             f"of their own. Seed variation enters only through the per-query means (see ± std).")
 
 
