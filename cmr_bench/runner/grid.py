@@ -254,11 +254,23 @@ def make_executor(options: ExecutorOptions, dataset: Dataset, device: str, runs_
                                max_in_flight=options.jobs, local_cpus=local_cpus)
         executor.threads = options.threads  # the run's arithmetic, not the CPUs it declares
         return executor
-    jobs = max(1, int(options.jobs or 1))
+    jobs = max(1, int(options.jobs or 1))  # None (auto) is settled by settle_jobs before this
     if jobs == 1:
         return InlineExecutor(dataset, device, runs_dir)
     workers = min(jobs, n_runs)
     return ProcessExecutor(workers, options.dataset_source or ("object", dataset), device, runs_dir, threads=options.threads)
+
+
+def settle_jobs(options: ExecutorOptions, todo: list[RunSpec], dataset: Dataset, device: str) -> str | None:
+    """`--jobs auto` (options.jobs None with the local executor): fix the count for these
+    pending runs (capacity.choose_jobs) and say how it was chosen; None when it was given."""
+    if options.executor != "local" or options.jobs is not None:
+        return None
+    from cmr_bench.runner.capacity import choose_jobs, data_bytes
+
+    choice = choose_jobs(todo, data_bytes(dataset), device, threads=options.threads)
+    options.jobs = choice.jobs
+    return choice.describe()
 
 
 @contextmanager
@@ -275,6 +287,27 @@ def run_threads(threads: int):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _grid_left(pending, in_flight: dict, n_train: int | None, workers: int) -> float | None:
+    """Expected seconds until the grid ends (idle 2-core figures): the pending runs packed onto
+    the workers after the ones in flight finish their expected time; None without figures."""
+    from cmr_bench.runner.estimate import run_seconds
+
+    now = time.perf_counter()
+    loads = []
+    for spec, _lock, start in in_flight.values():
+        t = run_seconds(spec.method, n_train)
+        if t is None:
+            return None
+        loads.append(max(0.0, t - (now - start)))
+    loads += [0.0] * max(0, workers - len(loads))
+    for spec in pending:
+        t = run_seconds(spec.method, n_train)
+        if t is None:
+            return None
+        loads[loads.index(min(loads))] += t
+    return max(loads) if loads else 0.0
 
 
 def _written_since(folder: Path, since: float) -> bool:
@@ -297,7 +330,8 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
     runs_dir = Path(runs_dir)
     result = GridResult()
     todo = _unfinished(specs, runs_dir, force, result)
-    print(f"{len(specs)} runs: {len(result.skipped)} already finished, {len(todo)} to run", flush=True)
+    todo, at_once, n_train, how = _plan(todo, dataset, device, options)
+    print(f"{len(specs)} runs: {len(result.skipped)} already finished, {len(todo)} to run{how}", flush=True)
     for spec, problem in result.corrupt:
         print(f"corrupt run folder {spec.folder(runs_dir)}: {problem}; it will be redone", flush=True)
     if not todo:
@@ -306,7 +340,7 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
     interactive = sys.stdout.isatty() if progress is None else progress
     display = GridDisplay(len(todo), interactive, heartbeat_seconds() if heartbeat_s is None else heartbeat_s)
     executor.on_progress = display.progress  # each run's training progress, whichever executor runs it
-    schedule = _Schedule(todo, runs_dir, force, executor, display, result, poll_s)
+    schedule = _Schedule(todo, runs_dir, force, executor, display, result, poll_s, at_once, n_train)
     try:
         with run_threads(options.threads):
             while schedule.busy:
@@ -323,6 +357,25 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
         display.close()
     executor.close()
     return result
+
+
+def _plan(todo: list[RunSpec], dataset: Dataset, device: str, options: ExecutorOptions):
+    """Longest runs first and `--jobs auto` settled for them: (todo in that order, runs at once or
+    None, training items, what the grid's first line adds about it)."""
+    how, at_once, n_train = "", None, None
+    if todo:
+        from cmr_bench.runner.display import _duration
+        from cmr_bench.runner.estimate import grid_estimate, longest_first, train_items
+
+        n_train = train_items(dataset, todo)
+        todo = longest_first(todo, n_train)  # results do not depend on the order; the wall time does
+        chosen = settle_jobs(options, todo, dataset, device)
+        at_once = min(len(todo), options.jobs) if options.executor == "local" and options.jobs else None
+        if at_once:
+            seconds, unknown = grid_estimate(todo, n_train, workers=at_once)
+            how = f", {at_once} at a time" + (f" ({chosen})" if chosen else "")
+            how += f", about {_duration(seconds)} on an idle 2-core CPU" + (" for those with a figure" if unknown else "")
+    return todo, at_once, n_train, how
 
 
 def _unfinished(specs: list[RunSpec], runs_dir: Path, force: bool, result: GridResult) -> list[RunSpec]:
@@ -345,9 +398,10 @@ class _Schedule:
     (deferred), in flight (claimed, submitted to the executor), finished."""
 
     def __init__(self, todo: list[RunSpec], runs_dir: Path, force: bool, executor, display, result: GridResult,
-                 poll_s: float):
+                 poll_s: float, at_once: int | None = None, n_train: int | None = None):
         self.runs_dir, self.force, self.executor, self.display, self.result = runs_dir, force, executor, display, result
         self.poll_s, self.total = poll_s, len(todo)
+        self.at_once, self.n_train = at_once, n_train  # for the time left after each finished run
         self.pending = deque(todo)
         self.deferred: list[RunSpec] = []
         self.waited: dict[str, float] = {}  # folder -> when we found another invocation holding it
@@ -418,6 +472,7 @@ class _Schedule:
 
     def collect(self) -> None:
         """Write what the executor hands back (the only place runs are written) and report it."""
+        from cmr_bench.runner.display import _duration
         from cmr_bench.runner.execute import failed_record
 
         for outcome in self.executor.wait(self.poll_s):
@@ -438,6 +493,9 @@ class _Schedule:
                 line += f" ({run.get('reason')})"
                 self.result.failed.append(run)
             self.result.ran.append(run)
+            if self.at_once and (self.pending or self.in_flight):
+                left = _grid_left(self.pending, self.in_flight, self.n_train, self.at_once)
+                line += f"; about {_duration(left)} left for the grid" if left is not None else ""
             self.say(line)
             self.display.finished()
 
