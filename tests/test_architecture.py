@@ -17,11 +17,11 @@ SOURCES = {"cmr_bench": REPO / "cmr_bench", "cmr_bench.methods": REPO / "methods
 # covers its submodules (the longest match wins), except the root `cmr_bench`, which is only itself:
 # a new top-level module must be placed here explicitly.
 LAYERS = [
-    ("foundation", ["cmr_bench.errors", "cmr_bench.paths", "cmr_bench.seeding", "cmr_bench.hooks"]),
+    ("foundation", ["cmr_bench.errors", "cmr_bench.paths", "cmr_bench.seeding", "cmr_bench.hooks", "cmr_bench.safe_io"]),
     # the package root: __version__ and a lazy facade over load_dataset / evaluate
     ("data and evaluation", ["cmr_bench", "cmr_bench.data", "cmr_bench.features", "cmr_bench.evaluation"]),
-    ("methods", ["cmr_bench.plugin", "cmr_bench.trainer", "cmr_bench.registry", "cmr_bench.conformance",
-                 "cmr_bench.methods"]),
+    ("methods", ["cmr_bench.plugin", "cmr_bench.hparams", "cmr_bench.trainer", "cmr_bench.registry",
+                 "cmr_bench.conformance", "cmr_bench.methods"]),
     ("runner", ["cmr_bench.runner"]),
     ("tuning and experiments", ["cmr_bench.tuning", "cmr_bench.experiment"]),
     ("report", ["cmr_bench.report"]),
