@@ -72,6 +72,16 @@ def add_reference_args(p) -> None:
 
 
 def reference_of(args):
+    """None with --no-reference; the default folder may be absent (your runs alone), a named one not."""
     from pathlib import Path
 
-    return None if args.no_reference else Path(args.reference)
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.report.results import DEFAULT_REFERENCE
+
+    if args.no_reference:
+        return None
+    folder = Path(args.reference)
+    if folder != DEFAULT_REFERENCE and not folder.is_dir():
+        raise CmrBenchError(f"--reference {folder}: no such folder (the default {DEFAULT_REFERENCE} may be absent; "
+                            "--no-reference leaves the archive out)")
+    return folder

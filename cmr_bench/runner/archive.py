@@ -34,6 +34,7 @@ ARRAY_KEYS = ("per_query_ap_i2t", "per_query_ap_t2i", "split_query_indices")
 RUN_FILES = ("run.json", "metrics.json", "arrays.npz")
 DROPPED_RUN_KEYS = ("files", "runner")  # checksums live in archive.json; host and pid say nothing
 MAX_INDEX_BYTES = 16 << 20
+MAX_FILE_BYTES = 64 << 20  # an archived run file is tens of kB; anything this large is not ours
 NO_REFERENCE_HINT = "pass --no-reference to use your runs alone"
 _WARNED: set[Path] = set()
 
@@ -182,6 +183,7 @@ def load_archive(reference: Path | None, dataset: str) -> Archive | None:
             or not isinstance(index.get("data"), str) or not index["data"] or not isinstance(index.get("files"), dict)):
         raise _refuse(folder, f"{INDEX} is not a format-{FORMAT} archive of '{dataset}'")
     files = index["files"]
+    inside = folder.resolve()
     run_folders: set[Path] = set()
     for rel, meta in files.items():
         parts = rel.split("/") if isinstance(rel, str) else []
@@ -190,7 +192,8 @@ def load_archive(reference: Path | None, dataset: str) -> Archive | None:
             raise _refuse(folder, f"{INDEX} lists a file it cannot hold ({rel!r})")
         path = folder / rel
         try:
-            ok = path.is_file() and not path.is_symlink() and path.stat().st_size == meta.get("bytes") \
+            ok = path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(inside) \
+                and path.stat().st_size == meta.get("bytes") and path.stat().st_size <= MAX_FILE_BYTES \
                 and sha256_file(path) == meta.get("sha256")
         except OSError:
             ok = False
@@ -212,6 +215,7 @@ def load_archive(reference: Path | None, dataset: str) -> Archive | None:
             spec = run["spec"]
             ok = (run.get("status") == "done" and spec.get("dataset") == dataset and spec.get("data") == archive.data
                   and run_folder.name == f"seed-{spec['seed']}" and run_folder.parent.name.endswith(f"-{spec.get('config_hash')}")
+                  and run_folder.parent.parent.name == spec.get("method") and run_folder.parents[2].name == spec.get("protocol")
                   and all(_metric_ok(v) for d in ("i2t", "t2i") for k, v in metrics[d].items()
                           if k.startswith("map@") or k.startswith("p@")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError):
