@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_user_dataset
 
 from cmr_bench.errors import CmrBenchError
-from conftest import write_user_dataset
 
 
 def _run(results: Path, methods: str, seeds: str, dataset: str = "synthetic", *extra) -> None:
@@ -130,8 +130,8 @@ def test_compare_plot_and_report_read_the_archive(stores, run_cli, tmp_path):
     _, ref, user = stores
     code, out, err = run_cli("compare", "kcca", "random", "--dataset", "synthetic", "--results-dir", user, "--reference", ref,
                              "--resamples", "50", "--permutations", "50")
-    assert code == 0, err
-    code, out, err = run_cli("compare", "kcca", "random", "--dataset", "synthetic", "--results-dir", user, "--no-reference")
+    assert code == 0 and "kcca (A, 1 runs) vs random (B, 1 runs)" in out, err
+    code, _, err = run_cli("compare", "kcca", "random", "--dataset", "synthetic", "--results-dir", user, "--no-reference")
     assert code == 2 and "no finished runs of 'random'" in err
     groups = figures._groups(user, "synthetic", None, None, reference=ref)
     labels = {spec["method"] for runs in groups.values() for spec, _ in runs}
@@ -152,13 +152,13 @@ def test_other_data_is_refused_in_one_line(tmp_path, run_cli):
     _run(tmp_path / "ref-runs", "cca", "0", str(theirs))
     build_archive(tmp_path / "ref-runs", "mydata", tmp_path / "reference")
     _run(tmp_path / "user", "random", "0", str(mine))
-    code, out, err = run_cli("table", "--table", "2", "--dataset", mine, "--results-dir", tmp_path / "user",
-                             "--reference", tmp_path / "reference", "--out", tmp_path / "t")
+    code, _, err = run_cli("table", "--table", "2", "--dataset", mine, "--results-dir", tmp_path / "user",
+                           "--reference", tmp_path / "reference", "--out", tmp_path / "t")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "other 'mydata' data" in err and "--no-reference" in err
     assert not (tmp_path / "t").exists()
-    code, out, err = run_cli("table", "--table", "2", "--dataset", mine, "--results-dir", tmp_path / "user",
-                             "--reference", tmp_path / "reference", "--no-reference", "--out", tmp_path / "t")
+    code, _, err = run_cli("table", "--table", "2", "--dataset", mine, "--results-dir", tmp_path / "user",
+                           "--reference", tmp_path / "reference", "--no-reference", "--out", tmp_path / "t")
     assert code == 0
     # no runs of the user's yet: checked against the data under the data root
     with pytest.raises(CmrBenchError, match="the data under the data root"):
@@ -191,8 +191,8 @@ def test_a_tampered_archive_is_refused(stores, tmp_path, damage, run_cli):
         index["runs"] += 1
         (folder / "archive.json").write_text(json.dumps(index))
         problem = "says 3 runs"
-    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", stores[2],
-                             "--reference", ref, "--out", tmp_path / "t")
+    code, _, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", stores[2],
+                           "--reference", ref, "--out", tmp_path / "t")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert problem in err and "--no-reference" in err
 

@@ -50,7 +50,7 @@ def stored_runs(runs_dir: Path, dataset: str, data: str | None = None, reference
 
         try:
             return load_dataset(dataset, root).fingerprint
-        except Exception:  # no data here: the user's runs are all there is to check against
+        except (CmrBenchError, OSError, ValueError):  # no data here: the user's runs are all there is to check against
             return None
 
     return combine(runs, Path(reference), dataset, here)
@@ -62,8 +62,8 @@ def reference_note(runs: pd.DataFrame) -> list[str]:
         return []
     ref = runs[runs["source"] == "reference"]
     keys = ", ".join(sorted(set(ref["key"] + ref["bits"].map(lambda b: f" ({int(b)} bits)" if pd.notna(b) else ""))))
-    return [f"From the reference archive {ref['archive'].iloc[0]}, not rerun here: {keys}. "
-            "Rows with runs in this results dir use those instead (--no-reference: these runs alone)."]
+    return [(f"From the reference archive {ref['archive'].iloc[0]}, not rerun here: {keys}. "
+             "Rows with runs in this results dir use those instead (--no-reference: these runs alone).")]
 
 
 def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_overrides: bool = False,

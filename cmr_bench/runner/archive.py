@@ -217,7 +217,7 @@ def load_archive(reference: Path | None, dataset: str) -> Archive | None:
                   and run_folder.name == f"seed-{spec['seed']}" and run_folder.parent.name.endswith(f"-{spec.get('config_hash')}")
                   and run_folder.parent.parent.name == spec.get("method") and run_folder.parents[2].name == spec.get("protocol")
                   and all(_metric_ok(v) for d in ("i2t", "t2i") for k, v in metrics[d].items()
-                          if k.startswith("map@") or k.startswith("p@")))
+                          if k.startswith(("map@", "p@"))))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError):
             ok = False
         if not ok:
