@@ -56,11 +56,13 @@ def stored_runs(runs_dir: Path, dataset: str, data: str | None = None, reference
     return combine(runs, Path(reference), dataset, here)
 
 
-def reference_note(runs: pd.DataFrame) -> list[str]:
-    """Which rows a table took from the reference archive (none: no note)."""
-    if runs.empty or "source" not in runs or not (runs["source"] == "reference").any():
+def reference_note(runs: pd.DataFrame, shown) -> list[str]:
+    """Which of a table's rows (keys in `shown`) came from the reference archive (none: no note)."""
+    if runs.empty or "source" not in runs:
         return []
-    ref = runs[runs["source"] == "reference"]
+    ref = runs[(runs["source"] == "reference") & runs["key"].isin(list(shown))]
+    if ref.empty:
+        return []
     keys = ", ".join(sorted(set(ref["key"] + ref["bits"].map(lambda b: f" ({int(b)} bits)" if pd.notna(b) else ""))))
     return [(f"From the reference archive {ref['archive'].iloc[0]}, not rerun here: {keys}. "
              "Rows with runs in this results dir use those instead (--no-reference: these runs alone).")]

@@ -192,7 +192,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                         "txt2img_mean": ceiling[1], "avg": sum(ceiling) / 2, "runs": 0})
         display.append({"Method": label, f"{lab}Img2Txt": f"{ceiling[0]:.3f}", f"{lab}Txt2Img": f"{ceiling[1]:.3f}",
                         f"{lab}Avg": f"{sum(ceiling) / 2:.3f}", f"{lab}n": ""})
-    notes += _features_note(dataset, pub, root) + reference_note(runs)
+    notes += _features_note(dataset, pub, root) + reference_note(runs, keys + [k + TUNED_SUFFIX for k in keys if k])
     if len(same):
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})"
                          for _, r in same.iterrows() if pd.notna(r["img2txt"]))
@@ -286,7 +286,7 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     for b in bits:  # each code length is its own comparison
         notes += [n for n in annotate(records, display, folders[b], [("i2t", f"i2t_{b}", f"I→T {b}"), ("t2i", f"t2i_{b}", f"T→I {b}")],
                                       metric, keys=keys) if n not in notes]
-    notes += reference_note(runs)
+    notes += reference_note(runs, keys)
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
     return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes)
 
