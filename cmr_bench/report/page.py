@@ -314,8 +314,21 @@ def _table_files(out_dir: Path, experiment: dict, name: str) -> list[Path]:
                   and not (p.name == "report.md" or p.name.startswith("report-") or p.name == f"{name}.md"))
 
 
+def _own_figure(path: Path) -> bool:
+    """A PNG the suite wrote itself: a regular file (not a link) carrying the suite's mark;
+    anything else in the folder (a planted link to a secret, a stray file) is never embedded."""
+    from cmr_bench.report.figures import FIGURE_MARK
+    from cmr_bench.safe_io import MAX_FIGURE, read_bytes
+
+    try:
+        data = read_bytes(path, "figure", MAX_FIGURE)
+    except CmrBenchError:
+        return False
+    return data.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + FIGURE_MARK.encode() in data
+
+
 def _figure_list(out_dir: Path, experiment: dict | None) -> list[tuple[Path, str]]:
-    found = sorted(p for p in out_dir.glob("*.png") if p.is_file() and not p.name.endswith(".tmp.png"))
+    found = sorted(p for p in out_dir.glob("*.png") if _own_figure(p))
     ordered, seen = [], set()
     declared = experiment is not None and isinstance(experiment.get("figures"), list)
     for item in (experiment or {}).get("figures") or []:
@@ -387,6 +400,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
     small page to commit; still offline)."""
     from cmr_bench import __version__
     from cmr_bench.paths import check_component
+    from cmr_bench.safe_io import MAX_FIGURE, make_folder, read_bytes, write_text
 
     if figures not in FIGURE_MODES:
         raise CmrBenchError(f"unknown figure mode '{figures}' (choose from: {', '.join(FIGURE_MODES)})")
@@ -399,7 +413,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
                             f"(cmr-bench run --dataset {dataset} ... first)")
     if out_dir.exists() and not out_dir.is_dir():
         raise CmrBenchError(f"--out {out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "report folder")
     exp = experiment or {}
     title = str(exp.get("title") or (f"{exp['name']}: results on {dataset}" if exp.get("name") else f"Results on {dataset}"))
     sections: list[Section] = []
@@ -441,7 +455,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
         sec.md.append("No figure files in this folder.")
     for path, caption in figs:
         if figures == "embed":
-            src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+            src = "data:image/png;base64," + base64.b64encode(read_bytes(path, "figure", MAX_FIGURE)).decode("ascii")
         else:
             src = _h(quote(path.name))
         sec.html.append(f'<figure><img src="{src}" alt="{_h(caption)}">'
@@ -533,9 +547,5 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
 
     written = []
     for filename, text in ((f"{name}.html", "\n".join(page)), (f"{name}.md", md_text)):
-        path = out_dir / filename
-        tmp = path.with_name(f".{filename}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_text(out_dir / filename, text, "report file"))
     return written
