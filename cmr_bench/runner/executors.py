@@ -52,6 +52,7 @@ class InlineExecutor:
 
     name = "inline"
     capacity = 1
+    run_timeout: float | None = None  # --run-timeout, seconds (SIGALRM: this is the main thread)
 
     def __init__(self, dataset, device: str, runs_dir: Path):
         self.dataset, self.device, self.runs_dir = dataset, device, Path(runs_dir)
@@ -69,7 +70,8 @@ class InlineExecutor:
         if not self._queue:
             return []
         token, spec = self._queue.pop(0)
-        return [Outcome(token, RECORD, record=compute(spec, self.dataset, self.device, executor=self.name))]
+        record = compute(spec, self.dataset, self.device, executor=self.name, timeout=self.run_timeout)
+        return [Outcome(token, RECORD, record=record)]
 
     def close(self, abort: bool = False) -> None:
         self._queue.clear()
@@ -130,10 +132,10 @@ def _worker_main(conn, payload: bytes) -> None:  # pragma: no cover - runs in th
             return
         if msg is None:
             return
-        token, spec = msg
+        token, spec, timeout = (msg + (None,))[:3]
         current[0] = token
         try:
-            record = compute(spec, dataset, device, executor="process")
+            record = compute(spec, dataset, device, executor="process", timeout=timeout)
             conn.send((RECORD, token, record))  # the parent writes it, under the run's lock
         except BaseException as exc:
             conn.send((FAILED, token, f"runner error in worker: {type(exc).__name__}: {exc}".splitlines()[0], traceback.format_exc()))
@@ -190,6 +192,7 @@ class ProcessExecutor:
     its current run with it (recorded as failed); a fresh worker replaces it."""
 
     name = "process"
+    run_timeout: float | None = None  # --run-timeout, seconds; each worker's main thread keeps the time
 
     def __init__(self, jobs: int, dataset_source, device: str, runs_dir: Path, threads: int | None = None):
         import multiprocessing as mp
@@ -216,7 +219,7 @@ class ProcessExecutor:
         w = idle[0] if idle else self._start()
         self._next += 1
         w.token = self._next
-        w.conn.send((w.token, spec))
+        w.conn.send((w.token, spec, self.run_timeout))
         return w.token
 
     def wait(self, timeout: float | None = None) -> list[Outcome]:
