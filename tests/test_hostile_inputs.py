@@ -918,3 +918,13 @@ def test_a_set_value_with_markup_is_text_in_markdown_and_latex():
     assert md.count("\n|") == 3  # header, rule, one row: the `|` in the value did not split the row
     tex = to_latex(t)
     assert "\\input{" not in tex.replace("\\textbackslash{}input\\{", "")
+
+
+@pytest.mark.slow  # two spawned workers: ~40 s on a loaded 2-core machine
+def test_run_timeout_holds_in_worker_processes_too(tmp_path, run_cli):
+    # --jobs 2: each worker's main thread keeps the time; 1 ms is less than any real fit
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--seeds", "0,1", "--jobs", "2",
+                             "--run-timeout", "0.001", "--results-dir", tmp_path, "--no-progress")
+    assert code == 1, (out, err)
+    runs = [json.loads(p.read_text()) for p in tmp_path.rglob("run.json")]
+    assert len(runs) == 2 and all(r["status"] == "failed" and "time limit" in r["reason"] for r in runs)

@@ -567,3 +567,38 @@ def test_truncated_image_is_one_error_naming_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(DataError, match="t.png"):
         load_image(path)
+
+
+# --- the safe-IO module itself: what every writer and reader above relies on ------------------
+
+@pytest.mark.parametrize("kind", ["link", "dangling link", "fifo", "folder"])
+def test_safe_io_never_writes_through_or_reads_what_is_not_a_regular_file(world, kind):
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.safe_io import read_bytes, write_text
+
+    target = world / "out" / "file.txt"
+    target.parent.mkdir()
+    if kind == "link":
+        os.symlink(world / "victim" / ".bashrc", target)
+    elif kind == "dangling link":
+        os.symlink(world / "victim" / "new-file", target)
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.mkdir()
+    with pytest.raises(CmrBenchError):
+        write_text(target, "payload")
+    with pytest.raises(CmrBenchError):
+        read_bytes(target, "file")  # a FIFO: refused at once, never opened for a blocking read
+    assert (world / "victim" / ".bashrc").read_text() == "echo safe\n" and not (world / "victim" / "new-file").exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.txt"]  # no temp left behind
+
+
+def test_safe_io_refuses_a_file_larger_than_its_kind_allows(tmp_path):
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.safe_io import read_text, write_text
+
+    write_text(tmp_path / "big.toml", "x" * 2000)
+    assert read_text(tmp_path / "big.toml", "tuned config", max_bytes=4000) == "x" * 2000
+    with pytest.raises(CmrBenchError, match="bytes"):
+        read_text(tmp_path / "big.toml", "tuned config", max_bytes=1000)
