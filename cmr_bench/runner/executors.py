@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import time
 import sys
 import traceback
 from dataclasses import dataclass
@@ -171,6 +172,11 @@ class _Worker:
     process: Any
     conn: Any
     token: int | None = None
+    started: float = 0.0  # time.monotonic() when its current run was sent
+
+
+# A run stuck inside one native call never sees its alarm: its worker is killed this long after.
+KILL_GRACE_S = 30.0
 
 
 def _exit_reason(exitcode: int | None) -> str:
@@ -219,6 +225,7 @@ class ProcessExecutor:
         w = idle[0] if idle else self._start()
         self._next += 1
         w.token = self._next
+        w.started = time.monotonic()
         w.conn.send((w.token, spec, self.run_timeout))
         return w.token
 
@@ -257,6 +264,12 @@ class ProcessExecutor:
                 w.process.join(timeout=5)
                 out.append(Outcome(w.token, FAILED, reason=_exit_reason(w.process.exitcode)))
             self._drop(w)
+        if self.run_timeout:
+            now = time.monotonic()
+            for w in [w for w in self.workers if w.token is not None and now - w.started > self.run_timeout + KILL_GRACE_S]:
+                out.append(Outcome(w.token, FAILED, reason=f"time limit: still running {KILL_GRACE_S:g} s after "
+                                                           f"--run-timeout {self.run_timeout:g} s; worker killed"))
+                self._drop(w)
         return out
 
     def _drop(self, w: _Worker) -> None:
