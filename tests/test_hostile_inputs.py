@@ -928,3 +928,41 @@ def test_run_timeout_holds_in_worker_processes_too(tmp_path, run_cli):
     assert code == 1, (out, err)
     runs = [json.loads(p.read_text()) for p in tmp_path.rglob("run.json")]
     assert len(runs) == 2 and all(r["status"] == "failed" and "time limit" in r["reason"] for r in runs)
+
+
+@pytest.fixture
+def tagged_method():
+    from cmr_bench import registry
+    from cmr_bench.plugin import Method, MethodInfo
+
+    class Tagged(Method):
+        name = "test-tagged"
+        info = MethodInfo("Tagged <b>method</b>", "test", "test", 2026, status="baseline")
+        defaults = {"tag": "plain"}
+
+        def fit(self, train, val=None):
+            return []
+
+        def encode(self, features, modality):
+            return features[:, :3].astype(np.float32)
+
+    registry._load()
+    registry._add(Tagged, "tests")
+    yield Tagged
+    registry._REGISTRY.pop("test-tagged")
+    registry._SOURCES.pop("test-tagged")
+
+
+def test_table_include_overrides_puts_no_raw_markup_in_markdown_or_latex(tmp_path, run_cli, tagged_method):
+    evil = "<script>alert(1)</script>\\input{x}"
+    results = tmp_path / "runs"
+    code, out, err = run_cli("run", "--methods", "test-tagged", "--dataset", "synthetic", "--set", f"test-tagged.tag={evil}",
+                             "--results-dir", results, "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results,
+                             "--include-overrides", "--out", tmp_path / "out")
+    assert code == 0, err
+    md = (tmp_path / "out" / "table2.md").read_text()
+    assert "alert(1)" in md  # the row is there ...
+    assert "<script" not in md and "<b>" not in md  # ... as text, not markup
+    assert "\\input{x}" not in (tmp_path / "out" / "table2.tex").read_text()  # LaTeX's markup: escaped too
