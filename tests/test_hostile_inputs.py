@@ -966,3 +966,14 @@ def test_table_include_overrides_puts_no_raw_markup_in_markdown_or_latex(tmp_pat
     assert "alert(1)" in md  # the row is there ...
     assert "<script" not in md and "<b>" not in md  # ... as text, not markup
     assert "\\input{x}" not in (tmp_path / "out" / "table2.tex").read_text()  # LaTeX's markup: escaped too
+
+
+def test_check_plugin_of_a_fit_that_calls_sys_exit_reports_failed_checks(tmp_path, run_cli):
+    (tmp_path / "exits_in_fit.py").write_text(
+        "import sys\nimport numpy as np\nfrom cmr_bench.plugin import Method, MethodInfo\n\n\n"
+        "class ExitsInFit(Method):\n    name = 'test-exits-in-fit'\n"
+        "    info = MethodInfo('Exits', 'test', 'test', 2026, status='baseline')\n    defaults = {}\n\n"
+        "    def fit(self, train, val=None):\n        sys.exit(0)\n\n"
+        "    def encode(self, features, modality):\n        return np.zeros((len(features), 2), np.float32)\n")
+    code, out, err = run_cli("check-plugin", tmp_path / "exits_in_fit.py")
+    assert code == 1 and "FAIL" in out and "SystemExit" in out, (out, err)  # never a silent exit 0
