@@ -507,6 +507,16 @@ def test_features_extract_overwrite_deletes_nothing_it_did_not_make(world, run_c
     assert everything(world) == before  # nothing deleted, nothing half-made (.partial) anywhere
 
 
+def test_features_extract_overwrite_still_replaces_its_own_dataset(world, run_cli, raw_inputs, tiny_clip):
+    out = world / "data" / "feats"
+    assert _extract(run_cli, raw_inputs, tiny_clip, out)[0] == 0
+    first = (out / "extraction.json").read_text()
+    code, _, err = _extract(run_cli, raw_inputs, tiny_clip, out, "--overwrite", "--batch-size", "2")
+    assert code == 0, err
+    assert (out / "extraction.json").read_text() != first  # replaced (other settings) ...
+    assert sorted(p.name for p in (world / "data").iterdir()) == ["feats"]  # ... leaving no work or old folder
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A valid small PNG whose header claims width x height."""
     import struct
