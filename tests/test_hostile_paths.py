@@ -384,7 +384,10 @@ def test_report_embeds_only_regular_figures_the_suite_wrote(world, run_cli, cca_
 
     assert page.count("data:image/png;base64,") == 1  # fig_pr.png only
     assert base64.b64encode(secret.read_bytes()).decode()[:16] not in page
-    assert "fig_linked" not in page and "fig_stray" not in page
+    assert "Left out" in page and "fig_linked.png, fig_stray.png" in page  # the other two are named, not shown
+    code, _, err = run_cli("report", "--dataset", "synthetic", "--results-dir", cca_store, "--out", out, "--figures", "link")
+    linked = (out / "report.html").read_text()
+    assert code == 0 and 'src="fig_stray.png"' in linked and "fig_linked.png\"" not in linked  # a link is never linked
 
 
 def test_a_tuned_config_that_is_a_fifo_is_refused_not_waited_on(tmp_path):

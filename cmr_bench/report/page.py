@@ -314,21 +314,24 @@ def _table_files(out_dir: Path, experiment: dict, name: str) -> list[Path]:
                   and not (p.name == "report.md" or p.name.startswith("report-") or p.name == f"{name}.md"))
 
 
-def _own_figure(path: Path) -> bool:
-    """A PNG the suite wrote itself: a regular file (not a link) carrying the suite's mark;
-    anything else in the folder (a planted link to a secret, a stray file) is never embedded."""
+def _usable_figure(path: Path, embed: bool) -> bool:
+    """A regular file (not a link) of a sane size; to be embedded, also a PNG the suite wrote
+    itself (its mark): a planted link to a secret or a stray file never goes into the page.
+    A linked page only points at files beside it (figures committed before the mark existed)."""
     from cmr_bench.report.figures import FIGURE_MARK
-    from cmr_bench.safe_io import MAX_FIGURE, read_bytes
+    from cmr_bench.safe_io import MAX_FIGURE, check_regular, read_bytes
 
     try:
+        if not embed:
+            return bool(check_regular(path, "figure", MAX_FIGURE))
         data = read_bytes(path, "figure", MAX_FIGURE)
     except CmrBenchError:
         return False
     return data.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + FIGURE_MARK.encode() in data
 
 
-def _figure_list(out_dir: Path, experiment: dict | None) -> list[tuple[Path, str]]:
-    found = sorted(p for p in out_dir.glob("*.png") if _own_figure(p))
+def _figure_list(out_dir: Path, experiment: dict | None, embed: bool = True) -> list[tuple[Path, str]]:
+    found = sorted(p for p in out_dir.glob("*.png") if _usable_figure(p, embed))
     ordered, seen = [], set()
     declared = experiment is not None and isinstance(experiment.get("figures"), list)
     for item in (experiment or {}).get("figures") or []:
@@ -448,7 +451,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
 
     # Figures: every PNG in out_dir (an experiment's: those it declares), embedded or linked (html), linked (md).
     sec = Section("Figures")
-    figs = _figure_list(out_dir, experiment)
+    figs = _figure_list(out_dir, experiment, embed=figures == "embed")
     if not figs:
         sec.html.append(f"<p>No figure files in this folder (make them with <code>cmr-bench plot pr --dataset {_h(dataset)} "
                         f"--out {_h(out_dir)}/fig_pr.png</code> and <code>plot tsne</code>).</p>")
@@ -461,6 +464,12 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
         sec.html.append(f'<figure><img src="{src}" alt="{_h(caption)}">'
                         f"<figcaption>{_h(caption)}</figcaption></figure>")
         sec.md += [f"![{_md(caption)}]({quote(path.name)})", "", f"*{_md(caption)}*", ""]
+    shown = {p.name for p, _ in figs}
+    left_out = sorted(p.name for p in out_dir.glob("*.png") if p.name not in shown and not _usable_figure(p, figures == "embed"))
+    if left_out:  # said aloud: an old or foreign PNG is not silently missing
+        why = "not written by cmr-bench, or not a regular file" if figures == "embed" else "not a regular file"
+        sec.html.append(f'<p class="meta">Left out ({why}): {_h(", ".join(left_out))}</p>')
+        sec.md.append(f"Left out ({why}): {_md(', '.join(left_out))}")
     sections.append(sec)
 
     # Environment: what the runs recorded; disagreements said aloud.
