@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import signal
 import threading
@@ -56,7 +57,18 @@ def need_optuna():
     except ImportError:
         raise CmrBenchError("`cmr-bench tune` needs optuna: pip install 'cmr-bench[tune]' (or pip install optuna)") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial_log = logging.getLogger("optuna.study._optimize")  # where Optuna reports a failed trial
+    if not any(isinstance(f, _NoTraceback) for f in trial_log.filters):
+        trial_log.addFilter(_NoTraceback())
     return optuna
+
+
+class _NoTraceback(logging.Filter):
+    """A failed trial (the plugin raised, its codes were NaN) is one line, not a traceback per trial."""
+
+    def filter(self, record) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return not str(record.msg).endswith("failed with value None.")  # Optuna's second line says nothing more
 
 
 def search_space(cls) -> dict[str, tuple]:

@@ -72,12 +72,13 @@ def cmd_plot(args) -> int:
 
 
 def cmd_curves(args) -> int:
+    from cmr_bench.commands._common import default_output
     from cmr_bench.report import figures
 
     if not args.runs:
         raise CmrBenchError("plot curves: name one or more run folders (e.g. results/runs/wiki/real/acmr/default-<hash>/seed-0)")
     runs = figures.read_logs([Path(r) for r in args.runs])
-    out = Path(args.out) if args.out else Path(args.results_dir) / "_out" / "curves" / f"curves_{figures.runs_slug(runs)}.png"
+    out = Path(args.out) if args.out else default_output(args.results_dir, "curves") / f"curves_{figures.runs_slug(runs)}.png"
     path = figures.plot_curves(runs, out, term=args.term)
     print(f"wrote {path}")
     if args.tensorboard:

@@ -206,15 +206,22 @@ def plot_code_length(runs_dir: Path, dataset: str, out: Path, protocol: str | No
 
 
 def _save(fig, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")  # the legend outside the axes stays in the file
-    tmp.replace(out)
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    from cmr_bench.safe_io import atomic_file, make_folder
+
+    try:
+        make_folder(out.parent, "figure folder")
+        fig.tight_layout()
+        with atomic_file(out, "figure") as fh:  # the legend outside the axes stays in the file
+            fig.savefig(fh, format="png", dpi=130, bbox_inches="tight", metadata={"Software": FIGURE_MARK})
+    finally:
+        plt.close(fig)
     return out
+
+
+# report.html embeds only PNGs carrying this mark (figures the suite wrote itself)
+FIGURE_MARK = "cmr-bench figure"
 
 
 # --- training curves from log.jsonl -------------------------------------------------------
