@@ -392,7 +392,7 @@ def test_the_hash_table_gives_tuned_runs_a_row_of_their_own(run_cli, tmp_path):
     code, out, err = run_cli("table", "--table", "hash", "--dataset", "synthetic", "--results-dir", results, "--out", tmp_path / "t")
     assert code == 0, err
     frame = pd.read_csv(next((tmp_path / "t").glob("hash_*.csv")))
-    row = frame[frame["method"] == "sdeh (tuned)"]
+    row = frame[frame["method"] == "SDEH (tuned)"]
     assert len(row) == 1 and 0 < row["i2t_16_mean"].iloc[0] <= 1
 
 
