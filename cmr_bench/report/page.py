@@ -333,12 +333,19 @@ def _figure_list(out_dir: Path, experiment: dict | None) -> list[tuple[Path, str
         return ordered
     order = {pat: i for i, (pat, _) in enumerate(CAPTIONS)}
     rest = [p for p in found if p not in seen]
-    rest.sort(key=lambda p: (next((order[pat] for pat, _ in CAPTIONS if re.search(pat, p.stem)), len(CAPTIONS)), p.name))
+    natural = lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]  # noqa: E731  16, 32, 64, 128 bits
+    rest.sort(key=lambda p: (next((order[pat] for pat, _ in CAPTIONS if re.search(pat, p.stem)), len(CAPTIONS)), natural(p.name)))
     return ordered + [(p, _caption(p)) for p in rest]
 
 
 def _caption(path: Path) -> str:
+    """What the figure shows, from its file name: fig_pr_hash_64bits.png -> "...curves, protocol
+    'hash', 64-bit codes (fig_pr_hash_64bits.png)"."""
     base = next((text for pat, text in CAPTIONS if re.search(pat, path.stem)), "Figure")
+    prefix = re.match(r"^fig_(pr|precision_at_r)_", path.stem)  # group_path's names: fig_<kind>_<protocol>[_<bits>bits]
+    what = re.fullmatch(r"(.+?)(?:_(\d+)bits)?", path.stem[prefix.end():]) if prefix else None
+    if what:
+        base += f", protocol '{what.group(1)}'" + (f", {what.group(2)}-bit codes" if what.group(2) else "")
     return f"{base} ({path.name})"
 
 
