@@ -96,12 +96,12 @@ def _title(dataset: str, protocol: str, bits: int | None) -> str:
 
 def _curves(runs, extract, methods: list[str] | None = None) -> dict:
     """`curves[method label][direction]` = one `extract(direction metrics)` per run that has it,
-    in legend order: --methods' order when given, else by label."""
+    in legend order: --methods' order when given, else by plugin name."""
     curves, rank = defaultdict(lambda: defaultdict(list)), {}
     for spec, metrics in runs:
         key = method_key(spec["method"], spec.get("variant", ""))
         label = display_name(key + source_text(spec))  # tuned runs: curves of their own
-        rank[label] = (methods.index(key) if methods else 0, label)
+        rank[label] = (methods.index(key) if methods else 0, key + source_text(spec))  # by plugin name: β-VAE with beta-vae
         for d in DIRECTION_TITLES:
             value = extract(metrics[d])
             if value:
