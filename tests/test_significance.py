@@ -131,7 +131,7 @@ def test_table_and_compare_on_stored_runs(small_store, run_cli, tmp_path):
 
 def test_compare_bad_input_is_one_line(small_store, run_cli):
     for argv, message in [
-        (["cca", "nope"], "no finished runs of 'nope'"),
+        (["cca", "nope"], "unknown method 'nope'"),
         (["cca", "cca"], "two different entries"),
         (["cca", "random", "--bits", "16"], "at 16 bits"),
         (["cca", "random", "--protocol", "hash"], "under protocol 'hash'"),
