@@ -479,7 +479,10 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
     # Methods: metadata, status, deviations from the paper, what the runs recorded.
     sec = Section("Methods and their deviations from the papers")
     for rec in method_records(runs):
-        head = f"{rec['name']}: {rec['full_name']}"
+        from cmr_bench.registry import display_name
+
+        shown = display_name(rec["name"])  # as the tables print it, with the plugin name to run it by
+        head = (f"{shown} ({rec['name']})" if shown != rec["name"] else rec["name"]) + f": {rec['full_name']}"
         sec.html.append(f"<h3>{_h(head)}</h3>")
         sec.md.append(f"### {_md(head)}")
         facts = [f"Status: {rec['status']} ({STATUS_MEANING.get(rec['status'], 'unknown status')})"]
