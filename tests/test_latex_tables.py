@@ -105,6 +105,7 @@ def test_methods_select_and_order_rows_in_every_format(store, run_cli, tmp_path)
     tex_rows = [line.split(" & ")[0] for line in (tmp_path / "t" / "table2.tex").read_text().splitlines()
                 if line.endswith("\\\\")][1:]
     assert tex_rows == ["Random", "CCA"]
+    assert "2 row(s) left out (--methods)" in (tmp_path / "t" / "table2.md").read_text()  # the marks saw them
     code, out, err = _table(run_cli, store, tmp_path / "t", "--methods", "cca,randon")
     assert code == 2 and "randon" in err and "did you mean random" in err and len(err.strip().splitlines()) == 1
 

@@ -508,10 +508,14 @@ def select_rows(t: Table, methods: list[str]) -> Table:
         hits = [i for i, (k, label) in enumerate(zip(keys, labels))
                 if w in (k.lower(), str(label).lower()) or k.lower().startswith((w + " (", w + " {"))]
         if not hits:
-            raise UnknownNameError(f"row of {t.name}", wanted, sorted(set(keys) | {str(x) for x in labels}))
+            raise UnknownNameError(f"row of {t.name}", wanted, sorted(set(keys)))
         order += [i for i in hits if i not in order]
     frame = t.frame.iloc[order].reset_index(drop=True) if len(t.frame) == len(labels) else t.frame
-    return Table(t.name, t.dataset, t.title, frame, t.display.iloc[order].reset_index(drop=True), list(t.notes),
+    notes = list(t.notes)
+    if len(order) < len(labels):  # the marks were computed on the whole column: say so, never imply otherwise
+        notes.append(f"{len(labels) - len(order)} row(s) left out (--methods); CIs and marks compare each entry with "
+                     "every row of the full table, shown or not.")
+    return Table(t.name, t.dataset, t.title, frame, t.display.iloc[order].reset_index(drop=True), notes,
                  [keys[i] for i in order])
 
 
