@@ -49,7 +49,8 @@ def test_bad_choices_are_one_line(store, run_cli, tmp_path):
     base = ("plot", "pr", "--dataset", "synthetic", "--results-dir", store)
     for args, words in (((*base, "--out", tmp_path / "fig.jpg"), ".png, .pdf, .svg"),
                         ((*base, "--methods", "cca,randon"), "did you mean random"),
-                        ((*base, "--methods", "cca[nope]"), "unknown variant of 'cca'")):
+                        ((*base, "--methods", "cca[nope]"), "unknown variant of 'cca'"),
+                        ((*base, "--methods", "cca,dscmr"), "no finished runs of dscmr")):
         code, out, err = run_cli(*args)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "fig.jpg").exists()

@@ -80,6 +80,11 @@ def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None
         if not _wanted(spec, methods):
             continue
         groups[(spec.get("protocol", "?"), spec.get("bits"))].append((spec, metrics))
+    missing = [m for m in methods or [] if not any(method_key(sp["method"], sp.get("variant", "")) == m
+                                                   for runs in groups.values() for sp, _ in runs)]
+    if missing:  # asked for by name: its absence is news, not a quietly shorter legend
+        raise CmrBenchError(f"--methods: no finished runs of {', '.join(missing)} for dataset '{dataset}' in {runs_dir}"
+                            + (f" under protocol '{protocol}'" if protocol else "") + (f" at {bits} bits" if bits else ""))
     return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)))
 
 
