@@ -10,9 +10,9 @@ import numpy as np
 
 from cmr_bench.errors import CmrBenchError
 from cmr_bench.registry import display_name
-from cmr_bench.report.results import method_key, source_text
+from cmr_bench.report.results import method_key, source_text, stored_runs
 from cmr_bench.runner.spec import RUN_SELECTIONS
-from cmr_bench.runner.store import STATUS_DONE, iter_runs
+from cmr_bench.runner.store import STATUS_DONE
 
 DIRECTION_TITLES = {"i2t": "Img2Txt", "t2i": "Txt2Img"}
 # Points at 130 dpi; a 10-inch figure shrunk to one printed column still reads at these sizes.
@@ -35,8 +35,9 @@ def _plt():
     return plt
 
 
-def _finished(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, with_variants: bool = False):
-    for folder, run, metrics in iter_runs(runs_dir, dataset):
+def _finished(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, with_variants: bool = False,
+              reference: Path | None = None):
+    for folder, run, metrics in stored_runs(runs_dir, dataset, reference=reference)[0]:  # reference: see report/results.py
         spec = run.get("spec", {})
         if run.get("status") != STATUS_DONE or not metrics or spec.get("overrides"):
             continue
@@ -69,12 +70,12 @@ def _wanted(spec: dict, methods: list[str] | None) -> bool:
 
 
 def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, config: str = "all",
-            methods: list[str] | None = None):
+            methods: list[str] | None = None, reference: Path | None = None):
     """{(protocol, bits or None): [(spec, metrics), ...]}: one figure per protocol and code length."""
     if config not in RUN_SELECTIONS:  # tuned runs get curves of their own
         raise CmrBenchError(f"unknown figure config '{config}' (choose from: {', '.join(RUN_SELECTIONS)})")
     groups = defaultdict(list)
-    for spec, metrics in _finished(runs_dir, dataset, protocol, bits, with_variants=bool(methods)):
+    for spec, metrics in _finished(runs_dir, dataset, protocol, bits, with_variants=bool(methods), reference=reference):
         if config != "all" and spec.get("config_source", "default") != config:
             continue
         if not _wanted(spec, methods):
@@ -124,10 +125,10 @@ def _precision_at_r(m: dict):
 
 
 def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
-            config: str = "all", methods: list[str] | None = None) -> list[Path]:
+            config: str = "all", methods: list[str] | None = None, reference: Path | None = None) -> list[Path]:
     """One figure per (protocol, code length): PR curves of both directions, mean over seeds.
     `config`: all runs, or only the default / tuned ones; `methods`: only these, in this order."""
-    groups = _groups(runs_dir, dataset, protocol, bits, config, methods)
+    groups = _groups(runs_dir, dataset, protocol, bits, config, methods, reference)
     if not groups:
         raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
     written = []
@@ -150,8 +151,8 @@ def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None
 
 
 def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
-                        config: str = "all", methods: list[str] | None = None) -> list[Path]:
-    groups = _groups(runs_dir, dataset, protocol, bits, config, methods)
+                        config: str = "all", methods: list[str] | None = None, reference: Path | None = None) -> list[Path]:
+    groups = _groups(runs_dir, dataset, protocol, bits, config, methods, reference)
     written = []
     for (proto, b), runs in groups.items():
         curves = _curves(runs, _precision_at_r, methods)
@@ -197,9 +198,9 @@ def _two_panels(curves, draw, title: str, out: Path, **axis) -> Path:
 
 
 def plot_code_length(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, metric: str = "map@all",
-                     methods: list[str] | None = None) -> Path:
+                     methods: list[str] | None = None, reference: Path | None = None) -> Path:
     points = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for spec, metrics in _finished(runs_dir, dataset, protocol, None):
+    for spec, metrics in _finished(runs_dir, dataset, protocol, None, reference=reference):
         if not spec.get("bits") or not _wanted(spec, methods):
             continue
         for d in DIRECTION_TITLES:

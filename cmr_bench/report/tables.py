@@ -11,7 +11,7 @@ import pandas as pd
 
 from cmr_bench.registry import display_name
 from cmr_bench.report.published import published
-from cmr_bench.report.results import TUNED_SUFFIX, collect
+from cmr_bench.report.results import TUNED_SUFFIX, collect, reference_note
 from cmr_bench.report.significance import annotate
 from cmr_bench.report.summary import mean_std
 
@@ -90,7 +90,7 @@ def _table5_source(dataset: str, root: Path | None) -> tuple[str, dict]:
 
 
 def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all", root: Path | None = None,
-                include_overrides: bool = False, hide_missing: bool = False) -> Table:
+                include_overrides: bool = False, hide_missing: bool = False, reference: Path | None = None) -> Table:
     """`include_overrides`: runs made with --set get a row of their own per configuration, under
     their method's row; `hide_missing`: leave out rows without a run of ours (no plugin, not run)."""
     from cmr_bench.registry import all_methods
@@ -99,7 +99,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     paper_dataset, features = _table5_source(dataset, root) if table == "5" else (dataset, {})
     pub = pub_all[(pub_all["dataset"] == paper_dataset) & (~pub_all["table"].astype(str).str.contains("same-features"))]
     same = pub_all[(pub_all["dataset"] == paper_dataset) & (pub_all["table"].astype(str).str.contains("same-features"))]
-    runs = collect(runs_dir, dataset, protocol="real", include_overrides=include_overrides)
+    runs = collect(runs_dir, dataset, protocol="real", include_overrides=include_overrides, reference=reference, root=root)
     plugins = all_methods()
     # Rows: the paper's rows in its order, then our real-valued methods the paper lacks (table II only).
     rows = [(r["method"], r["key"]) for _, r in pub.iterrows()]
@@ -121,9 +121,9 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     # Runs made with --config tuned: columns of their own beside the default ones, only when some exist.
     has_tuned = not runs.empty and bool(runs["key"].str.endswith(TUNED_SUFFIX).any())
     lab = "Default " if has_tuned else ""
-    records, display, folders, tuned_folders, keys = [], [], [], [], []
+    records, display, folders, tuned_folders, row_keys = [], [], [], [], []
     for label, key in rows:
-        keys.append(key or label)
+        row_keys.append(key or label)
         if table == "5" and features:  # never SDCMR's runs on the dataset's own features
             key = TABLE5_PLUGINS.get(key, key)
         base = key.split(" {")[0].split("[")[0]
@@ -193,10 +193,10 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         label = "Label oracle (ceiling)"  # "from labels": its status
         records.append({"method": label, "plugin": "", "status": "from labels", "img2txt_mean": ceiling[0],
                         "txt2img_mean": ceiling[1], "avg": sum(ceiling) / 2, "runs": 0})
-        keys.append("label-oracle")
+        row_keys.append("label-oracle")
         display.append({"Method": label, f"{lab}Img2Txt": f"{ceiling[0]:.3f}", f"{lab}Txt2Img": f"{ceiling[1]:.3f}",
                         f"{lab}Avg": f"{sum(ceiling) / 2:.3f}", f"{lab}n": ""})
-    notes += _features_note(dataset, pub, root)
+    notes += _features_note(dataset, pub, root) + reference_note(runs, keys + [k + TUNED_SUFFIX for k in keys if k])
     if len(same):
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})"
                          for _, r in same.iterrows() if pd.notna(r["img2txt"]))
@@ -217,10 +217,10 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                 if r["status"] not in ("no plugin", "not run", "needs backbone features") or r.get("tuned_runs")]
         if len(keep) < len(records):
             notes.append(f"{len(records) - len(keep)} row(s) without a run of ours left out (--hide-missing).")
-        records, display, keys = [records[i] for i in keep], [display[i] for i in keep], [keys[i] for i in keep]
+        records, display, row_keys = [records[i] for i in keep], [display[i] for i in keep], [row_keys[i] for i in keep]
     if include_overrides:
         notes.append("Rows with {key=value} are runs made with --set: not the method's published configuration.")
-    return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes, keys)
+    return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes, row_keys)
 
 
 def _label_ceiling(dataset: str, root: Path | None, metric: str) -> tuple[float, float] | None:
@@ -253,12 +253,12 @@ def raise_missing(table: str, dataset: str):
 
 
 def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: bool = False,
-               include_overrides: bool = False, hide_missing: bool = False) -> Table:
+               include_overrides: bool = False, hide_missing: bool = False, reference: Path | None = None) -> Table:
     """Methods (or DJSRH variants) x code lengths x directions, mean ± std over seeds, and n
     (runs per cell: one number, or min-max when the cells differ)."""
     from cmr_bench.registry import all_methods
 
-    runs = collect(runs_dir, dataset, include_overrides=include_overrides)
+    runs = collect(runs_dir, dataset, include_overrides=include_overrides, reference=reference)
     binary = [n for n, c in all_methods().items() if c.code_type == "binary"]
     runs = runs[runs["method"].isin(binary)] if not runs.empty else runs
     if variants:
@@ -290,6 +290,7 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     for b in bits:  # each code length is its own comparison
         notes += [n for n in annotate(records, display, folders[b], [("i2t", f"i2t_{b}", f"I→T {b}"), ("t2i", f"t2i_{b}", f"T→I {b}")],
                                       metric, keys=keys) if n not in notes]
+    notes += reference_note(runs, keys)
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
     return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes,
                  list(keys))
