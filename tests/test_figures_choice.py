@@ -4,10 +4,7 @@ they show, `plot curves` where the README says."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
 from report_store import make_store, odd_method
 
 

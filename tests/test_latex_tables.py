@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from report_store import make_store, odd_method
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +28,7 @@ MEASURE = (
 def _need_pdflatex():
     if not shutil.which("pdflatex"):
         pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
-    if subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).returncode != 0:
+    if subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True, check=False).returncode != 0:
         pytest.skip("booktabs.sty is not installed (apt-get install texlive-latex-recommended)")
 
 
@@ -41,7 +40,7 @@ def compile_in_paper(tex: str, where: Path, preamble: str = "") -> tuple[str, li
     doc.write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n" + preamble + MEASURE
                    + "\\begin{document}\n" + "Text of the paper. " * 40 + "\n" + tex + "\n\\end{document}\n")
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=where,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
     widths = [(float(a), float(b)) for a, b in re.findall(r"CMRWIDTH ([0-9.]+)pt of ([0-9.]+)pt", proc.stdout)]
     return proc.stdout, widths
@@ -128,7 +127,7 @@ def test_notes_compile_with_every_special_character_escaped(tmp_path):
     if not shutil.which("pdftotext"):
         pytest.skip("pdftotext is not installed (apt-get install poppler-utils): the text itself is not checked")
     for variant in ("ot1", "t1"):
-        text = subprocess.run(["pdftotext", "-raw", str(tmp_path / variant / "paper.pdf"), "-"], capture_output=True, text=True).stdout
+        text = subprocess.run(["pdftotext", "-raw", str(tmp_path / variant / "paper.pdf"), "-"], capture_output=True, text=True, check=False).stdout
         flat = " ".join(text.split())
         assert "p < 0.05" in flat and "--config tuned" in flat and "¡" not in flat and "–config" not in flat, (variant, flat)
         assert "50% & $5 #1 a" in flat and "{x}" in flat and "\\w | \"q\" <b> a < b, c > d" in flat, (variant, flat)
