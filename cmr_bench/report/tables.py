@@ -458,8 +458,8 @@ def to_latex(t: Table, columns=()) -> str:
         width = len(head)
         header = [" & ".join(_latex_escape(h) for h, _ in head) + " \\\\"]
     else:
-        blocks = [(title, spec) for title, spec in blocks  # a configuration nothing was run with: no columns
-                  if title in ("Published", "Same features") or any(frame[col].str.strip().any() for _, col in spec if col in frame)]
+        blocks = [(title, spec) for title, spec in blocks  # a configuration nothing was run with (or no published number): no columns
+                  if any(frame[col].str.strip().any() for _, col in spec if col in frame)]
         blocks = blocks or [("", [])]
         head = [("Method", "Method")] + [hc for _, spec in blocks for hc in spec]
         width = len(head)
