@@ -98,6 +98,7 @@ def _methods(text: str) -> list[str]:
 
 
 def cmd_curves(args) -> int:
+    from cmr_bench.commands._common import default_output
     from cmr_bench.report import figures
 
     if not args.runs:
@@ -108,10 +109,8 @@ def cmd_curves(args) -> int:
     if args.out:
         out = Path(args.out)
     else:  # where every table and figure goes: <results-dir>/_out/<dataset>/ (the runs' dataset)
-        from cmr_bench.commands._common import OUT_FOLDER
-
         datasets = sorted({r["dataset"] for r in runs})
-        out = Path(args.results_dir) / OUT_FOLDER / (datasets[0] if len(datasets) == 1 else "mixed") / f"curves_{figures.runs_slug(runs)}.png"
+        out = default_output(args.results_dir, datasets[0] if len(datasets) == 1 else "mixed") / f"curves_{figures.runs_slug(runs)}.png"
     path = figures.plot_curves(runs, out, term=args.term)
     print(f"wrote {path}")
     if args.tensorboard:

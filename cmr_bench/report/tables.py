@@ -306,13 +306,30 @@ def _is_number(value) -> bool:
         return False
 
 
+def _md_safe(value, cell: bool = False):
+    """A cell, header, title or note for Markdown: no raw HTML (a `--set` value holding <script> is
+    text, not markup: every `<` that could open a tag and every `&` that could start an entity is
+    escaped; "p < 0.05" stays as it is) and, in a cell, no `|` splitting the row."""
+    if not isinstance(value, str):
+        return value
+    import re
+
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"&(?=#?\w+;)", "&amp;", value))
+    return " ".join((text.replace("|", "\\|") if cell else text).split())
+
+
+def _md_cell(value):
+    return _md_safe(value, cell=True)
+
+
 def to_markdown(t: Table) -> str:
     # disable_numparse: "0.450" stays "0.450" (tabulate would print 0.45); numeric columns still right-aligned
     frame = t.display.fillna("")
+    frame = frame.rename(columns=_md_cell).apply(lambda col: col.map(_md_cell)) if not frame.empty else frame
     body = frame.to_markdown(index=False, disable_numparse=True, colalign=[
         "right" if all(_is_number(v) for v in frame[c]) else "left" for c in frame.columns]) if not t.display.empty else "(no rows)"
-    notes = "\n".join(f"- {n}" for n in t.notes)
-    return f"**{t.title} — {t.dataset}**\n\n{body}\n\n{notes}\n"
+    notes = "\n".join(f"- {_md_safe(n)}" for n in t.notes)
+    return f"**{_md_safe(t.title)} — {_md_safe(t.dataset)}**\n\n{body}\n\n{notes}\n"
 
 
 # Unicode the tables and notes use, as LaTeX that compiles with or without fontenc/inputenc.
@@ -521,7 +538,9 @@ def select_rows(t: Table, methods: list[str]) -> Table:
 
 
 def write_table(t: Table, out_dir: Path, formats: list[str], columns=()) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from cmr_bench.safe_io import make_folder, write_text
+
+    make_folder(out_dir, "table folder")
     written = []
     for fmt in formats:
         path = out_dir / f"{t.name}.{ {'csv': 'csv', 'latex': 'tex', 'md': 'md'}[fmt] }"
@@ -531,8 +550,5 @@ def write_table(t: Table, out_dir: Path, formats: list[str], columns=()) -> list
             text = to_latex(t, columns)
         else:
             text = to_markdown(t)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_text(path, text, "table file"))
     return written
