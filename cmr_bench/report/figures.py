@@ -289,7 +289,8 @@ def read_logs(folders: list[Path]) -> list[dict]:
             raise CmrBenchError(f"{folder}/log.jsonl is unreadable ({type(exc).__name__})") from None
         spec = state.run.get("spec", {})
         x = next((k for k in X_KEYS if rows and all(k in r for r in rows)), None)
-        label = display_name(method_key(spec.get("method", "?"), spec.get("variant", "")) + source_text(spec)) + (f" {spec['bits']}b" if spec.get("bits") else "")
+        label = display_name(method_key(spec.get("method", "?"), spec.get("variant", "")) + source_text(spec))
+        label += f" {spec['bits']}b" if spec.get("bits") else ""
         label += f" seed={spec.get('seed', '?')}"
         selected = next((r["selected_epoch"] for r in reversed(rows) if isinstance(r.get("selected_epoch"), (int, float))), None)
         runs.append({"label": label, "folder": folder, "x": x, "rows": rows, "selected": selected, "dataset": str(spec.get("dataset", "unknown"))})
