@@ -694,3 +694,79 @@ def test_unreadable_run_files_are_corrupt_not_a_crash(one_run, run_cli, monkeypa
     assert code == 0 and "corrupt" in out and "Traceback" not in err
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results, "--out", tmp_path / "t")
     assert code == 0 and "skipping corrupt run" in err
+
+
+# --- issue 30 (ugly): experiment files, option values, manifests -----------------------------
+
+EXPERIMENT = 'name = "x"\ndataset = "synthetic"\n[[grids]]\n{grid}\n'
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ('methods = ["cca", "cca"]', "more than once"),
+    ('methods = ["cca", " CCA"]', "more than once"),
+    ('methods = ["*"]', "matches every registered method"),
+    ('methods = ["cca"]\nseeds = 9223372036854775808', "below 2**63"),
+    ('methods = ["cca"]\nseeds = "9223372036854775808"', "below 2**63"),
+    ('methods = ["cca"]\nseeds = "0,9223372036854775808"', "below 2**63"),
+])
+def test_experiment_file_methods_and_seeds_are_checked(tmp_path, run_cli, grid, expected):
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT.format(grid=grid))
+    code, out, err = run_cli("reproduce", path, "--dry-run", "--results-dir", tmp_path / "r")
+    assert_one_line(code, err, expected)
+    assert not (tmp_path / "r").exists()
+
+
+def test_experiment_file_globs_narrower_than_everything_still_work(tmp_path, run_cli):
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT.format(grid='methods = ["cc*"]\nseeds = "0-1"'))
+    code, out, err = run_cli("reproduce", path, "--dry-run", "--results-dir", tmp_path / "r")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("command", ["run", "reproduce"])
+def test_absurd_thread_counts_are_one_line(tmp_path, run_cli, command):
+    target = ["--methods", "cca", "--dataset", "synthetic"] if command == "run" else [Path(__file__).parents[1] / "experiments" / "hashing.toml", "--dry-run"]
+    code, out, err = run_cli(command, *target, "--threads", "100000", "--results-dir", tmp_path / "r")
+    assert_one_line(code, err, "--threads: at most 1024")
+    assert not (tmp_path / "r").exists()
+
+
+BAD_LABELS = {
+    "description a number": lambda: _synth().replace('name = "tiny"', 'name = "tiny"\ndescription = 5'),
+    "citation a table": lambda: _synth().replace('name = "tiny"', 'name = "tiny"\ncitation = { a = 1 }'),
+    "protocol description a list": lambda: _synth() + "description = [1]\n",
+    "synthetic num_classes disagrees": lambda: _synth(num_classes=7),
+    "synthetic multilabel for single labels": lambda: _synth(multilabel="true"),
+    "synthetic one training item": lambda: _synth(n_train=1),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LABELS))
+def test_manifests_whose_text_or_labels_disagree_are_refused(tmp_path, run_cli, case):
+    path = tmp_path / "tiny.toml"
+    path.write_text(BAD_LABELS[case]())
+    code, out, err = run_cli("data", "info", path)
+    assert_one_line(code, err, "malformed manifest")
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", path, "--results-dir", tmp_path / "r", "--no-progress")
+    assert_one_line(code, err, "malformed manifest")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_fixed_split_training_on_one_item_is_refused(tmp_path, run_cli):
+    m = write_user_dataset(tmp_path / "d", n_train=1, checksums=False)
+    m.write_text(m.read_text().replace("train = 30", "train = 1"))
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", m, "--results-dir", tmp_path / "r", "--no-progress")
+    assert_one_line(code, err, "trains on 1 item")
+
+
+@pytest.mark.parametrize("command", [["data", "list"], ["list", "datasets"], ["list", "datasets", "--json"]])
+def test_listing_datasets_names_the_bad_manifest_and_lists_the_others(tmp_path, run_cli, command):
+    root = tmp_path / "root"
+    (root / "bad").mkdir(parents=True)
+    (root / "bad" / "manifest.toml").write_text(BAD_LABELS["description a number"]().replace('"tiny"', '"bad"'))
+    (root / "good.toml").write_text(_synth().replace('"tiny"', '"good"'))
+    code, out, err = run_cli("--data-root", root, *command)
+    assert code == 0 and "Traceback" not in err, err
+    assert "good" in out and "synthetic" in out and "wiki" in out
+    assert "bad" in out and "malformed" in out and "'description' must be a string" in out

@@ -100,6 +100,9 @@ def register(sub) -> None:
 
 
 EXECUTORS = ("local", "ray")
+# A fixed cap, not one from this machine's cores: --threads is part of a run's identity, so an
+# experiment must mean the same everywhere. 100,000 made OpenMP fail allocating thread stacks.
+MAX_THREADS = 1024
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -115,6 +118,8 @@ def executor_options(args):
         args.jobs = str(usable_cpus())
     jobs = positive_int(args.jobs, "--jobs") if args.jobs is not None else None
     threads = positive_int(args.threads, "--threads")
+    if threads > MAX_THREADS:
+        raise CmrBenchError(f"--threads: at most {MAX_THREADS}, got {threads} (torch threads per run; more only thrash)")
     ray = args.executor == "ray"
     if not ray:
         given = [flag for flag, value in (("--ray-address", args.ray_address), ("--ray-gpus", args.ray_gpus)) if value is not None]
