@@ -770,3 +770,71 @@ def test_listing_datasets_names_the_bad_manifest_and_lists_the_others(tmp_path, 
     assert code == 0 and "Traceback" not in err, err
     assert "good" in out and "synthetic" in out and "wiki" in out
     assert "bad" in out and "malformed" in out and "'description' must be a string" in out
+
+
+# --- issue 30 (ugly): a tampered run is refused by `eval --run` and never reaches a table ----
+
+def _rewrite_run(folder: Path, edit, redigest: bool) -> None:
+    """Edit run.json; `redigest`: also recompute its digest, as a careful forger would."""
+    from cmr_bench.runner.store import DIGEST_KEY, run_digest
+
+    run = json.loads((folder / "run.json").read_text())
+    assert DIGEST_KEY in run  # written by this version
+    edit(run)
+    if redigest:
+        run[DIGEST_KEY] = run_digest(run)
+    (folder / "run.json").write_text(json.dumps(run))
+
+
+def _move_to_method(folder: Path, method: str) -> Path:
+    """The run folder copied under another method's folder (same tag and seed)."""
+    import shutil
+
+    target = folder.parents[2] / method / folder.parent.name / folder.name
+    target.parent.mkdir(parents=True)
+    shutil.copytree(folder, target)
+    shutil.rmtree(folder.parents[1])
+    return target
+
+
+TAMPERED = {
+    "codes checksum entry removed": lambda f: (_rewrite_run(f, lambda r: r["files"].pop("arrays.npz"), redigest=False), f)[1],
+    "codes checksum entry removed, digest redone": lambda f: (_rewrite_run(f, lambda r: r["files"].pop("arrays.npz"), redigest=True), f)[1],
+    "one value edited": lambda f: (_rewrite_run(f, lambda r: r["spec"]["config"].update(reg=0.5), redigest=False), f)[1],
+    "timestamp edited": lambda f: (_rewrite_run(f, lambda r: r.update(finished="2020-01-01T00:00:00"), redigest=False), f)[1],
+    "method edited, digest redone": lambda f: (_rewrite_run(f, lambda r: r["spec"].update(method="kcca"), redigest=True), f)[1],
+    "folder moved to another method": lambda f: _move_to_method(f, "kcca"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_a_tampered_run_is_refused_by_eval_and_left_out_of_tables(one_run, run_cli, tmp_path, case):
+    results, folder = one_run
+    folder = TAMPERED[case](folder)
+    code, out, err = run_cli("eval", "--run", folder)
+    assert_one_line(code, err, "corrupt")
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results,
+                             "--out", tmp_path / "t", "--format", "csv")
+    assert code == 0 and "skipping corrupt run" in err, err
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method")
+    for method in ("cca", "kcca"):
+        assert table.loc[method, "runs"] in (0, "0") or pd.isna(table.loc[method, "runs"]), table.loc[method]
+
+
+def test_a_run_written_before_the_digest_is_accepted_when_its_files_and_folder_agree(one_run, run_cli, tmp_path):
+    """Legacy runs (no digest in run.json) stay valid on the other checks: every file listed
+    with a matching sha256, nothing unlisted, dataset/protocol/method matching the folder."""
+    from cmr_bench.runner.store import DIGEST_KEY
+
+    results, folder = one_run
+    run = json.loads((folder / "run.json").read_text())
+    del run[DIGEST_KEY]
+    (folder / "run.json").write_text(json.dumps(run))
+    code, out, err = run_cli("eval", "--run", folder)
+    assert code == 0 and "Traceback" not in err, err
+    run["spec"]["method"] = "kcca"  # ... and refused when the method is not its folder's
+    (folder / "run.json").write_text(json.dumps(run))
+    code, out, err = run_cli("eval", "--run", folder)
+    assert_one_line(code, err, "its folder for 'cca'")
