@@ -838,3 +838,94 @@ def test_a_run_written_before_the_digest_is_accepted_when_its_files_and_folder_a
     (folder / "run.json").write_text(json.dumps(run))
     code, out, err = run_cli("eval", "--run", folder)
     assert_one_line(code, err, "its folder for 'cca'")
+
+
+# --- issue 30 (ugly): tune under Ctrl-C, concurrent invocations, foreign study storages ------
+
+DRIVER = Path(__file__).parent / "tune_driver.py"
+
+
+def _tune_process(tmp_path, *extra):
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TUNE_STARTED": str(tmp_path / "started"), "PYTHONPATH": str(Path(__file__).parent)}
+    return subprocess.Popen([sys.executable, str(DRIVER), "tune", "--methods", "test-slow-tune", "--dataset", "synthetic",
+                             "--trials", "4", "--out", str(tmp_path / "tuned"), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell ignores SIGINT
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_during_tune_is_one_line_and_the_study_resumes(tmp_path, jobs):
+    import signal
+
+    optuna = pytest.importorskip("optuna")
+    proc = _tune_process(tmp_path, "--jobs", jobs)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "started").exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "interrupted while tuning test-slow-tune" in err and "resumes" in err
+    assert not (tmp_path / "tuned" / "synthetic" / "test-slow-tune.toml").exists()
+    (tmp_path / "started").unlink()
+    proc = _tune_process(tmp_path, "--jobs", jobs)  # the same command finishes the study
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    tuned = (tmp_path / "tuned" / "synthetic" / "test-slow-tune.toml").read_text()
+    assert "trials = 4\n" in tuned and f"jobs = [{jobs}]\n" in tuned
+    study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=f"sqlite:///{tmp_path / 'tuned' / 'synthetic' / 'studies.db'}")
+    scored = [t.params["x"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(scored) == 4 and len(set(scored)) == 4
+
+
+@pytest.fixture
+def slow_grid_method():
+    from test_tuning import _registered
+    from tune_driver import SlowGrid
+
+    yield from _registered(SlowGrid)
+
+
+@pytest.mark.parametrize("jobs, fresh", [(1, False), (2, True)])
+def test_two_tune_invocations_on_one_study_keep_the_budget_and_never_repeat_a_point(tmp_path, monkeypatch, slow_grid_method,
+                                                                                   jobs, fresh):
+    """Two `tune` of one study at once (here two threads, each with its own study object on one
+    SQLite file, as two processes would have): 8 trials finished for a budget of 4, and grid
+    points repeated, before trials were claimed in the storage. `fresh`: both also create the
+    file's tables at once (one of them failed with an IntegrityError)."""
+    optuna = pytest.importorskip("optuna")
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import tune_method
+
+    monkeypatch.setenv("TUNE_STARTED", str(tmp_path / "started"))
+    monkeypatch.setenv("TUNE_STEPS", "6")
+    ds = load_dataset("synthetic")
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    if not fresh:
+        optuna.storages.RDBStorage(storage)  # the tables exist: only the budget is contended
+    results, errors = [], []
+    gate = threading.Barrier(2)
+
+    def tune():
+        gate.wait()
+        try:
+            results.append(tune_method("test-slow-tune", ds, 4, storage, jobs=jobs))
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    workers = [threading.Thread(target=tune) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+    assert not errors, errors
+    study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=storage)
+    scored = [t.params["x"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(scored) == 4 and len(set(scored)) == 4, [(t.number, t.state, t.params, t.user_attrs) for t in study.trials]
+    assert [r["trials"] for r in results] and all(r["trials"] <= 4 for r in results)

@@ -70,8 +70,13 @@ def cmd_tune(args) -> int:
         storage = f"sqlite:///{(out / dataset.name / 'studies.db').resolve()}"
         own_datasets_only(storage, dataset.name)
     for n in names:
-        res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=args.jobs, bits=args.bits,
-                          val_fraction=args.val_fraction, progress=sys.stdout.isatty())  # a bar on a TTY, quiet off one
+        try:
+            res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=args.jobs, bits=args.bits,
+                              val_fraction=args.val_fraction, progress=sys.stdout.isatty())  # a bar on a TTY, quiet off one
+        except KeyboardInterrupt:
+            print(f"cmr-bench: interrupted while tuning {n}; its finished trials are kept in {storage}: "
+                  "the same command resumes it", file=sys.stderr)
+            return 130
         path = write_tuned(res, out)
         picked = ", ".join(f"{k}={res['config'][k]}" for k in res["tuned"])
         print(f"{n}: best validation {res['value']:.4f} after {res['trials']} trials ({res['sampler']}, "
