@@ -216,9 +216,49 @@ def open_study(optuna, storage: str, name: str, space: dict, seed: int, identity
         diff = ", ".join(f"{k} {stored.get(k)!r} != {identity.get(k)!r}" for k in keys if stored.get(k) != identity.get(k))
         raise CmrBenchError(f"study '{name}' in {storage} was made for other data or settings ({diff}); "
                             "use another --storage or delete it")
+    check_trials(optuna, study, space, storage)
     if not is_grid(space) and study.trials:  # resumed: a fresh seed stream, or TPE's random start repeats the first trials
         study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     return study
+
+
+def _distributions(optuna, space: dict) -> dict:
+    """The distribution `suggest` gives each key: what a trial of this study must carry."""
+    d = optuna.distributions
+    out = {}
+    for key, entry in space.items():
+        if entry[0] == "choice":
+            values = list(entry[1])
+            out[key] = d.CategoricalDistribution(list(range(len(values))) if any(isinstance(v, (list, dict)) for v in values) else values)
+        elif entry[0] == "int":
+            out[key] = d.IntDistribution(int(entry[1]), int(entry[2]))
+        else:
+            out[key] = d.FloatDistribution(float(entry[1]), float(entry[2]), log=entry[0] == "logfloat")
+    return out
+
+
+def check_trials(optuna, study, space: dict, storage: str) -> None:
+    """A study file edited or written by something else (NaN or text scores, parameters of
+    another space, unreadable distributions) is refused in one line before a trial runs."""
+    where = f"study '{study.study_name}' in {storage}"
+    expected = _distributions(optuna, space)
+    try:
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                v = t.value
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+                    raise CmrBenchError(f"{where}: trial {t.number} scored {v!r}, not a mAP in [0, 1]")
+            for key, dist in t.distributions.items():
+                if expected.get(key) != dist:
+                    raise CmrBenchError(f"{where}: trial {t.number} has '{key}' from another search space ({type(dist).__name__})")
+                if not dist._contains(dist.to_internal_repr(t.params[key])):
+                    raise CmrBenchError(f"{where}: trial {t.number}'s '{key}' = {t.params[key]!r} lies outside its space")
+    except CmrBenchError as exc:
+        raise CmrBenchError(f"{exc} (edited, or not written by `cmr-bench tune`): use another --storage or delete it") from None
+    except Exception as exc:  # undecodable JSON, values of the wrong type: optuna's own parsing fails
+        raise CmrBenchError(f"{where} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+                            "edited, or not written by `cmr-bench tune`; use another --storage or delete it") from None
 
 
 class StudyBar:

@@ -929,3 +929,59 @@ def test_two_tune_invocations_on_one_study_keep_the_budget_and_never_repeat_a_po
     scored = [t.params["x"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(scored) == 4 and len(set(scored)) == 4, [(t.number, t.state, t.params, t.user_attrs) for t in study.trials]
     assert [r["trials"] for r in results] and all(r["trials"] <= 4 for r in results)
+
+
+STUDY_EDITS = {
+    "score NaN": "update trial_values set value = 'nan'",
+    "score a string": "update trial_values set value = 'abc'",
+    "score 5": "update trial_values set value = 5",
+    "distribution garbage": "update trial_params set distribution_json = 'garbage'",
+    "distribution of another space": "update trial_params set distribution_json = "
+                                     "'{\"name\": \"FloatDistribution\", \"attributes\": {\"low\": 0, \"high\": 1, \"log\": false, \"step\": null}}'",
+    "parameter a string": "update trial_params set param_value = 'x'",
+    "parameter out of its choices": "update trial_params set param_value = 99",
+    "state garbage": "update trials set state = 'XYZ'",
+}
+
+
+@pytest.fixture(scope="module")
+def tuned_study(tmp_path_factory):
+    """A finished 2-trial CCA study (tuned file and studies.db), made once."""
+    pytest.importorskip("optuna")
+    from cmr_bench.cli import main
+
+    out = tmp_path_factory.mktemp("study") / "tuned"
+    assert main(["tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "2", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("case", list(STUDY_EDITS))
+def test_a_corrupt_or_foreign_study_file_is_one_line(tmp_path, run_cli, tuned_study, case):
+    import shutil
+    import sqlite3
+
+    out = tmp_path / "tuned"
+    shutil.copytree(tuned_study, out)
+    before = (out / "synthetic" / "cca.toml").read_bytes()
+    with sqlite3.connect(out / "synthetic" / "studies.db") as con:
+        con.execute(STUDY_EDITS[case])
+    code, stdout, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "3", "--out", out)
+    assert_one_line(code, err, "use another --storage or delete it")
+    assert (out / "synthetic" / "cca.toml").read_bytes() == before  # the last good result is kept
+
+
+@pytest.mark.parametrize("query", ["?mode=ro", "?foo=bar", "?x", "?timeout=5&cache=shared"])
+def test_a_storage_query_sqlite_would_ignore_is_refused(tmp_path, run_cli, query):
+    pytest.importorskip("optuna")
+    code, out, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "1", "--out", tmp_path / "t",
+                             "--storage", f"sqlite:///{tmp_path / 's.db'}{query}")
+    assert_one_line(code, err, "--storage: SQLite ignores")
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "t").exists()
+
+
+def test_a_storage_query_sqlite_honours_is_honoured(tmp_path, run_cli):
+    pytest.importorskip("optuna")
+    code, out, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "1", "--out", tmp_path / "t",
+                             "--storage", f"sqlite:///{tmp_path / 's.db'}?timeout=5")
+    assert code == 0 and "Traceback" not in err and "Warning" not in err, err
+    assert (tmp_path / "s.db").is_file()

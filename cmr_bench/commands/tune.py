@@ -62,6 +62,8 @@ def cmd_tune(args) -> int:
     dataset = load_dataset(args.dataset, root_of(args), train_only=True)
     out = Path(args.out)
     storage = args.storage
+    if storage is not None:
+        check_storage_query(storage)
     if storage is None:
         try:
             (out / dataset.name).mkdir(parents=True, exist_ok=True)
@@ -99,3 +101,21 @@ def own_datasets_only(storage: str, dataset: str) -> None:
     if other:
         raise CmrBenchError(f"study storage {storage} holds studies of another dataset ({other[0]}); "
                             f"it belongs to that dataset's folder, not '{dataset}' (or pass --storage)")
+
+
+# What SQLAlchemy's SQLite dialect honours in a URL's query; it warns about anything else and
+# ignores it, so a user's `?mode=ro` or typo would silently not apply: refused instead.
+SQLITE_QUERY_KEYS = ("timeout",)
+
+
+def check_storage_query(storage: str) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(storage)
+    if not parts.scheme.lower().startswith("sqlite") or not parts.query:
+        return  # other databases pass their query to the driver, which honours or refuses it
+    keys = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - set(SQLITE_QUERY_KEYS)) or \
+        ([] if parse_qs(parts.query, keep_blank_values=True) else [parts.query])
+    if keys:
+        raise CmrBenchError(f"--storage: SQLite ignores '{keys[0]}' in the URL's query (it honours only "
+                            f"{', '.join(SQLITE_QUERY_KEYS)}); drop it")
