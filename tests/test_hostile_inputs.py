@@ -985,3 +985,86 @@ def test_a_storage_query_sqlite_honours_is_honoured(tmp_path, run_cli):
                              "--storage", f"sqlite:///{tmp_path / 's.db'}?timeout=5")
     assert code == 0 and "Traceback" not in err and "Warning" not in err, err
     assert (tmp_path / "s.db").is_file()
+
+
+# --- issue 30 (ugly): data import and fetch leave nothing behind ------------------------------
+
+def _import_setup(tmp_path):
+    src = tmp_path / "mine"
+    manifest = write_user_dataset(src, checksums=False)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "mydata.toml").write_text('folder = "mydata"\n' + manifest.read_text())
+    return src, root
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_import_refuses_a_link_out_of_the_source_folder(tmp_path, run_cli, link):
+    src, root = _import_setup(tmp_path)
+    outside = tmp_path / "elsewhere" / "secret.npz"
+    outside.parent.mkdir()
+    os.replace(src / "features.npz", outside)
+    os.symlink(outside, src / "features.npz")
+    code, out, err = run_cli("--data-root", root, "data", "import", "mydata", src, *(["--link"] if link else []))
+    assert code == 2 and "Traceback" not in err and "outside" in out and "not imported" in out, out + err
+    assert not os.path.lexists(root / "mydata" / "features.npz")
+
+
+def test_import_does_not_keep_an_unverifiable_file_that_does_not_load(tmp_path, run_cli):
+    src, root = _import_setup(tmp_path)
+    (src / "features.npz").write_bytes(b"not an npz")
+    code, out, err = run_cli("--data-root", root, "data", "import", "mydata", src)
+    assert code == 2 and "Traceback" not in err and "removed again" in out, out + err
+    assert not os.path.lexists(root / "mydata" / "features.npz")
+
+
+def _fetch_process(manifest: Path, url: str):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "cmr_bench.cli", "data", "fetch", str(manifest), "--base-url", url, "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_killed_fetch_leaves_no_part_file(tmp_path, run_cli, monkeypatch, how):
+    """SIGTERM: the fetch removes its temporary file on the way out; SIGKILL cannot be caught,
+    so the next fetch or import removes a temporary file whose process is gone."""
+    import signal
+
+    server = RawServer(_slow, lifetime=40)
+    manifest = write_user_dataset(tmp_path / "user", checksums=False)
+    (tmp_path / "user" / "features.npz").unlink()
+    proc = _fetch_process(manifest, server.url)
+    deadline = time.monotonic() + 60
+    parts = []
+    while not parts and proc.poll() is None and time.monotonic() < deadline:
+        parts = [p for p in (tmp_path / "user").iterdir() if ".part-" in p.name]
+        time.sleep(0.05)
+    assert parts, proc.communicate()
+    proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    if how == "SIGTERM":
+        assert proc.returncode == 143 and len(err.strip().splitlines()) == 1, err
+        assert not [p for p in (tmp_path / "user").iterdir() if ".part-" in p.name]
+        return
+    assert [p for p in (tmp_path / "user").iterdir() if ".part-" in p.name]  # what SIGKILL leaves ...
+    monkeypatch.setenv("CMR_BENCH_FETCH_DEADLINE", "1")
+    run_cli("data", "fetch", manifest, "--base-url", RawServer(_reply(b"HTTP/1.1 404 Not Found\r\n\r\n", b"")).url, "--no-progress")
+    assert sorted(p.name for p in (tmp_path / "user").iterdir()) == ["manifest.toml"]  # ... the next fetch removes
+
+
+def test_fetch_has_an_overall_deadline(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("CMR_BENCH_FETCH_DEADLINE", "100")
+    monkeypatch.setenv("CMR_BENCH_FETCH_TOTAL_DEADLINE", "2")
+    server = RawServer(_slow, lifetime=40)
+    manifest = write_user_dataset(tmp_path / "user", checksums=False)
+    text = manifest.read_text()
+    manifest.write_text(text + '\n[[files]]\npath = "extra.npz"\nsha256 = ""\n')
+    (tmp_path / "user" / "features.npz").unlink()
+    start = time.monotonic()
+    code, out, err = run_cli("data", "fetch", manifest, "--base-url", server.url, "--no-progress")
+    assert time.monotonic() - start < 30, "the overall deadline was not applied"
+    assert code == 2 and "Traceback" not in err and "the whole fetch may take 2 s" in out, out + err
+    assert sorted(p.name for p in (tmp_path / "user").iterdir()) == ["manifest.toml"]
