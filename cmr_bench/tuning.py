@@ -304,10 +304,45 @@ def _claim(study, trial, budget: int, optuna) -> str:
     key = lambda t: t.system_attrs.get("grid_id", t.system_attrs.get("fixed_params"))  # noqa: E731
     mine = key(study._storage.get_trial(trial._trial_id))  # Trial has no system_attrs of its own
     held = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and not t.user_attrs.get("unclaimed")
-            and (_counted(t) or t.state in (state.RUNNING, state.WAITING))]
+            and (_counted(t) or t.state in (state.RUNNING, state.WAITING)) and not _orphaned(t, optuna)]
     if mine is not None and any(key(t) == mine and t.state != state.WAITING for t in held):
         return "duplicate"
     return "over budget" if len(held) >= budget else ""
+
+
+def _owner() -> dict:
+    import os
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _orphaned(trial, optuna) -> bool:
+    """A running trial whose process (on this host) is gone: killed (SIGKILL, power loss)."""
+    import os
+
+    owner = trial.user_attrs.get("owner")
+    if trial.state != optuna.trial.TrialState.RUNNING or not isinstance(owner, dict) or owner.get("host") != _owner()["host"]:
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError, TypeError, KeyError):
+        return False
+    return False
+
+
+def release_orphans(study, optuna) -> None:
+    """Orphaned trials (see _orphaned) become failed and interrupted: not counted, rerun first."""
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False):
+        if _orphaned(t, optuna):
+            try:
+                storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+                storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            except Exception:  # noqa: BLE001  another `tune` released it first
+                pass
 
 
 class _QuietTrials:
@@ -407,6 +442,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
                 over_budget.set()
                 study.stop()
             raise optuna.TrialPruned(why)
+        trial.set_user_attr("owner", _owner())  # a trial left running by a killed process is released (release_orphans)
         try:
             return run_trial(trial)
         except KeyboardInterrupt:  # Ctrl-C: a resumed study reruns this trial
@@ -437,6 +473,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
     complete = optuna.trial.TrialState.COMPLETE
     done = lambda: [t for t in study.trials if t.state == complete]  # noqa: E731
     t0 = time.perf_counter()
+    release_orphans(study, optuna)
     counted = len([t for t in study.trials if _counted(t)])
     left = budget - counted
     if left > 0:  # a resumed study runs only what is left of the budget
