@@ -368,8 +368,8 @@ def requeue_interrupted(study, optuna) -> None:
         # over-budget trials of another process: their grid point or enqueued values were never scored
         unscored = t.user_attrs.get("unclaimed") == "over budget" and t.params and (
             "grid_id" in t.system_attrs or t.system_attrs.get("fixed_params"))
-        if not unscored and (t.state != fail or not t.user_attrs.get("interrupted")):
-            continue
+        if not t.params or (not unscored and (t.state != fail or not t.user_attrs.get("interrupted"))):
+            continue  # (no params: stopped before its values were drawn; nothing to repeat)
         later = [u for u in trials if u.number > t.number and u.system_attrs.get("fixed_params") == t.params]
         if not later:
             study.enqueue_trial(t.params, skip_if_exists=False)

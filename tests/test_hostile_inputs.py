@@ -857,8 +857,9 @@ def _tune_process(tmp_path, *extra):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell ignores SIGINT
 
 
-@pytest.mark.parametrize("jobs, how", [("1", "SIGINT"), ("2", "SIGINT"), ("1", "SIGKILL")])
-def test_ctrl_c_during_tune_is_one_line_and_the_study_resumes(tmp_path, jobs, how):
+@pytest.mark.parametrize("jobs, how", [("1", "SIGINT"), ("2", "SIGINT"),
+                                       pytest.param("1", "SIGKILL", marks=pytest.mark.slow)])  # fast: ..._is_released
+def test_ctrl_c_during_tune_is_one_line_and_the_study_resumes(tmp_path, run_cli, monkeypatch, slow_grid_method, jobs, how):
     """Ctrl-C: one line, the trial it stopped is rerun by the same command. SIGKILL: nothing
     can be said, but the trial left running does not hold a slot of the budget for ever."""
     import signal
@@ -876,10 +877,11 @@ def test_ctrl_c_during_tune_is_one_line_and_the_study_resumes(tmp_path, jobs, ho
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert "interrupted while tuning test-slow-tune" in err and "resumes" in err
     assert not (tmp_path / "tuned" / "synthetic" / "test-slow-tune.toml").exists()
-    (tmp_path / "started").unlink()
-    proc = _tune_process(tmp_path, "--jobs", jobs)  # the same command finishes the study
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
+    monkeypatch.setenv("TUNE_STARTED", str(tmp_path / "started"))
+    monkeypatch.setenv("TUNE_STEPS", "2")
+    code, out, err = run_cli("tune", "--methods", "test-slow-tune", "--dataset", "synthetic", "--trials", "4",
+                             "--out", tmp_path / "tuned", "--jobs", jobs)  # the same command finishes the study
+    assert code == 0, err
     tuned = (tmp_path / "tuned" / "synthetic" / "test-slow-tune.toml").read_text()
     assert "trials = 4\n" in tuned and f"jobs = [{jobs}]\n" in tuned
     study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=f"sqlite:///{tmp_path / 'tuned' / 'synthetic' / 'studies.db'}")
@@ -893,6 +895,35 @@ def slow_grid_method():
     from tune_driver import SlowGrid
 
     yield from _registered(SlowGrid)
+
+
+def test_a_trial_left_running_by_a_killed_process_is_released(tmp_path, monkeypatch, slow_grid_method):
+    """A SIGKILLed `tune` leaves its trial "running"; it held a slot of the budget for ever
+    (3 trials scored of 4). The next `tune` on this host fails it and reruns its values first."""
+    import socket
+    import subprocess
+    import sys
+
+    optuna = pytest.importorskip("optuna")
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import tune_method
+
+    monkeypatch.setenv("TUNE_STARTED", str(tmp_path / "started"))
+    monkeypatch.setenv("TUNE_STEPS", "1")
+    ds = load_dataset("synthetic")
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    tune_method("test-slow-tune", ds, 2, storage)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=storage)
+    orphan = study.ask()
+    orphan.suggest_categorical("x", [0.1, 0.3, 0.5, 0.7, 0.9, 1.1])
+    study._storage.set_trial_user_attr(orphan._trial_id, "owner", {"host": socket.gethostname(), "pid": dead.pid})
+    res = tune_method("test-slow-tune", ds, 4, storage)
+    study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=storage)
+    scored = [t.params["x"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert res["trials"] == 4 and len(scored) == 4 and len(set(scored)) == 4
+    assert orphan.params["x"] in scored  # its values were run again
 
 
 @pytest.mark.parametrize("jobs, fresh", [(1, False), (2, True)])
