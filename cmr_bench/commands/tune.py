@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -62,11 +63,19 @@ def cmd_tune(args) -> int:
     if storage is not None:
         check_storage_query(storage)
     if storage is None:
-        try:
-            (out / dataset.name).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CmrBenchError(f"cannot create {out / dataset.name}: {exc.strerror or exc}") from None
-        storage = f"sqlite:///{(out / dataset.name / 'studies.db').resolve()}"
+        from cmr_bench.safe_io import check_regular, make_folder
+
+        db = make_folder(out / dataset.name, "tuned-config folder", base=out) / "studies.db"
+        if os.path.lexists(db):  # a planted (even dangling) link must not make SQLite create a file elsewhere
+            check_regular(db, "study database", max_bytes=2**40)
+        else:  # created here, exclusively: SQLite then opens our own empty file
+            try:
+                os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            except FileExistsError:
+                check_regular(db, "study database", max_bytes=2**40)
+            except OSError as exc:
+                raise CmrBenchError(f"cannot create {db}: {exc.strerror or exc}") from None
+        storage = f"sqlite:///{db.absolute()}"
         own_datasets_only(storage, dataset.name)
     for n in names:
         jobs = trial_jobs(n, args.trials, dataset, jobs_given)

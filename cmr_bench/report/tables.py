@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cmr_bench.report.published import published
-from cmr_bench.report.results import TUNED_SUFFIX, collect
+from cmr_bench.report.results import TUNED_SUFFIX, collect, reference_note
 from cmr_bench.report.significance import annotate
 from cmr_bench.report.summary import mean_std
 
@@ -88,7 +88,7 @@ def _table5_source(dataset: str, root: Path | None) -> tuple[str, dict]:
 
 
 def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all", root: Path | None = None,
-                include_overrides: bool = False, hide_missing: bool = False) -> Table:
+                include_overrides: bool = False, hide_missing: bool = False, reference: Path | None = None) -> Table:
     """`include_overrides`: runs made with --set get a row of their own per configuration, under
     their method's row; `hide_missing`: leave out rows without a run of ours (no plugin, not run)."""
     from cmr_bench.registry import all_methods
@@ -97,7 +97,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     paper_dataset, features = _table5_source(dataset, root) if table == "5" else (dataset, {})
     pub = pub_all[(pub_all["dataset"] == paper_dataset) & (~pub_all["table"].astype(str).str.contains("same-features"))]
     same = pub_all[(pub_all["dataset"] == paper_dataset) & (pub_all["table"].astype(str).str.contains("same-features"))]
-    runs = collect(runs_dir, dataset, protocol="real", include_overrides=include_overrides)
+    runs = collect(runs_dir, dataset, protocol="real", include_overrides=include_overrides, reference=reference, root=root)
     plugins = all_methods()
     # Rows: the paper's rows in its order, then our real-valued methods the paper lacks (table II only).
     rows = [(r["method"], r["key"]) for _, r in pub.iterrows()]
@@ -192,7 +192,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                         "txt2img_mean": ceiling[1], "avg": sum(ceiling) / 2, "runs": 0})
         display.append({"Method": label, f"{lab}Img2Txt": f"{ceiling[0]:.3f}", f"{lab}Txt2Img": f"{ceiling[1]:.3f}",
                         f"{lab}Avg": f"{sum(ceiling) / 2:.3f}", f"{lab}n": ""})
-    notes += _features_note(dataset, pub, root)
+    notes += _features_note(dataset, pub, root) + reference_note(runs, keys + [k + TUNED_SUFFIX for k in keys if k])
     if len(same):
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})"
                          for _, r in same.iterrows() if pd.notna(r["img2txt"]))
@@ -249,12 +249,12 @@ def raise_missing(table: str, dataset: str):
 
 
 def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: bool = False,
-               include_overrides: bool = False, hide_missing: bool = False) -> Table:
+               include_overrides: bool = False, hide_missing: bool = False, reference: Path | None = None) -> Table:
     """Methods (or DJSRH variants) x code lengths x directions, mean ± std over seeds, and n
     (runs per cell: one number, or min-max when the cells differ)."""
     from cmr_bench.registry import all_methods
 
-    runs = collect(runs_dir, dataset, include_overrides=include_overrides)
+    runs = collect(runs_dir, dataset, include_overrides=include_overrides, reference=reference)
     binary = [n for n, c in all_methods().items() if c.code_type == "binary"]
     runs = runs[runs["method"].isin(binary)] if not runs.empty else runs
     if variants:
@@ -286,6 +286,7 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     for b in bits:  # each code length is its own comparison
         notes += [n for n in annotate(records, display, folders[b], [("i2t", f"i2t_{b}", f"I→T {b}"), ("t2i", f"t2i_{b}", f"T→I {b}")],
                                       metric, keys=keys) if n not in notes]
+    notes += reference_note(runs, keys)
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
     return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes)
 
@@ -300,13 +301,30 @@ def _is_number(value) -> bool:
         return False
 
 
+def _md_safe(value, cell: bool = False):
+    """A cell, header, title or note for Markdown: no raw HTML (a `--set` value holding <script> is
+    text, not markup: every `<` that could open a tag and every `&` that could start an entity is
+    escaped; "p < 0.05" stays as it is) and, in a cell, no `|` splitting the row."""
+    if not isinstance(value, str):
+        return value
+    import re
+
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"&(?=#?\w+;)", "&amp;", value))
+    return " ".join((text.replace("|", "\\|") if cell else text).split())
+
+
+def _md_cell(value):
+    return _md_safe(value, cell=True)
+
+
 def to_markdown(t: Table) -> str:
     # disable_numparse: "0.450" stays "0.450" (tabulate would print 0.45); numeric columns still right-aligned
     frame = t.display.fillna("")
+    frame = frame.rename(columns=_md_cell).apply(lambda col: col.map(_md_cell)) if not frame.empty else frame
     body = frame.to_markdown(index=False, disable_numparse=True, colalign=[
         "right" if all(_is_number(v) for v in frame[c]) else "left" for c in frame.columns]) if not t.display.empty else "(no rows)"
-    notes = "\n".join(f"- {n}" for n in t.notes)
-    return f"**{t.title} — {t.dataset}**\n\n{body}\n\n{notes}\n"
+    notes = "\n".join(f"- {_md_safe(n)}" for n in t.notes)
+    return f"**{_md_safe(t.title)} — {_md_safe(t.dataset)}**\n\n{body}\n\n{notes}\n"
 
 
 def _latex_escape(s: str) -> str:
@@ -357,7 +375,9 @@ def to_latex(t: Table) -> str:
 
 
 def write_table(t: Table, out_dir: Path, formats: list[str]) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from cmr_bench.safe_io import make_folder, write_text
+
+    make_folder(out_dir, "table folder")
     written = []
     for fmt in formats:
         path = out_dir / f"{t.name}.{ {'csv': 'csv', 'latex': 'tex', 'md': 'md'}[fmt] }"
@@ -367,8 +387,5 @@ def write_table(t: Table, out_dir: Path, formats: list[str]) -> list[Path]:
             text = to_latex(t)
         else:
             text = to_markdown(t)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_text(path, text, "table file"))
     return written
