@@ -83,6 +83,22 @@ def get_method(name: str) -> type[Method]:
     return methods[name]
 
 
+def display_name(key: str) -> str:
+    """A row or legend label as papers write it: "beta-vae[mlp] (tuned)" -> "β-VAE [mlp] (tuned)".
+    The plugin's `info.display_name`, else the key as given (unknown names pass through)."""
+    import re
+
+    match = re.match(r"^([a-z0-9][a-z0-9_.+-]*)(.*)$", key, flags=re.S)
+    if not match:
+        return key
+    name, rest = match.groups()
+    cls = all_methods().get(name)
+    shown = getattr(getattr(cls, "info", None), "display_name", "") if cls is not None else ""
+    if not shown:
+        return key
+    return shown + (" " + rest if rest.startswith("[") else rest)
+
+
 def method_source(name: str) -> str:
     _load()
     return _SOURCES[name]

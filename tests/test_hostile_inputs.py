@@ -288,7 +288,7 @@ def test_hostile_store_files_never_reach_a_table_and_never_crash(one_run, run_cl
     assert code == 0 and "skipping corrupt run" in err and "Traceback" not in err, err
     import pandas as pd
 
-    row = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method").loc["cca"]
+    row = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method").loc["CCA"]
     assert row.isna()["runs"] or row["runs"] == 0 or str(row["runs"]) in ("", "nan")
     code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress")
     assert "Traceback" not in err, err

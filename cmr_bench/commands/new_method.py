@@ -291,6 +291,8 @@ def cmd_new_method(args) -> int:
     if in_tree:
         print(f"note: '{args.name}' joins `--methods all` (the main job) from now on; set `in_all = False` in {cls} to keep it out")
         print(f"next: cmr-bench check-plugin {args.name}   then   cmr-bench run --methods {args.name} --dataset synthetic")
+        print(f"README's methods table (tests/test_install.py checks it) lacks '{args.name}' until you run: "
+              "cmr-bench list methods --update-readme")
     else:
         print(f"wrote {pyproject} (entry point {args.name} = {module}:{cls} in the group cmr_bench.methods)")
         print(f"next: cmr-bench check-plugin {plugin_path}   then   pip install {plugin_path.parent}   "

@@ -350,12 +350,19 @@ def _figure_list(out_dir: Path, experiment: dict | None, embed: bool = True) -> 
         return ordered
     order = {pat: i for i, (pat, _) in enumerate(CAPTIONS)}
     rest = [p for p in found if p not in seen]
-    rest.sort(key=lambda p: (next((order[pat] for pat, _ in CAPTIONS if re.search(pat, p.stem)), len(CAPTIONS)), p.name))
+    natural = lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]  # noqa: E731  16, 32, 64, 128 bits
+    rest.sort(key=lambda p: (next((order[pat] for pat, _ in CAPTIONS if re.search(pat, p.stem)), len(CAPTIONS)), natural(p.name)))
     return ordered + [(p, _caption(p)) for p in rest]
 
 
 def _caption(path: Path) -> str:
+    """What the figure shows, from its file name: fig_pr_hash_64bits.png -> "...curves, protocol
+    'hash', 64-bit codes (fig_pr_hash_64bits.png)"."""
     base = next((text for pat, text in CAPTIONS if re.search(pat, path.stem)), "Figure")
+    prefix = re.match(r"^fig_(pr|precision_at_r)_", path.stem)  # group_path's names: fig_<kind>_<protocol>[_<bits>bits]
+    what = re.fullmatch(r"(.+?)(?:_(\d+)bits)?", path.stem[prefix.end():]) if prefix else None
+    if what:
+        base += f", protocol '{what.group(1)}'" + (f", {what.group(2)}-bit codes" if what.group(2) else "")
     return f"{base} ({path.name})"
 
 
@@ -497,7 +504,10 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
     # Methods: metadata, status, deviations from the paper, what the runs recorded.
     sec = Section("Methods and their deviations from the papers")
     for rec in method_records(runs):
-        head = f"{rec['name']}: {rec['full_name']}"
+        from cmr_bench.registry import display_name
+
+        shown = display_name(rec["name"])  # as the tables print it, with the plugin name to run it by
+        head = (f"{shown} ({rec['name']})" if shown != rec["name"] else rec["name"]) + f": {rec['full_name']}"
         sec.html.append(f"<h3>{_h(head)}</h3>")
         sec.md.append(f"### {_md(head)}")
         facts = [f"Status: {rec['status']} ({STATUS_MEANING.get(rec['status'], 'unknown status')})"]
