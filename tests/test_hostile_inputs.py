@@ -818,7 +818,7 @@ def test_a_tampered_run_is_refused_by_eval_and_left_out_of_tables(one_run, run_c
     assert code == 0 and "skipping corrupt run" in err, err
     import pandas as pd
 
-    table = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method")
+    table = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("plugin")  # the method column holds display names
     for method in ("cca", "kcca"):
         assert table.loc[method, "runs"] in (0, "0") or pd.isna(table.loc[method, "runs"]), table.loc[method]
 
