@@ -124,6 +124,6 @@ def tuned_record(method: str, dataset, bits: int | None = None, tuned_dir=None) 
     tuned = read_tuned(path)
     import hashlib
 
-    keep = ("value", "trials", "budget", "sampler", "seed", "val_fraction", "version", "objective")
+    keep = ("value", "trials", "budget", "sampler", "seed", "val_fraction", "version", "objective", "jobs")
     return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             **{k: tuned[k] for k in keep if k in tuned}}
