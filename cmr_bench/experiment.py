@@ -24,7 +24,7 @@ MAX_FILE_BYTES = 1 << 20
 MAX_BITS = 4096  # as `run --bits`
 
 _TOP_KEYS = {"name", "title", "description", "dataset", "report", "grids", "sweeps", "tables", "figures"}
-_GRID_KEYS = {"name", "methods", "seeds", "variants", "bits", "protocol", "config", "set"}
+_GRID_KEYS = {"name", "methods", "seeds", "variants", "bits", "protocol", "config", "set", "datasets"}
 _SWEEP_KEYS = {"name", "method", "parameters", "values", "seeds", "variant", "protocol", "bits"}
 _TABLE_KEYS = {"table", "metric", "name", "hide_missing"}
 _FIGURE_KEYS = {"figure", "protocol", "bits", "metric", "sweep", "method", "name", "caption", "config"}
@@ -40,6 +40,8 @@ class Grid:
     protocol: str | None
     config: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Only on these datasets (e.g. a tuned grid: tuned configurations are made per dataset); None: any.
+    datasets: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,12 @@ def _keys(w: _Where, where: str, table, allowed: set[str], required: tuple[str, 
     return table
 
 
+def _datasets(w, where, value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise w.error(where, "datasets must be a non-empty list of dataset names")
+    return tuple(value)
+
+
 def _string(w, where, value, what) -> str:
     if not isinstance(value, str) or not value.strip():
         raise w.error(where, f"{what} must be a non-empty string")
@@ -294,7 +302,8 @@ def _parse(raw: dict, path: Path) -> Experiment:
         protocol = _name(w, where, g["protocol"], "protocol") if "protocol" in g else None
         grids.append(Grid(gname, methods, _ints(w, where, g.get("seeds", [0]), "seeds"),
                           _variants(w, where, g.get("variants", "none"), methods), bits, protocol,
-                          _config(w, where, g.get("config", "default")), _overrides(w, where, g.get("set", {}), methods)))
+                          _config(w, where, g.get("config", "default")), _overrides(w, where, g.get("set", {}), methods),
+                          _datasets(w, where, g["datasets"]) if "datasets" in g else None))
 
     sweeps = []
     for i, s in enumerate(raw.get("sweeps", [])):
@@ -454,6 +463,8 @@ def experiment_specs(exp: Experiment, dataset, runs_dir: Path, tuned_dir=None) -
     also Table II's), in declaration order."""
     seen: dict[Path, Any] = {}
     for g in exp.grids:
+        if g.datasets is not None and dataset.name not in g.datasets:
+            continue  # e.g. tuned configurations exist for these datasets only
         for sp in grid_specs(g, dataset, tuned_dir):
             seen.setdefault(sp.folder(runs_dir), sp)
     for s in exp.sweeps:

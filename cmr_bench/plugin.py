@@ -13,6 +13,18 @@ from cmr_bench.data.types import Split
 
 CODE_TYPES = ("real", "binary")
 
+# One status vocabulary (`list methods`, the README legend, table notes, the report):
+# MethodInfo.status is one of these keys.
+STATUS_MEANING = {
+    "faithful": "from the paper's full description and its official code (minor deviations listed)",
+    "modified": "from the paper and its official code, but the default objective departs from the paper's in "
+                "named ways chosen on validation; the paper's form runs as its own variant row",
+    "re-implementation": "from the paper's full description; no official code consulted or available",
+    "partial": "from the paper's full description with major parts left out (named in its deviations)",
+    "from abstract": "an approximation built from the paper's abstract; its full text was not available",
+    "baseline": "a reference point, not a published method",
+}
+
 
 @dataclass(frozen=True)
 class MethodInfo:
@@ -23,9 +35,7 @@ class MethodInfo:
     venue: str
     year: int
     code_url: str | None = None
-    # "faithful" (paper + official code), "re-implementation" (from the published
-    # description, no official code consulted or available), or "baseline".
-    status: str = "faithful"
+    status: str = "faithful"  # one of STATUS_MEANING
     supervision: str = "supervised"  # or "unsupervised"
     # Every deliberate deviation from the paper / official code, one sentence each.
     deviations: tuple[str, ...] = field(default_factory=tuple)
@@ -52,6 +62,9 @@ class Method:
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     # Named config overrides (ablations, e.g. {"w/o L_rec": {"alpha": 0.0}}), run with --variants.
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Variants that are rows of their own in the result tables (the paper's form of a method whose
+    # default departs from it); the others are ablations.
+    row_variants: ClassVar[tuple[str, ...]] = ()
     # True: fit() receives a validation split carved from train (and train without it).
     uses_validation: ClassVar[bool] = False
     # False keeps the method out of `--methods all` (e.g. the label oracle).

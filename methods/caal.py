@@ -88,7 +88,7 @@ class CAAL(TorchMethod):
         venue="IEEE Transactions on Knowledge and Data Engineering 35(5)",
         year=2023,
         code_url=None,
-        status="re-implementation",
+        status="from abstract",
         supervision="supervised",
         deviations=(
             "Re-implemented from the abstract only (full text and official code unavailable to us): every layer size, loss form and weight is our reading (docs/methods.md).",

@@ -75,7 +75,7 @@ class CMGAN(TorchMethod):
         venue="ACM Transactions on Multimedia Computing, Communications, and Applications 15(1)",
         year=2019,
         code_url=None,
-        status="re-implementation",
+        status="partial",
         supervision="supervised",
         deviations=(
             "Re-implemented from the paper's description; the official Torch7 code was not read (only its redistributed training script, for the schedule).",

@@ -43,7 +43,7 @@ class LGCFL(LinearCodes):
         venue="IEEE TMM",
         year=2015,
         code_url=None,
-        status="re-implementation",
+        status="from abstract",
         supervision="supervised",
         deviations=(
             "Written from the paper's abstract-level description only (neither the full text nor code was available "

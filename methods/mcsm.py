@@ -79,7 +79,7 @@ class MCSM(TorchMethod):
         venue="IEEE Transactions on Image Processing 27(11)",
         year=2018,
         code_url=None,
-        status="re-implementation",
+        status="partial",
         supervision="supervised",
         deviations=(
             "Re-implemented from the paper's description; no official code was consulted.",

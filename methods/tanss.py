@@ -67,7 +67,7 @@ class TANSS(TorchMethod):
         venue="IEEE Transactions on Cybernetics 50(6)",
         year=2020,
         code_url=None,
-        status="re-implementation",
+        status="partial",
         supervision="supervised",
         deviations=(
             "Re-implemented from the paper's description; no official code was consulted.",

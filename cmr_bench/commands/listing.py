@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cmr_bench.commands._common import print_json, print_table, root_of
+from cmr_bench.plugin import STATUS_MEANING  # one status vocabulary, defined once
 
 ORDER = 5
 
@@ -43,14 +44,6 @@ def cmd_list(args) -> int:
     else:
         print_table([{k: r[k] for k in ("name", "family", "paper", "status", "supervision")} for r in rows])
     return 0
-
-
-# One status vocabulary, defined once: MethodInfo.status must be one of these.
-STATUS_MEANING = {
-    "faithful": "from the paper and its official code",
-    "re-implementation": "from the paper's description; no official code consulted or available",
-    "baseline": "a reference point, not a published method",
-}
 
 
 def methods_markdown(rows: list[dict]) -> str:

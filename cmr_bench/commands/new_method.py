@@ -42,7 +42,7 @@ from cmr_bench.plugin import Method, MethodInfo
         venue="TODO",
         year=2026,
         code_url=None,
-        status="re-implementation",  # "faithful" (paper + official code), "re-implementation" or "baseline"
+        status="re-implementation",  # one of cmr_bench.plugin.STATUS_MEANING ("faithful", "re-implementation", ...)
         supervision="supervised",
         deviations=(),
     )
@@ -117,7 +117,7 @@ from cmr_bench.trainer import Batch, TorchMethod
         venue="TODO",
         year=2026,
         code_url=None,
-        status="re-implementation",  # "faithful" (paper + official code), "re-implementation" or "baseline"
+        status="re-implementation",  # one of cmr_bench.plugin.STATUS_MEANING ("faithful", "re-implementation", ...)
         supervision="supervised",
         deviations=(),
     )

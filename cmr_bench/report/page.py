@@ -28,6 +28,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from cmr_bench.errors import CmrBenchError
+from cmr_bench.plugin import STATUS_MEANING  # one status vocabulary, defined once
 
 DEFAULT_TABLES = ("2", "3", "4", "5", "hash", "djsrh-ablation")
 PAPER_TABLES = ("2", "3", "4", "5")
@@ -43,9 +44,6 @@ CAPTIONS = ((r"^fig_pr(_|$)", "Fig. 3: precision-recall curves"),
             (r"^fig_code_length", "mAP by code length"),
             (r"^curves", "Training curves"))
 SHOWN_VALUES = 4  # environment values listed in the table's cell; the rest are counted
-STATUS_MEANING = {"faithful": "from the paper and its official code",
-                  "re-implementation": "from the paper's description; no official code consulted or available",
-                  "baseline": "a reference point, not a published method"}
 
 
 @dataclass
