@@ -199,6 +199,10 @@ class TorchMethod(Method):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.multilabel = self.label_kind == "multi"
+        # Refit on train + validation after selecting the epoch (fit); `tune` sets it False.
+        self.refit_after_selection = True
+        # Stop after this many steps of the configured schedule (None: all of it); set for a refit.
+        self.stop_after: int | None = None
         if self.code_type == "binary":
             if self.bits is None or int(self.bits) <= 0:
                 raise ValueError(f"method '{self.name}' needs a positive code length (bits), got {self.bits}")
@@ -304,20 +308,21 @@ class TorchMethod(Method):
             y = to_tensor(label_matrix(split.labels, self.num_classes), self.device)
         return Inputs(x, y, split, self.device)
 
-    def fit(self, train: Split, val: Split | None = None, *, refit: bool = True) -> list[dict[str, float]]:
+    def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         """Train on `train`. A method that selects its epoch on `val` (carved from the training
         split) is then refitted from the same seed on train + val for the selected number of
         epochs, so that its final model, like every other row's, has seen every training item
-        (logged as `refit_epochs` / `refit_items` on the last row). refit=False keeps the selected
-        weights: what `tune` needs, since it scores the fitted model on `val`."""
-        log = self._train(train, val)
-        if refit and self._selects(val) and log:
+        (logged as `refit_epochs` / `refit_items` on the last row). `refit_after_selection =
+        False` keeps the selected weights: what `tune` sets, since it scores the model on `val`."""
+        log = self._train(train, val, stop=self.stop_after)
+        if self.refit_after_selection and self._selects(val) and log:
             epochs = int(log[-1]["selected_epoch"])
             full = rejoin(train, val)
             again = type(self).create(
                 seed=self.seed, image_dim=self.image_dim, text_dim=self.text_dim, num_classes=self.num_classes,
                 label_kind=self.label_kind, config=self.config, bits=self.bits, device=self.device)
-            again._train(full, None, stop=epochs)
+            again.stop_after = epochs
+            again.fit(full, None)  # through the plugin's own fit, if it wraps this one
             self.load_state_dict(again.state_dict())
             self.net.eval()
             log[-1].update(refit_epochs=float(epochs), refit_items=float(len(full)))

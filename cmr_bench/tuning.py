@@ -172,12 +172,11 @@ def validation_score(cls, dataset, train_full, config: dict, bits: int | None, s
     # A trainer method gets the validation split even when it does not select on it: it reports
     # its score there during training, which is what the pruner needs (the fit is unchanged).
     # No refit on train + validation after an epoch is selected: the score is read on validation.
+    if isinstance(method, TorchMethod):
+        method.refit_after_selection = False
     previous = set_validation_database(db if database == "fit" else None)
     try:
-        if isinstance(method, TorchMethod):
-            method.fit(train, val, refit=False)
-        else:
-            method.fit(train, val if cls.uses_validation else None)
+        method.fit(train, val if cls.uses_validation or isinstance(method, TorchMethod) else None)
     finally:
         set_validation_database(previous)
     query = {m: np.asarray(method.encode(val.features(m), m)) for m in ("image", "text")}

@@ -60,12 +60,15 @@ class CMDNNet(nn.Module):
         self.level1_dec = nn.ModuleDict({m: nn.Linear(h2, r) for m in dims})
         self.level2_enc = nn.ModuleDict({m: sigmoid_mlp([h2, k]) for m in dims})
         self.level2_dec = nn.ModuleDict({m: nn.Linear(k, h2) for m in dims})
+        # labels: the codes also reconstruct the label layer (stage 2)
+        self.code_label = nn.ModuleDict({m: nn.Linear(k, self.num_classes) for m in dims}) if self.num_classes else None
 
     def stage1_modules(self):
         return [self.intra_enc, self.intra_dec, self.inter_enc, self.inter_dec] + ([self.label] if self.label is not None else [])
 
     def stage2_modules(self):
-        return [self.level1_enc, self.level1_dec, self.level2_enc, self.level2_dec]
+        return [self.level1_enc, self.level1_dec, self.level2_enc, self.level2_dec] + (
+            [self.code_label] if self.code_label is not None else [])
 
     def features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         return torch.cat([self.intra_enc[modality](x), self.inter_enc[modality](x)], 1)
@@ -93,13 +96,17 @@ def stage1_loss(net: CMDNNet, x: dict[str, torch.Tensor], y: torch.Tensor | None
     terms = {"L_intra": intra, "L_inter": inter, "L_stage1": intra + inter}
     if net.label is not None and y is not None:  # label prediction from each separate representation
         logits = {m: net.label_logits(net.features(x[m], m), m) for m in MODALITIES}
-        ce = (lambda z: F.binary_cross_entropy_with_logits(z, y)) if net.multilabel else (lambda z: F.cross_entropy(z, y.argmax(1)))
-        terms["L_label"] = sum(ce(logits[m]) for m in MODALITIES)
+        terms["L_label"] = sum(label_loss(net, logits[m], y) for m in MODALITIES)
         terms["L_stage1"] = terms["L_stage1"] + beta * terms["L_label"]
     return terms
 
 
-def stage2_loss(net: CMDNNet, r: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+def label_loss(net: CMDNNet, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, y) if net.multilabel else F.cross_entropy(logits, y.argmax(1))
+
+
+def stage2_loss(net: CMDNNet, r: dict[str, torch.Tensor], alpha: float, y: torch.Tensor | None = None,
+                beta: float = 1.0) -> dict[str, torch.Tensor]:
     z = {m: net.level1_enc[m](r[m]) for m in MODALITIES}
     level1 = sum(sq_err(net.level1_dec[m](z[m]), r[m]) for m in MODALITIES)
     # the second level reconstructs the first level's output as it stands (not a moving target)
@@ -107,7 +114,11 @@ def stage2_loss(net: CMDNNet, r: dict[str, torch.Tensor], alpha: float) -> dict[
     codes = {m: net.level2_enc[m](z[m]) for m in MODALITIES}
     corr = correspondence_loss(codes["image"], codes["text"], target["image"], target["text"],
                                net.level2_dec["image"], net.level2_dec["text"], alpha, "corr")
-    return {"L_level1": level1, "L_level2": corr["L"], "L_C": corr["L_C"], "L_stage2": level1 + corr["L"]}
+    terms = {"L_level1": level1, "L_level2": corr["L"], "L_C": corr["L_C"], "L_stage2": level1 + corr["L"]}
+    if net.code_label is not None and y is not None:  # the codes reconstruct the label layer
+        terms["L_code_label"] = sum(label_loss(net, net.code_label[m](codes[m]), y) for m in MODALITIES)
+        terms["L_stage2"] = terms["L_stage2"] + beta * terms["L_code_label"]
+    return terms
 
 
 @register_method
@@ -181,12 +192,13 @@ class CMDN(TorchMethod):
         mean = Averager()
         for idx in self.epoch_batches():
             idx = idx.to(self.device)
+            y = self.inputs.y[idx] if self.config["labels"] else None
             if stage1:
-                y = self.inputs.y[idx] if self.config["labels"] else None
                 terms = stage1_loss(net, {m: x_all[m][idx] for m in MODALITIES}, y, float(self.config["beta"]))
                 self.update(terms["L_stage1"], "stage1")
             else:
-                terms = stage2_loss(net, {m: self._separate[m][idx] for m in MODALITIES}, float(self.config["alpha"]))
+                terms = stage2_loss(net, {m: self._separate[m][idx] for m in MODALITIES}, float(self.config["alpha"]), y,
+                                    float(self.config["beta"]))
                 self.update(terms["L_stage2"], "stage2")
             mean.add(terms)
         return {"stage": 1.0 if stage1 else 2.0, **mean.result()}

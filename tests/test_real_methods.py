@@ -360,7 +360,8 @@ def test_dscmr_selects_the_best_validation_epoch():
     m = _build("dscmr", ds, {"epochs": 12})
     rows = np.arange(len(train))
     val = train.subset(rows[:60], "val")
-    log = m.fit(train.subset(rows[60:]), val, refit=False)  # the selected weights themselves
+    m.refit_after_selection = False  # the selected weights themselves
+    log = m.fit(train.subset(rows[60:]), val)
     scores = [(r["val_map_i2t"] + r["val_map_t2i"]) / 2 for r in log]
     best = int(np.argmax(scores))
     assert log[-1]["selected_epoch"] == best + 1

@@ -65,6 +65,21 @@ def test_a_selecting_method_is_refitted_on_every_training_item_for_the_selected_
         np.testing.assert_array_equal(m.encode(test.features(modality), modality), ref.encode(test.features(modality), modality))
 
 
+def test_the_refit_goes_through_a_plugin_that_wraps_fit(monkeypatch):
+    ds, train_full, _ = _data()
+    train, val = carve_validation(train_full, 0.2, seed=0)
+    cls = get_method("dscmr")
+    calls = []
+
+    def wrapped(self, train, val=None):  # e.g. CMDN resets a cache around the trainer's fit
+        calls.append((len(train), val is not None))
+        return TorchMethod.fit(self, train, val)
+
+    monkeypatch.setattr(cls, "fit", wrapped)
+    _dscmr(ds, epochs=3).fit(train, val)
+    assert calls == [(len(train), True), (len(train_full), False)]
+
+
 def test_refit_is_deterministic():
     ds, train_full, test = _data()
     train, val = carve_validation(train_full, 0.2, seed=0)
@@ -78,7 +93,8 @@ def test_refit_false_keeps_the_selected_weights(monkeypatch):
     ds, train_full, _ = _data()
     train, val = carve_validation(train_full, 0.2, seed=0)
     m = _dscmr(ds, epochs=6)
-    log = m.fit(train, val, refit=False)
+    m.refit_after_selection = False
+    log = m.fit(train, val)
     assert "refit_epochs" not in log[-1]
     scores = [(r["val_map_i2t"] + r["val_map_t2i"]) / 2 for r in log]
     assert np.mean(m.validation_map(val)) == pytest.approx(max(scores), abs=1e-9)
@@ -92,7 +108,9 @@ def test_tune_scores_the_selected_weights_not_a_refit_on_validation():
     config = cls.resolve_config({**SMALL, "epochs": 5})
     value = validation_score(cls, ds, train_full, config, None, 0, 0.2)
     train, val = carve_validation(train_full, 0.2, seed=0)
-    log = _dscmr(ds, epochs=5).fit(train, val, refit=False)
+    m = _dscmr(ds, epochs=5)
+    m.refit_after_selection = False
+    log = m.fit(train, val)
     assert value == pytest.approx(max((r["val_map_i2t"] + r["val_map_t2i"]) / 2 for r in log), abs=1e-9)
 
 
