@@ -42,3 +42,16 @@ def test_table2_notes_say_status_refit_and_what_default_means(tmp_path: Path):
     assert all(m in refit for m in ("DSCMR", "Deep-SM", "MCSM", "CM-GAN", "TANSS", "CAAL"))
     default = next(n for n in notes if n.startswith("Default:"))
     assert "validation" in default and "CAAL's 60 epochs" in default and "z-scoring" in default
+
+
+def test_the_report_says_what_default_means(tmp_path: Path):
+    from report_store import make_store, odd_method
+
+    from cmr_bench.report.page import CONFIG_MEANING, write_report
+
+    with odd_method():
+        store = make_store(tmp_path / "runs")
+        html_path, md_path = write_report(store, "synthetic", tmp_path / "out")
+    assert "chosen once on a validation split" in CONFIG_MEANING and "retrained on the whole training split" in CONFIG_MEANING
+    assert CONFIG_MEANING[:200] in md_path.read_text(encoding="utf-8")
+    assert "the papers' defaults" not in md_path.read_text(encoding="utf-8")
