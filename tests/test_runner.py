@@ -677,5 +677,7 @@ def test_jobs_auto_is_one_worker_per_usable_cpu(grid, monkeypatch):
     from cmr_bench.runner import environment
 
     monkeypatch.setattr(environment, "usable_cpus", lambda: 3)
-    code, out, _ = grid("--seeds", "0", "--jobs", "auto", "--dry-run", methods="cca")
+    code, out, _ = grid("--seeds", "0-5", "--jobs", "auto", "--dry-run", methods="cca")
     assert code == 0 and "in 3 local processes, 1 torch thread(s) each" in out
+    code, out, _ = grid("--seeds", "0", "--jobs", "auto", "--dry-run", methods="cca")
+    assert code == 0 and "in this process" in out  # never more workers than runs to do

@@ -28,7 +28,9 @@ def register(sub) -> None:
     p.add_argument("--retry-failed", action="store_true", help="rerun runs stored as failed (default: keep them; they show as failed)")
     p.add_argument("--dry-run", action="store_true", help="list the runs (state, folder), the time estimate and the outputs; run nothing")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--jobs", default=None, metavar="N", help="as for `run`: N local worker processes (or Ray tasks in flight)")
+    p.add_argument("--jobs", default=None, metavar="N|auto",
+                   help="as for `run`: N local worker processes (or Ray tasks in flight); default auto: one per usable core, "
+                        "bounded by free memory")
     p.add_argument("--executor", default="local", metavar="local|ray", help="local (default) or ray")
     p.add_argument("--ray-address", default=None, metavar="ADDR", help="as for `run`")
     p.add_argument("--ray-cpus", default="1", metavar="C", help="as for `run`")

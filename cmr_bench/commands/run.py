@@ -87,8 +87,10 @@ def register(sub) -> None:
     p.add_argument("--threads", default="1", metavar="T",
                    help="torch threads per run (default 1, whatever --jobs is: results do not depend on --jobs; "
                         "another count is part of the run's identity, since it changes the arithmetic)")
-    p.add_argument("--jobs", default=None, metavar="N",
-                   help="local: N worker processes, one run each (default 1: in this process; auto: one per usable CPU); "
+    p.add_argument("--jobs", default=None, metavar="N|auto",
+                   help="local: N worker processes, one run each (1: in this process); default auto ($CMR_BENCH_JOBS "
+                        "when set): one per usable core, bounded by free memory and each method's measured peak; "
+                        "results do not depend on it; "
                         "ray: at most N tasks in flight (default: as many as the cluster's CPUs/GPUs allow), "
                         "and a local instance gets N x --ray-cpus CPUs")
     p.add_argument("--executor", default="local", metavar="local|ray", help="local (default) or ray: every run a Ray task")
@@ -109,20 +111,20 @@ def executor_options(args):
 
     if args.executor not in EXECUTORS:
         raise CmrBenchError(f"--executor: unknown '{args.executor}' (choose from {', '.join(EXECUTORS)})")
-    if str(args.jobs).strip().lower() == "auto":  # one worker per usable CPU (affinity and cgroup quota)
-        from cmr_bench.runner.environment import usable_cpus
+    from cmr_bench.runner.capacity import jobs_default, parse_jobs
 
-        args.jobs = str(usable_cpus())
-    jobs = positive_int(args.jobs, "--jobs") if args.jobs is not None else None
-    threads = positive_int(args.threads, "--threads")
     ray = args.executor == "ray"
+    # local: None is auto, settled per grid from the cores, the free memory and the runs'
+    # peaks (runner/capacity.py); ray: None leaves it to the cluster
+    jobs = parse_jobs(args.jobs) if args.jobs is not None else (None if ray else parse_jobs(jobs_default(), "$CMR_BENCH_JOBS"))
+    threads = positive_int(args.threads, "--threads")
     if not ray:
         given = [flag for flag, value in (("--ray-address", args.ray_address), ("--ray-gpus", args.ray_gpus)) if value is not None]
         if args.ray_cpus != "1":
             given.append("--ray-cpus")
         if given:
             raise CmrBenchError(f"{', '.join(given)} only applies with --executor ray")
-        return ExecutorOptions(jobs=jobs or 1, threads=threads)
+        return ExecutorOptions(jobs=jobs, threads=threads)
     if args.ray_address is not None and not str(args.ray_address).strip():
         raise CmrBenchError("--ray-address: empty address")
     from cmr_bench.runner.ray_executor import import_ray
@@ -164,7 +166,7 @@ def load_for_run(name: str, root):
 
 def dry_run(specs, dataset, device: str, runs_dir: Path, options, force: bool) -> int:
     """The grid, each run's state, and how long the pending runs should take."""
-    from cmr_bench.runner.estimate import grid_estimate
+    from cmr_bench.runner.estimate import grid_estimate, train_items
     from cmr_bench.runner.store import read_status
 
     pending = []
@@ -173,16 +175,16 @@ def dry_run(specs, dataset, device: str, runs_dir: Path, options, force: bool) -
         if state != "done" or force:
             pending.append(spec)
         print(f"{state:8s} {spec.dataset}/{spec.protocol} {spec.label}  config {spec.config_hash}  -> {spec.folder(runs_dir)}")
+    from cmr_bench.runner.grid import settle_jobs
+
+    chosen = settle_jobs(options, pending, dataset, device) if pending else None
+    jobs = min(options.jobs or 1, max(1, len(pending)))
     where = f"Ray ({options.ray_address or 'local instance'})" if options.executor == "ray" else (
-        f"{options.jobs} local processes" if (options.jobs or 1) > 1 else "this process")
-    print(f"{len(specs)} runs on {device}, in {where}, {options.threads} torch thread(s) each")
-    train = None
-    try:
-        protos = {spec.protocol for spec in pending}
-        train = max(len(dataset.split(dataset.protocol(p).train)) for p in protos) if protos else None
-    except Exception:  # an estimate must never stop a dry run
-        train = None
-    seconds, unknown = grid_estimate(pending, train, workers=min(options.jobs or 1, max(1, len(pending))))
+        f"{jobs} local processes" if jobs > 1 else "this process")
+    print(f"{len(specs)} runs on {device}, in {where}, {options.threads} torch thread(s) each"
+          + (f" ({chosen})" if chosen else ""))
+    train = train_items(dataset, pending)
+    seconds, unknown = grid_estimate(pending, train, workers=jobs)
     if pending:
         from cmr_bench.runner.display import _duration
 

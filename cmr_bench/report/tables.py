@@ -211,10 +211,11 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                 if pd.notna(rec["same_features_img2txt"]) else ""
             )
     notes = [f"Ours: {metric} (mean ± sample std over seeds, n runs); retrieval by cosine; protocol 'real' (test queries vs test set)."]
-    notes += annotate(records, display, folders, [("i2t", "img2txt", f"{lab}Img2Txt"), ("t2i", "txt2img", f"{lab}Txt2Img")], metric)
+    keys = [r["plugin"] for r in records]  # a method's rows at other configs (--set) are one family
+    notes += annotate(records, display, folders, [("i2t", "img2txt", f"{lab}Img2Txt"), ("t2i", "txt2img", f"{lab}Txt2Img")], metric, keys=keys)
     if has_tuned:  # marks per column: tuned entries are compared with each other
         notes += [n for n in annotate(records, display, tuned_folders, [("i2t", "tuned_img2txt", "Tuned Img2Txt"),
-                                                                          ("t2i", "tuned_txt2img", "Tuned Txt2Img")], metric) if n not in notes]
+                                                                          ("t2i", "tuned_txt2img", "Tuned Txt2Img")], metric, keys=keys) if n not in notes]
         notes.append("Tuned: each method's best configuration from `cmr-bench tune` (the same trial budget per method, "
                      "chosen by mAP on a validation split carved from train, for the unsupervised methods too: their "
                      "training never reads labels, their selection does; the test split is never read), run with "
@@ -323,7 +324,7 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     notes = [f"{metric}, Hamming ranking (ties: expected value over tied orders), mean ± sample std over seeds."]
     for b in bits:  # each code length is its own comparison
         notes += [n for n in annotate(records, display, folders[b], [("i2t", f"i2t_{b}", f"I→T {b}"), ("t2i", f"t2i_{b}", f"T→I {b}")],
-                                      metric) if n not in notes]
+                                      metric, keys=keys) if n not in notes]
     notes += implementation_notes([(k, k) for k in keys if "[" not in k])
     if not variants:
         notes.append(default_note("input z-scoring, learning rates, SSAH's balanced pair weights and code-length-scaled "

@@ -256,11 +256,23 @@ def make_executor(options: ExecutorOptions, dataset: Dataset, device: str, runs_
                                max_in_flight=options.jobs, local_cpus=local_cpus)
         executor.threads = options.threads  # the run's arithmetic, not the CPUs it declares
         return executor
-    jobs = max(1, int(options.jobs or 1))
+    jobs = max(1, int(options.jobs or 1))  # None (auto) is settled by settle_jobs before this
     if jobs == 1:
         return InlineExecutor(dataset, device, runs_dir)
     workers = min(jobs, n_runs)
     return ProcessExecutor(workers, options.dataset_source or ("object", dataset), device, runs_dir, threads=options.threads)
+
+
+def settle_jobs(options: ExecutorOptions, todo: list[RunSpec], dataset: Dataset, device: str) -> str | None:
+    """`--jobs auto` (options.jobs None with the local executor): fix the count for these
+    pending runs (capacity.choose_jobs) and say how it was chosen; None when it was given."""
+    if options.executor != "local" or options.jobs is not None:
+        return None
+    from cmr_bench.runner.capacity import choose_jobs, data_bytes
+
+    choice = choose_jobs(todo, data_bytes(dataset), device, threads=options.threads)
+    options.jobs = choice.jobs
+    return choice.describe()
 
 
 @contextmanager
@@ -295,6 +307,27 @@ def _tidy(folder: Path) -> None:
             lock.release()
 
 
+def _grid_left(pending, in_flight: dict, n_train: int | None, workers: int) -> float | None:
+    """Expected seconds until the grid ends (idle 2-core figures): the pending runs packed onto
+    the workers after the ones in flight finish their expected time; None without figures."""
+    from cmr_bench.runner.estimate import run_seconds
+
+    now = time.perf_counter()
+    loads = []
+    for spec, _lock, start in in_flight.values():
+        t = run_seconds(spec.method, n_train)
+        if t is None:
+            return None
+        loads.append(max(0.0, t - (now - start)))
+    loads += [0.0] * max(0, workers - len(loads))
+    for spec in pending:
+        t = run_seconds(spec.method, n_train)
+        if t is None:
+            return None
+        loads[loads.index(min(loads))] += t
+    return max(loads) if loads else 0.0
+
+
 def _written_since(folder: Path, since: float) -> bool:
     try:
         return (folder / "run.json").stat().st_mtime >= since - 2.0
@@ -310,7 +343,7 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
     invocation holds are waited for at the end. Corrupt run folders are reported and redone.
     Progress: see display.py (`heartbeat_s`: seconds between status lines off a TTY)."""
     from cmr_bench import progress as training_progress
-    from cmr_bench.runner.display import GridDisplay, heartbeat_seconds
+    from cmr_bench.runner.display import GridDisplay, _duration, heartbeat_seconds
 
     options = options or ExecutorOptions()
     runs_dir = Path(runs_dir)
@@ -326,7 +359,19 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
             result.corrupt.append((spec, state.problem))
         todo.append(spec)
     interactive = sys.stdout.isatty() if progress is None else progress
-    print(f"{len(specs)} runs: {len(result.skipped)} already finished, {len(todo)} to run", flush=True)
+    how, at_once, n_train = "", None, None
+    if todo:
+        from cmr_bench.runner.estimate import grid_estimate, longest_first, train_items
+
+        n_train = train_items(dataset, todo)
+        todo = longest_first(todo, n_train)  # results do not depend on the order; the wall time does
+        chosen = settle_jobs(options, todo, dataset, device)
+        at_once = min(len(todo), options.jobs) if options.executor == "local" and options.jobs else None
+        if at_once:
+            seconds, unknown = grid_estimate(todo, n_train, workers=at_once)
+            how = f", {at_once} at a time" + (f" ({chosen})" if chosen else "")
+            how += f", about {_duration(seconds)} on an idle 2-core CPU" + (" for those with a figure" if unknown else "")
+    print(f"{len(specs)} runs: {len(result.skipped)} already finished, {len(todo)} to run{how}", flush=True)
     for spec, problem in result.corrupt:
         print(f"corrupt run folder {spec.folder(runs_dir)}: {problem}; it will be redone", flush=True)
     if not todo:
@@ -420,6 +465,9 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
                         line += f" ({run.get('reason')})"
                         result.failed.append(run)
                     result.ran.append(run)
+                    if at_once and (pending or in_flight):
+                        left = _grid_left(pending, in_flight, n_train, at_once)
+                        line += f"; about {_duration(left)} left for the grid" if left is not None else ""
                     say(line)
                     display.finished()
             elif deferred:
