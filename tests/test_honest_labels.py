@@ -51,7 +51,7 @@ def test_the_report_says_what_default_means(tmp_path: Path):
 
     with odd_method():
         store = make_store(tmp_path / "runs")
-        html_path, md_path = write_report(store, "synthetic", tmp_path / "out")
+        _, md_path = write_report(store, "synthetic", tmp_path / "out")
     assert "chosen once on a validation split" in CONFIG_MEANING and "retrained on the whole training split" in CONFIG_MEANING
     assert CONFIG_MEANING[:200] in md_path.read_text(encoding="utf-8")
     assert "the papers' defaults" not in md_path.read_text(encoding="utf-8")
