@@ -25,6 +25,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+DSCMR_FLOP = 26e12  # DSCMR's 500 default epochs on wiki (2048/1024-wide layers), forward + backward
+
+
+def one_thread_gflops(n: int = 1024, repeat: int = 20) -> float:
+    """float32 matrix-multiply rate of one torch thread: the arithmetic one run can use."""
+    import torch
+
+    torch.set_num_threads(1)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * n**3 * repeat / (time.perf_counter() - t0) / 1e9
 
 
 def main(argv=None) -> int:
@@ -52,6 +66,7 @@ def main(argv=None) -> int:
         if not args.jobs:
             env.pop("CMR_BENCH_JOBS", None)
         load_before = os.getloadavg()[0]
+        gflops = one_thread_gflops()
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         t0 = time.perf_counter()
@@ -75,6 +90,9 @@ def main(argv=None) -> int:
         "cpus": os.cpu_count(), "first_line": head, "workers": workers, "runs": len(runs),
         "wall_s": round(wall, 1), "work_s": round(work, 1), "longest_run": [longest[0], longest[1]],
         "schedule_bound_s": round(bound, 1), "wall_over_bound": round(wall / bound, 3) if bound else None,
+        "one_thread_sgemm_gflops": round(gflops, 1),
+        "dscmr_run_gflops": round(DSCMR_FLOP / 1e9 / max(t for label, t in runs if "dscmr" in label), 1)
+        if any("dscmr" in label for label, _ in runs) else None,
         "load_1min_before": round(load_before, 2),
         "load_1min_mean": round(sum(loads) / len(loads), 2) if loads else None,
         "load_1min_max": round(max(loads), 2) if loads else None,

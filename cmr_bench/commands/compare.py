@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--permutations", type=int, default=PERMUTATIONS, help=f"sign flips of the permutation test (default {PERMUTATIONS})")
     p.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help=f"bootstrap and sign-flip seed (default {BOOTSTRAP_SEED})")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from cmr_bench.commands._common import add_reference_args
+
+    add_reference_args(p)
     p.set_defaults(handler=cmd_compare)
 
 
@@ -55,7 +58,7 @@ def _runs_of(runs, key: str, bits: int | None, protocol: str | None):
 def cmd_compare(args) -> int:
     import json
 
-    from cmr_bench.commands._common import dataset_name, print_table
+    from cmr_bench.commands._common import dataset_name, print_table, reference_of
     from cmr_bench.report.results import collect
     from cmr_bench.report.significance import compare, per_query_ap
 
@@ -66,7 +69,7 @@ def cmd_compare(args) -> int:
     if args.a == args.b:
         raise CmrBenchError(f"compare needs two different entries, got '{args.a}' twice")
     dataset = dataset_name(args)
-    runs = collect(Path(args.results_dir), dataset, protocol=args.protocol)
+    runs = collect(Path(args.results_dir), dataset, protocol=args.protocol, reference=reference_of(args))
     if not runs.empty:  # the store's layout: <runs>/<dataset>/<protocol>/<method>/<config>/seed-k
         runs["protocol"] = [Path(f).parts[-4] for f in runs["folder"]]
     a = _runs_of(runs, args.a, args.bits, args.protocol)

@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="curves: also write the runs' logs as TensorBoard event files into DIR (pip install \"cmr-bench[tensorboard]\")")
     p.add_argument("--results-dir", default=str(Path("results") / "runs"), help=RESULTS_HELP)
+    from cmr_bench.commands._common import add_reference_args
+
+    add_reference_args(p)  # pr, precision-at-r, code-length; tsne needs codes: your runs alone
     p.add_argument("--out", default=None, metavar="FILE",
                    help=f"PNG path (default <results-dir>/{OUT_FOLDER}/<dataset>/fig_<kind>.png; several figures get "
                         "_<protocol>[_<bits>bits] added)")
@@ -45,23 +48,23 @@ def cmd_plot(args) -> int:
         raise CmrBenchError(f"plot {args.kind} takes no RUN folders (only plot curves does); use --dataset")
     if not args.dataset:
         raise CmrBenchError(f"plot {args.kind}: --dataset is required")
-    from cmr_bench.commands._common import dataset_name, user_output
+    from cmr_bench.commands._common import dataset_name, reference_of, user_output
 
     dataset = dataset_name(args)
     suffix = f"_{args.bits}bits" if args.bits else ""
     out = Path(args.out) if args.out else user_output(args, dataset) / f"fig_{args.kind.replace('-', '_')}{suffix}.png"
     runs_dir = Path(args.results_dir)
     if args.kind == "pr":
-        paths = figures.plot_pr(runs_dir, dataset, out, args.protocol, args.bits, args.config)
+        paths = figures.plot_pr(runs_dir, dataset, out, args.protocol, args.bits, args.config, reference=reference_of(args))
     elif args.kind == "precision-at-r":
-        paths = figures.plot_precision_at_r(runs_dir, dataset, out, args.protocol, args.bits, args.config)
+        paths = figures.plot_precision_at_r(runs_dir, dataset, out, args.protocol, args.bits, args.config, reference=reference_of(args))
     elif args.kind == "tsne":  # Fig. 6; needs scikit-learn (the figures extra)
         from cmr_bench.commands._common import root_of
         from cmr_bench.report.tsne import plot_tsne
 
         paths = [plot_tsne(runs_dir, dataset, out, args.method, root=root_of(args))]
     else:
-        paths = [figures.plot_code_length(runs_dir, dataset, out, args.protocol, args.metric)]
+        paths = [figures.plot_code_length(runs_dir, dataset, out, args.protocol, args.metric, reference=reference_of(args))]
     for path in paths:
         print(f"wrote {path}")
     print(f"output: {out.parent}")

@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--include-overrides", action="store_true",
                    help="also runs made with --set: one row per distinct configuration, marked {key=value}")
     p.add_argument("--hide-missing", action="store_true", help="leave out rows without a run of ours (no plugin, not run)")
+    from cmr_bench.commands._common import add_reference_args
+
+    add_reference_args(p)
     p.set_defaults(handler=cmd_table)
 
 
@@ -37,11 +40,11 @@ def cmd_table(args) -> int:
     metric = args.metric or "map@all"
     if metric not in ("map@all", "map@50"):
         raise CmrBenchError(f"--metric must be map@all or map@50, got '{metric}'")
-    from cmr_bench.commands._common import dataset_name, root_of, user_output
+    from cmr_bench.commands._common import dataset_name, reference_of, root_of, user_output
 
     dataset = dataset_name(args)
     runs_dir = Path(args.results_dir)
-    extra = {"include_overrides": args.include_overrides, "hide_missing": args.hide_missing}
+    extra = {"include_overrides": args.include_overrides, "hide_missing": args.hide_missing, "reference": reference_of(args)}
     if args.table == "hash":
         table = hash_table(dataset, runs_dir, metric, **extra)
     elif args.table == "djsrh-ablation":

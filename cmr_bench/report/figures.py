@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from cmr_bench.errors import CmrBenchError
-from cmr_bench.report.results import method_key, source_text
+from cmr_bench.report.results import method_key, source_text, stored_runs
 from cmr_bench.runner.spec import RUN_SELECTIONS
-from cmr_bench.runner.store import STATUS_DONE, iter_runs
+from cmr_bench.runner.store import STATUS_DONE
 
 DIRECTION_TITLES = {"i2t": "Img2Txt", "t2i": "Txt2Img"}
 # Points at 130 dpi; a 10-inch figure shrunk to one printed column still reads at these sizes.
@@ -27,8 +27,9 @@ def _plt():
     return plt
 
 
-def _finished(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, with_variants: bool = False):
-    for folder, run, metrics in iter_runs(runs_dir, dataset):
+def _finished(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, with_variants: bool = False,
+              reference: Path | None = None):
+    for folder, run, metrics in stored_runs(runs_dir, dataset, reference=reference)[0]:  # reference: see report/results.py
         spec = run.get("spec", {})
         if run.get("status") != STATUS_DONE or not metrics or spec.get("overrides"):
             continue
@@ -56,12 +57,13 @@ def _style(i: int) -> dict:
 
 
 
-def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, config: str = "all"):
+def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, config: str = "all",
+            reference: Path | None = None):
     """{(protocol, bits or None): [(spec, metrics), ...]}: one figure per protocol and code length."""
     if config not in RUN_SELECTIONS:  # tuned runs get curves of their own
         raise CmrBenchError(f"unknown figure config '{config}' (choose from: {', '.join(RUN_SELECTIONS)})")
     groups = defaultdict(list)
-    for spec, metrics in _finished(runs_dir, dataset, protocol, bits):
+    for spec, metrics in _finished(runs_dir, dataset, protocol, bits, reference=reference):
         if config != "all" and spec.get("config_source", "default") != config:
             continue
         groups[(spec.get("protocol", "?"), spec.get("bits"))].append((spec, metrics))
@@ -101,10 +103,10 @@ def _precision_at_r(m: dict):
 
 
 def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
-            config: str = "all") -> list[Path]:
+            config: str = "all", reference: Path | None = None) -> list[Path]:
     """One PNG per (protocol, code length): PR curves of both directions, mean over seeds.
     `config`: all runs, or only the default / tuned ones."""
-    groups = _groups(runs_dir, dataset, protocol, bits, config)
+    groups = _groups(runs_dir, dataset, protocol, bits, config, reference)
     if not groups:
         raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
     written = []
@@ -127,8 +129,8 @@ def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None
 
 
 def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
-                        config: str = "all") -> list[Path]:
-    groups = _groups(runs_dir, dataset, protocol, bits, config)
+                        config: str = "all", reference: Path | None = None) -> list[Path]:
+    groups = _groups(runs_dir, dataset, protocol, bits, config, reference)
     written = []
     for (proto, b), runs in groups.items():
         curves = _curves(runs, _precision_at_r)
@@ -173,9 +175,10 @@ def _two_panels(curves, draw, title: str, out: Path, **axis) -> Path:
     return _save(fig, out)
 
 
-def plot_code_length(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, metric: str = "map@all") -> Path:
+def plot_code_length(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, metric: str = "map@all",
+                     reference: Path | None = None) -> Path:
     points = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for spec, metrics in _finished(runs_dir, dataset, protocol, None):
+    for spec, metrics in _finished(runs_dir, dataset, protocol, None, reference=reference):
         if not spec.get("bits"):
             continue
         for d in DIRECTION_TITLES:

@@ -195,7 +195,8 @@ def _drop_unmatched(t):
     return t
 
 
-def build_tables(results_dir: Path, dataset: str, root: Path | None = None, experiment: dict | None = None):
+def build_tables(results_dir: Path, dataset: str, root: Path | None = None, experiment: dict | None = None,
+                 reference: Path | None = None):
     """[(request, Table or None, problem)]: what the report shows, in order."""
     from cmr_bench.report.tables import hash_table, paper_table
 
@@ -205,11 +206,11 @@ def build_tables(results_dir: Path, dataset: str, root: Path | None = None, expe
         name, metric = req["table"], req["metric"]
         try:
             if name in PAPER_TABLES:
-                t = _drop_unmatched(paper_table(name, dataset, results_dir, metric, root=root))
+                t = _drop_unmatched(paper_table(name, dataset, results_dir, metric, root=root, reference=reference))
             elif name == "hash":
-                t = hash_table(dataset, results_dir, metric)
+                t = hash_table(dataset, results_dir, metric, reference=reference)
             elif name == "djsrh-ablation":
-                t = hash_table(dataset, results_dir, metric, variants=True)
+                t = hash_table(dataset, results_dir, metric, variants=True, reference=reference)
             else:
                 raise CmrBenchError(f"unknown table '{name}' (known: {', '.join(DEFAULT_TABLES)})")
         except CmrBenchError as exc:
@@ -226,10 +227,10 @@ def build_tables(results_dir: Path, dataset: str, root: Path | None = None, expe
 
 # --- runs: environment and methods -------------------------------------------------------
 
-def _runs(results_dir: Path, dataset: str) -> list[tuple[Path, dict]]:
-    from cmr_bench.runner.store import iter_runs
+def _runs(results_dir: Path, dataset: str, reference: Path | None = None) -> list[tuple[Path, dict]]:
+    from cmr_bench.report.results import stored_runs
 
-    return [(folder, run) for folder, run, _ in iter_runs(results_dir, dataset)]
+    return [(folder, run) for folder, run, _ in stored_runs(results_dir, dataset, reference=reference)[0]]
 
 
 def _env_value(env: dict, key: str) -> str:
@@ -390,7 +391,8 @@ FIGURE_MODES = ("embed", "link")
 
 
 def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | None = None,
-                 experiment: dict | None = None, name: str = "report", figures: str = "embed") -> list[Path]:
+                 experiment: dict | None = None, name: str = "report", figures: str = "embed",
+                 reference: Path | None = None) -> list[Path]:
     """Write out_dir/<name>.html and out_dir/<name>.md; returns both paths. figures="embed" puts
     each PNG into the page (one file to send around); "link" points at the PNG beside it (a
     small page to commit; still offline)."""
@@ -402,7 +404,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
     name = check_component(str(name), "report name")
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    runs = _runs(results_dir, dataset)
+    runs = _runs(results_dir, dataset, reference)
     if not runs:
         raise CmrBenchError(f"no stored runs of dataset '{dataset}' in {results_dir}: nothing to report "
                             f"(cmr-bench run --dataset {dataset} ... first)")
@@ -415,7 +417,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
 
     # Tables: ours beside the published, with the marks the tables carry.
     sec = Section("Tables")
-    built = build_tables(results_dir, dataset, root, experiment)
+    built = build_tables(results_dir, dataset, root, experiment, reference)
     if not built:
         sec.html.append("<p>No table could be filled from the stored runs.</p>")
         sec.md.append("No table could be filled from the stored runs.")

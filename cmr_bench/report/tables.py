@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cmr_bench.report.published import published
-from cmr_bench.report.results import TUNED_SUFFIX, collect
+from cmr_bench.report.results import TUNED_SUFFIX, collect, reference_note
 from cmr_bench.report.significance import annotate
 from cmr_bench.report.summary import mean_std
 
@@ -122,7 +122,7 @@ def _table5_source(dataset: str, root: Path | None) -> tuple[str, dict]:
 
 
 def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all", root: Path | None = None,
-                include_overrides: bool = False, hide_missing: bool = False) -> Table:
+                include_overrides: bool = False, hide_missing: bool = False, reference: Path | None = None) -> Table:
     """`include_overrides`: runs made with --set get a row of their own per configuration, under
     their method's row; `hide_missing`: leave out rows without a run of ours (no plugin, not run)."""
     from cmr_bench.registry import all_methods
@@ -131,7 +131,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     paper_dataset, features = _table5_source(dataset, root) if table == "5" else (dataset, {})
     pub = pub_all[(pub_all["dataset"] == paper_dataset) & (~pub_all["table"].astype(str).str.contains("same-features"))]
     same = pub_all[(pub_all["dataset"] == paper_dataset) & (pub_all["table"].astype(str).str.contains("same-features"))]
-    runs = collect(runs_dir, dataset, protocol="real", include_overrides=include_overrides)
+    runs = collect(runs_dir, dataset, protocol="real", include_overrides=include_overrides, reference=reference, root=root)
     plugins = all_methods()
     # Rows: the paper's rows in its order, then our real-valued methods the paper lacks (table II only).
     rows = [(r["method"], r["key"]) for _, r in pub.iterrows()]
@@ -230,7 +230,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     notes += implementation_notes(rows) + [default_note(
         "input z-scoring of the deep methods, the classical methods' regularisation weights (JRL, JFSSL, LCFS, LGCFL, "
         "CCA-3V, SCM, KCCA), CAAL's 60 epochs and 1024 units, and schedules shorter than some papers' (CPU budget)")]
-    notes += _features_note(dataset, pub, root)
+    notes += _features_note(dataset, pub, root) + reference_note(runs, keys + [k + TUNED_SUFFIX for k in keys if k])
     if len(same):
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})"
                          for _, r in same.iterrows() if pd.notna(r["img2txt"]))
@@ -287,12 +287,12 @@ def raise_missing(table: str, dataset: str):
 
 
 def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: bool = False,
-               include_overrides: bool = False, hide_missing: bool = False) -> Table:
+               include_overrides: bool = False, hide_missing: bool = False, reference: Path | None = None) -> Table:
     """Methods (or DJSRH variants) x code lengths x directions, mean ± std over seeds, and n
     (runs per cell: one number, or min-max when the cells differ)."""
     from cmr_bench.registry import all_methods
 
-    runs = collect(runs_dir, dataset, include_overrides=include_overrides)
+    runs = collect(runs_dir, dataset, include_overrides=include_overrides, reference=reference)
     binary = [n for n, c in all_methods().items() if c.code_type == "binary"]
     runs = runs[runs["method"].isin(binary)] if not runs.empty else runs
     if variants:
@@ -330,6 +330,7 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
         notes.append(default_note("input z-scoring, learning rates, SSAH's balanced pair weights and code-length-scaled "
                                   "hash term (its paper's loss is the row ssah[paper loss]), and schedules shorter than "
                                   "the papers' (CPU budget)"))
+    notes += reference_note(runs, keys)
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
     return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes)
 
