@@ -326,10 +326,10 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
         notes += [n for n in annotate(records, display, folders[b], [("i2t", f"i2t_{b}", f"I→T {b}"), ("t2i", f"t2i_{b}", f"T→I {b}")],
                                       metric, keys=keys) if n not in notes]
     notes += implementation_notes([(k, k) for k in keys if "[" not in k])
-    if not variants:
-        notes.append(default_note("input z-scoring, learning rates, SSAH's balanced pair weights and code-length-scaled "
-                                  "hash term (its paper's loss is the row ssah[paper loss]), and schedules shorter than "
-                                  "the papers' (CPU budget)"))
+    if not variants and keys:
+        ssah = (", SSAH's balanced pair weights and code-length-scaled hash term" + (
+            " (its paper's loss is the row ssah[paper loss])" if "ssah[paper loss]" in keys else "")) if "ssah" in keys else ""
+        notes.append(default_note(f"input z-scoring, learning rates{ssah}, and schedules shorter than the papers' (CPU budget)"))
     notes += reference_note(runs, keys)
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
     return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes)
