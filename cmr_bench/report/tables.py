@@ -227,7 +227,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                         "txt2img_mean": ceiling[1], "avg": sum(ceiling) / 2, "runs": 0})
         display.append({"Method": label, f"{lab}Img2Txt": f"{ceiling[0]:.3f}", f"{lab}Txt2Img": f"{ceiling[1]:.3f}",
                         f"{lab}Avg": f"{sum(ceiling) / 2:.3f}", f"{lab}n": ""})
-    notes += implementation_notes(rows) + [default_note(
+    notes += [default_note(
         "input z-scoring of the deep methods, the classical methods' regularisation weights (JRL, JFSSL, LCFS, LGCFL, "
         "CCA-3V, SCM, KCCA), CAAL's 60 epochs and 1024 units, and schedules shorter than some papers' (CPU budget)")]
     notes += _features_note(dataset, pub, root) + reference_note(runs, keys + [k + TUNED_SUFFIX for k in keys if k])
@@ -252,6 +252,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         if len(keep) < len(records):
             notes.append(f"{len(records) - len(keep)} row(s) without a run of ours left out (--hide-missing).")
         records, display = [records[i] for i in keep], [display[i] for i in keep]
+    notes += implementation_notes([(r["method"], r.get("plugin", "")) for r in records])  # the rows shown
     if include_overrides:
         notes.append("Rows with {key=value} are runs made with --set: not the method's published configuration.")
     return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes)
