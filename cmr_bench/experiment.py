@@ -9,6 +9,7 @@ built-in files."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,15 +200,17 @@ def _ints(w, where, value, what, minimum=0) -> tuple[int, ...]:
 
     if isinstance(value, str):
         try:
-            return tuple(int_list(value, what, minimum=minimum))
+            value = int_list(value, what, minimum=minimum)
         except CmrBenchError as exc:
             raise w.error(where, str(exc)) from None
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
         raise w.error(where, f"{what} must be a list of integers or a range like \"0-4\"")
-    if min(value) < minimum or max(value) >= 2**63:
+    if min(value) < minimum:
         raise w.error(where, f"{what} must be integers >= {minimum}")
+    if max(value) >= 2**63:  # torch seeds are 64-bit signed; `run --seeds` refuses the same
+        raise w.error(where, f"{what} must be below 2**63, got {max(value)}")
     return tuple(dict.fromkeys(value))
 
 
@@ -218,6 +221,15 @@ def _methods(w, where, value) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
         raise w.error(where, "methods must be a list of method names")
+    seen = [v.strip().lower() for v in value]
+    twice = sorted({v for v in seen if seen.count(v) > 1})
+    if twice:  # a list that says one thing twice was probably meant to say something else
+        raise w.error(where, f"methods lists '{twice[0]}' more than once")
+    from cmr_bench.registry import all_methods
+
+    everything = [v for v in seen if any(ch in v for ch in "*?[") and set(fnmatch.filter(all_methods(), v)) == set(all_methods())]
+    if everything:  # '*' also takes the methods kept out of 'all' (which says what the paper's set is)
+        raise w.error(where, f"methods pattern '{everything[0]}' matches every registered method; write \"all\" or name them")
     try:
         return tuple(resolve_methods(",".join(value)))
     except CmrBenchError as exc:
@@ -422,18 +434,18 @@ def _config_source(config: str, where: str, tuned_dir) -> dict[str, Any]:
     return {"config_source": "tuned", "tuned_dir": tuned_dir}
 
 
-def grid_specs(g: Grid, dataset, tuned_dir=None) -> list:
+def grid_specs(g: Grid, dataset, tuned_dir=None, max_runs: int | None = None) -> list:
     from cmr_bench.runner.grid import expand
 
     source = _config_source(g.config, f"grid '{g.name}'", tuned_dir)
     try:
         return expand(list(g.methods), dataset, list(g.seeds), g.protocol, list(g.bits) if g.bits else None,
-                      g.variants, dict(g.overrides), **source)
+                      g.variants, dict(g.overrides), max_runs=max_runs, **source)
     except CmrBenchError as exc:
         raise CmrBenchError(f"grid '{g.name}': {exc}") from None
 
 
-def sweep_specs(s: Sweep, dataset) -> list:
+def sweep_specs(s: Sweep, dataset, max_runs: int | None = None) -> list:
     """One run per (parameter, value, seed), around the method's defaults. A value equal to
     the default is the default run itself (same config hash), not a second run under a --set
     folder."""
@@ -446,11 +458,12 @@ def sweep_specs(s: Sweep, dataset) -> list:
         return [sp for sp in specs if sp.variant == s.variant]
 
     try:
-        base = {(sp.bits, sp.seed): sp for sp in mine(expand([s.method], dataset, list(s.seeds), s.protocol, bits, variants))}
+        base = {(sp.bits, sp.seed): sp for sp in mine(expand([s.method], dataset, list(s.seeds), s.protocol, bits, variants, max_runs=max_runs))}
         out = []
         for param in s.parameters:
             for value in s.values:
-                for sp in mine(expand([s.method], dataset, list(s.seeds), s.protocol, bits, variants, {f"{s.method}.{param}": value})):
+                for sp in mine(expand([s.method], dataset, list(s.seeds), s.protocol, bits, variants, {f"{s.method}.{param}": value},
+                                       max_runs=max_runs)):
                     default = base[(sp.bits, sp.seed)]
                     out.append(default if sp.config == default.config else sp)
         return out
@@ -458,16 +471,32 @@ def sweep_specs(s: Sweep, dataset) -> list:
         raise CmrBenchError(f"sweep '{s.name}': {exc}") from None
 
 
-def experiment_specs(exp: Experiment, dataset, runs_dir: Path, tuned_dir=None) -> list:
+def count_experiment_runs(exp: Experiment) -> int:
+    """An upper bound on the experiment's runs (shared runs counted once per grid), without expanding."""
+    from cmr_bench.runner.grid import count_runs
+
+    total = sum(count_runs(list(g.methods), list(g.seeds), list(g.bits) if g.bits else None, g.variants) for g in exp.grids)
+    for s in exp.sweeps:
+        one = count_runs([s.method], list(s.seeds), [s.bits] if s.bits else None, s.variant or "none")
+        total += one * (1 + len(s.parameters) * len(s.values))
+    return total
+
+
+def experiment_specs(exp: Experiment, dataset, runs_dir: Path, tuned_dir=None, max_runs: int | None = None) -> list:
     """Every run of the experiment, each once (grids share runs: Table III's default SDCMR is
-    also Table II's), in declaration order."""
+    also Table II's), in declaration order. Counted before anything is expanded: more than
+    `max_runs` (default runner.grid.MAX_RUNS) is one line."""
+    from cmr_bench.runner.grid import check_grid_size
+
+    total = count_experiment_runs(exp)
+    check_grid_size(total, max_runs, f"experiment {exp.name}")
     seen: dict[Path, Any] = {}
     for g in exp.grids:
         if g.datasets is not None and dataset.name not in g.datasets:
             continue  # e.g. tuned configurations exist for these datasets only
-        for sp in grid_specs(g, dataset, tuned_dir):
+        for sp in grid_specs(g, dataset, tuned_dir, max_runs=total):
             seen.setdefault(sp.folder(runs_dir), sp)
     for s in exp.sweeps:
-        for sp in sweep_specs(s, dataset):
+        for sp in sweep_specs(s, dataset, max_runs=total):
             seen.setdefault(sp.folder(runs_dir), sp)
     return list(seen.values())

@@ -78,12 +78,12 @@ def test_table_has_user_rows_reference_rows_and_marks_across_them(stores):
 
     _, ref, user = stores
     t = paper_table("2", "synthetic", user, reference=ref)
-    rec = t.frame.set_index("method")
+    rec = t.frame.set_index("plugin")  # "method": the display name
     assert rec.loc["kcca", "runs"] == 1 and rec.loc["random", "runs"] == 1 and rec.loc["cca", "runs"] == 1
     # the reference rows got CIs from their archived per-query AP, and the best row is marked against them
     shown = t.display.set_index("Method")
-    assert shown.loc["random", "Img2Txt 95% CI"] and shown.loc["cca", "Img2Txt 95% CI"]
-    assert shown.loc["kcca", "Img2Txt"].startswith("**")  # best, tested against cca and random (reference)
+    assert shown.loc["Random", "Img2Txt 95% CI"] and shown.loc["CCA", "Img2Txt 95% CI"]
+    assert shown.loc["KCCA", "Img2Txt"].startswith("**")  # best, tested against cca and random (reference)
     note = " ".join(t.notes)
     assert "reference archive" in note and "random" in note
     assert "not rerun here: random." in note  # cca is the user's (see below)
@@ -105,22 +105,22 @@ def test_no_reference_and_no_archive_mean_the_users_runs_alone(stores, run_cli, 
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", user, "--reference", ref,
                              "--no-reference", "--format", "md", "--out", tmp_path / "a")
     assert code == 0
-    row = next(line for line in out.splitlines() if line.startswith("| random"))
+    row = next(line for line in out.splitlines() if line.startswith("| Random"))
     assert "not run" in row and "reference archive" not in out
     (tmp_path / "other-datasets").mkdir()  # an archive folder without this dataset: your runs alone
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", user, "--reference",
                              tmp_path / "other-datasets", "--format", "md", "--out", tmp_path / "b")
-    assert code == 0 and "not run" in next(line for line in out.splitlines() if line.startswith("| random"))
+    assert code == 0 and "not run" in next(line for line in out.splitlines() if line.startswith("| Random"))
     monkeypatch.chdir(tmp_path)  # the default results/reference is absent here: no archive, no error
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", user, "--format", "md",
                              "--out", tmp_path / "d")
-    assert code == 0 and "not run" in next(line for line in out.splitlines() if line.startswith("| random"))
+    assert code == 0 and "not run" in next(line for line in out.splitlines() if line.startswith("| Random"))
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", user, "--reference",
                              tmp_path / "nowhere", "--out", tmp_path / "e")
     assert code == 2 and "--reference" in err and "no such folder" in err
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", user, "--reference", ref,
                              "--format", "md", "--out", tmp_path / "c")
-    assert code == 0 and "not run" not in next(line for line in out.splitlines() if line.startswith("| random"))
+    assert code == 0 and "not run" not in next(line for line in out.splitlines() if line.startswith("| Random"))
 
 
 def test_compare_plot_and_report_read_the_archive(stores, run_cli, tmp_path):

@@ -132,7 +132,7 @@ def test_markdown_twin_links_figures_beside_it(store, tmp_path):
     md = md_path.read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert links and all((md_path.parent / unquote(link)).is_file() for link in links)
-    assert "| cca |" in md and "## Environment" in md and "## Methods and their deviations from the papers" in md
+    assert "| CCA |" in md and "## Environment" in md and "## Methods and their deviations from the papers" in md
     for anchor in re.findall(r"\]\(#([^)]+)\)", md):  # GitHub's heading anchors
         assert any(re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") == anchor for h in re.findall(r"^## (.+)$", md, re.M))
 
@@ -142,7 +142,10 @@ def test_runs_that_disagree_on_the_commit_are_called_out(store, tmp_path):
     shutil.copytree(store, copy)
     run_json = sorted(copy.rglob("random/*/seed-0/run.json"))[0]
     run = json.loads(run_json.read_text())
-    run["environment"]["git"] = {"commit": "0123456789abcdef", "dirty": False}  # run.json is not checksummed
+    run["environment"]["git"] = {"commit": "0123456789abcdef", "dirty": False}  # as another commit would write it
+    from cmr_bench.runner.store import DIGEST_KEY, run_digest
+
+    run[DIGEST_KEY] = run_digest(run)  # run.json records a digest of itself
     run_json.write_text(json.dumps(run))
     from cmr_bench.report.page import write_report
 

@@ -108,7 +108,7 @@ def test_table_and_compare_on_stored_runs(small_store, run_cli, tmp_path):
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", small_store,
                              "--out", tmp_path / "t", "--format", "csv,md,latex", "--hide-missing")
     assert code == 0, err
-    df = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method")
+    df = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("plugin")  # "method": the display name
     for d in ("img2txt", "txt2img"):
         for m in ("cca", "random"):
             lo, hi = df.loc[m, f"{d}_ci_low"], df.loc[m, f"{d}_ci_high"]
@@ -132,7 +132,7 @@ def test_table_and_compare_on_stored_runs(small_store, run_cli, tmp_path):
 
 def test_compare_bad_input_is_one_line(small_store, run_cli):
     for argv, message in [
-        (["cca", "nope"], "no finished runs of 'nope'"),
+        (["cca", "nope"], "unknown method 'nope'"),
         (["cca", "cca"], "two different entries"),
         (["cca", "random", "--bits", "16"], "at 16 bits"),
         (["cca", "random", "--protocol", "hash"], "under protocol 'hash'"),

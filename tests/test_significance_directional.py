@@ -170,7 +170,7 @@ def test_table_rows_of_one_method_at_other_configs_do_not_compete(run_cli, tmp_p
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results, "--out",
                              tmp_path / "t", "--format", "csv,md", "--hide-missing", "--include-overrides")
     assert code == 0, err
-    df = pd.read_csv(tmp_path / "t" / "table2.csv", keep_default_na=False).set_index("method")
+    df = pd.read_csv(tmp_path / "t" / "table2.csv", keep_default_na=False).set_index("plugin")  # "method": display name
     cca_rows = [m for m in df.index if m.startswith("cca")]
     assert len(cca_rows) == 2
     for d in ("img2txt", "txt2img"):

@@ -51,9 +51,20 @@ def dataset_name(args) -> str:
 def user_output(args, dataset: str):
     """Where a command's tables and figures go: --out, else <results-dir>/_out/<dataset>/ (a
     user's own folder: the committed reference tables in results/<dataset>/ are never written)."""
+    return default_output(args.results_dir, dataset)
+
+
+def default_output(results_dir, dataset: str):
+    """<results-dir>/_out/<dataset>, refused when `_out` or `_out/<dataset>` is a symlink (a
+    store received from someone else must not send our tables and report outside it)."""
     from pathlib import Path
 
-    return Path(args.results_dir) / OUT_FOLDER / dataset
+    from cmr_bench.safe_io import refuse_link
+
+    out = Path(results_dir) / OUT_FOLDER
+    refuse_link(out, "output folder")
+    refuse_link(out / dataset, "output folder")
+    return out / dataset
 
 
 OUT_FOLDER = "_out"  # cannot be a dataset name (names start with a letter or digit)

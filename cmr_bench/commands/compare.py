@@ -68,6 +68,14 @@ def cmd_compare(args) -> int:
         raise CmrBenchError(f"--permutations must be >= 1, got {args.permutations}")
     if args.a == args.b:
         raise CmrBenchError(f"compare needs two different entries, got '{args.a}' twice")
+    from cmr_bench.errors import UnknownNameError
+    from cmr_bench.registry import all_methods
+
+    known = all_methods()
+    for entry in (args.a, args.b):  # a typo gets the suggestion `run` gives, not "no finished runs"
+        base = entry.split("[")[0].split(" ")[0]
+        if base not in known:
+            raise UnknownNameError("method", base, known)
     dataset = dataset_name(args)
     runs = collect(Path(args.results_dir), dataset, protocol=args.protocol, reference=reference_of(args))
     if not runs.empty:  # the store's layout: <runs>/<dataset>/<protocol>/<method>/<config>/seed-k

@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--results-dir", default=str(Path("results") / "runs"), help=RESULTS_HELP)
     p.add_argument("--out", default=None, metavar="DIR",
-                   help=f"folder of the report; figures (PNG) and table files in it are included "
+                   help=f"folder of the report; the figures `plot` wrote (PNG) and table files in it are included "
                         f"(default <results-dir>/{OUT_FOLDER}/<dataset>/, where `table` and `plot` write)")
     p.add_argument("--figures", default="embed", choices=("embed", "link"),
                    help="embed: PNGs inside the page, one file to send (default); link: the page points at the "

@@ -98,10 +98,25 @@ def register(sub) -> None:
                    help="Ray cluster to use (e.g. auto, HOST:6379, ray://HOST:10001); default: a local instance on 127.0.0.1")
     p.add_argument("--ray-cpus", default="1", metavar="C", help="CPUs declared per Ray task (default 1; also its torch threads)")
     p.add_argument("--ray-gpus", default=None, metavar="G", help="GPUs declared per Ray task (default 1 with --device cuda, else 0)")
+    add_limit_args(p)
     p.set_defaults(handler=cmd_run)
 
 
+def add_limit_args(p) -> None:
+    """--max-runs and --run-timeout, shared by `run` and `reproduce`."""
+    from cmr_bench.runner.grid import MAX_RUNS
+
+    p.add_argument("--max-runs", default=None, metavar="N",
+                   help=f"refuse a grid of more than N runs, counted before it is expanded (default {MAX_RUNS:,})")
+    p.add_argument("--run-timeout", default=None, metavar="SECONDS",
+                   help="a run still going after SECONDS is stopped and stored as failed with that reason "
+                        "(local executor; default: no limit)")
+
+
 EXECUTORS = ("local", "ray")
+# A fixed cap, not one from this machine's cores: --threads is part of a run's identity, so an
+# experiment must mean the same everywhere. 100,000 made OpenMP fail allocating thread stacks.
+MAX_THREADS = 1024
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -118,13 +133,19 @@ def executor_options(args):
     # peaks (runner/capacity.py); ray: None leaves it to the cluster
     jobs = parse_jobs(args.jobs) if args.jobs is not None else (None if ray else parse_jobs(jobs_default(), "$CMR_BENCH_JOBS"))
     threads = positive_int(args.threads, "--threads")
+    if threads > MAX_THREADS:
+        raise CmrBenchError(f"--threads: at most {MAX_THREADS}, got {threads} (torch threads per run; more only thrash)")
+    timeout = getattr(args, "run_timeout", None)
+    timeout = non_negative_float(timeout, "--run-timeout", positive=True) if timeout is not None else None
+    if ray and timeout is not None:
+        raise CmrBenchError("--run-timeout applies to the local executor only (Ray tasks: use the cluster's limits)")
     if not ray:
         given = [flag for flag, value in (("--ray-address", args.ray_address), ("--ray-gpus", args.ray_gpus)) if value is not None]
         if args.ray_cpus != "1":
             given.append("--ray-cpus")
         if given:
             raise CmrBenchError(f"{', '.join(given)} only applies with --executor ray")
-        return ExecutorOptions(jobs=jobs, threads=threads)
+        return ExecutorOptions(jobs=jobs, threads=threads, run_timeout=timeout)
     if args.ray_address is not None and not str(args.ray_address).strip():
         raise CmrBenchError("--ray-address: empty address")
     from cmr_bench.runner.ray_executor import import_ray
@@ -134,6 +155,11 @@ def executor_options(args):
     default_gpus = 1.0 if str(args.device).startswith("cuda") else 0.0
     gpus = non_negative_float(args.ray_gpus, "--ray-gpus") if args.ray_gpus is not None else default_gpus
     return ExecutorOptions(jobs=jobs, executor="ray", ray_address=args.ray_address, ray_cpus=cpus, ray_gpus=gpus, threads=threads)
+
+
+def max_runs(args) -> int | None:
+    value = getattr(args, "max_runs", None)
+    return positive_int(value, "--max-runs") if value is not None else None
 
 
 def check_device_name(device: str) -> str:
@@ -220,7 +246,7 @@ def cmd_run(args) -> int:
     dataset = load_for_run(args.dataset, root)
     options.dataset_source = ("load", str(args.dataset), str(root))
     specs = expand(methods, dataset, seeds, args.protocol, bits, args.variants, parse_overrides(args.overrides),
-                   config_source=args.config, tuned_dir=args.tuned_dir)
+                   config_source=args.config, tuned_dir=args.tuned_dir, max_runs=max_runs(args))
     if options.threads != 1:
         from dataclasses import replace
 

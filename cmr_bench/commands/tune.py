@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -59,17 +60,32 @@ def cmd_tune(args) -> int:
     dataset = load_dataset(args.dataset, root_of(args), train_only=True)
     out = Path(args.out)
     storage = args.storage
+    if storage is not None:
+        check_storage_query(storage)
     if storage is None:
-        try:
-            (out / dataset.name).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CmrBenchError(f"cannot create {out / dataset.name}: {exc.strerror or exc}") from None
-        storage = f"sqlite:///{(out / dataset.name / 'studies.db').resolve()}"
+        from cmr_bench.safe_io import check_regular, make_folder
+
+        db = make_folder(out / dataset.name, "tuned-config folder", base=out) / "studies.db"
+        if os.path.lexists(db):  # a planted (even dangling) link must not make SQLite create a file elsewhere
+            check_regular(db, "study database", max_bytes=2**40)
+        else:  # created here, exclusively: SQLite then opens our own empty file
+            try:
+                os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            except FileExistsError:
+                check_regular(db, "study database", max_bytes=2**40)
+            except OSError as exc:
+                raise CmrBenchError(f"cannot create {db}: {exc.strerror or exc}") from None
+        storage = f"sqlite:///{db.absolute()}"
         own_datasets_only(storage, dataset.name)
     for n in names:
         jobs = trial_jobs(n, args.trials, dataset, jobs_given)
-        res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=jobs, bits=args.bits,
-                          val_fraction=args.val_fraction, progress=sys.stdout.isatty())  # a bar on a TTY, quiet off one
+        try:
+            res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=jobs, bits=args.bits,
+                              val_fraction=args.val_fraction, progress=sys.stdout.isatty())  # a bar on a TTY, quiet off one
+        except KeyboardInterrupt:
+            print(f"cmr-bench: interrupted while tuning {n}; its finished trials are kept in {storage}: "
+                  "the same command resumes it", file=sys.stderr)
+            return 130
         path = write_tuned(res, out)
         picked = ", ".join(f"{k}={res['config'][k]}" for k in res["tuned"])
         print(f"{n}: best validation {res['value']:.4f} after {res['trials']} trials ({res['sampler']}, "
@@ -113,3 +129,21 @@ def trial_jobs(method: str, trials: int, dataset, given: int | None) -> int:
         jobs = given
     torch.set_num_threads(threads_per_job(jobs))
     return jobs
+
+
+# What SQLAlchemy's SQLite dialect honours in a URL's query; it warns about anything else and
+# ignores it, so a user's `?mode=ro` or typo would silently not apply: refused instead.
+SQLITE_QUERY_KEYS = ("timeout",)
+
+
+def check_storage_query(storage: str) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(storage)
+    if not parts.scheme.lower().startswith("sqlite") or not parts.query:
+        return  # other databases pass their query to the driver, which honours or refuses it
+    keys = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - set(SQLITE_QUERY_KEYS)) or \
+        ([] if parse_qs(parts.query, keep_blank_values=True) else [parts.query])
+    if keys:
+        raise CmrBenchError(f"--storage: SQLite ignores '{keys[0]}' in the URL's query (it honours only "
+                            f"{', '.join(SQLITE_QUERY_KEYS)}); drop it")

@@ -135,14 +135,45 @@ def _overrides_for(method: str, cls, overrides: dict[str, Any]) -> dict[str, Any
     return {k: _typed(method, k, v, cls.defaults[k]) if k in cls.defaults else v for k, v in mine.items()}
 
 
+MAX_RUNS = 10_000  # a bigger grid is more often a typo (seeds "0-99999") than a plan: --max-runs lifts it
+
+
+def _variant_names(cls, variants: str) -> list[str]:
+    if variants == "none":
+        return [""]
+    if variants == "all":
+        return [""] + list(cls.variants)
+    wanted = [v.strip() for v in str(variants).split(",") if v.strip()]
+    return [""] + [v for v in dict.fromkeys(wanted) if v in cls.variants]
+
+
+def count_runs(methods: list[str], seeds: list[int], bits: list[int] | None = None, variants: str = "none") -> int:
+    """How many runs expand() would make (methods x variants x code lengths x seeds), without making them."""
+    total = 0
+    for name in methods:
+        cls = get_method(name)
+        lengths = len(bits or DEFAULT_BITS) if cls.code_type == "binary" else 1
+        total += len(_variant_names(cls, variants)) * lengths * len(seeds)
+    return total
+
+
+def check_grid_size(runs: int, max_runs: int | None, what: str = "the grid") -> None:
+    """One line, before anything is expanded, when a grid has more runs than the limit."""
+    limit = MAX_RUNS if max_runs is None else max_runs
+    if runs > limit:
+        raise CmrBenchError(f"{what} has {runs:,} runs, more than the limit of {limit:,}; "
+                            f"pass --max-runs {runs} to run them anyway")
+
+
 def expand(
     methods: list[str], dataset: Dataset, seeds: list[int], protocol: str | None = None,
     bits: list[int] | None = None, variants: str = "none", overrides: dict[str, Any] | None = None,
-    config_source: str = "default", tuned_dir: Path | str | None = None,
+    config_source: str = "default", tuned_dir: Path | str | None = None, max_runs: int | None = None,
 ) -> list[RunSpec]:
     """`config_source` "tuned": each method's base config is the one `cmr-bench tune` wrote
     (cmr_bench.tuning.tuned_config; variants and --set apply on top); methods without one are
-    named together in one error."""
+    named together in one error. More than `max_runs` runs (default MAX_RUNS) is refused first."""
+    check_grid_size(count_runs(methods, seeds, bits, variants), max_runs)
     overrides = overrides or {}
     if config_source not in CONFIG_SOURCES:
         raise CmrBenchError(f"--config: unknown '{config_source}' (default or tuned)")
@@ -171,13 +202,7 @@ def expand(
                 f"dataset '{dataset.name}' has no protocol '{proto}' (has: {', '.join(dataset.protocols)}) for method '{name}'"
             )
         user = _overrides_for(name, cls, overrides)
-        if variants == "none":
-            variant_names = [""]
-        elif variants == "all":
-            variant_names = [""] + list(cls.variants)
-        else:
-            wanted = [v.strip() for v in variants.split(",") if v.strip()]
-            variant_names = [""] + [v for v in wanted if v in cls.variants]
+        variant_names = _variant_names(cls, variants)
         code_lengths = [b for b in (bits or DEFAULT_BITS)] if cls.code_type == "binary" else [None]
         for variant in variant_names:
             for b in code_lengths:
@@ -240,6 +265,7 @@ class ExecutorOptions:
     ray_gpus: float = 0.0
     threads: int = 1  # torch intra-op threads per run, whatever --jobs is (see set_run_threads)
     dataset_source: tuple | None = None  # ("load", name_or_manifest, root): workers load the dataset themselves
+    run_timeout: float | None = None  # --run-timeout: seconds a run may take before it is stored as failed (local executors)
 
 
 def make_executor(options: ExecutorOptions, dataset: Dataset, device: str, runs_dir: Path, n_runs: int):
@@ -258,9 +284,12 @@ def make_executor(options: ExecutorOptions, dataset: Dataset, device: str, runs_
         return executor
     jobs = max(1, int(options.jobs or 1))  # None (auto) is settled by settle_jobs before this
     if jobs == 1:
-        return InlineExecutor(dataset, device, runs_dir)
-    workers = min(jobs, n_runs)
-    return ProcessExecutor(workers, options.dataset_source or ("object", dataset), device, runs_dir, threads=options.threads)
+        executor = InlineExecutor(dataset, device, runs_dir)
+    else:
+        executor = ProcessExecutor(min(jobs, n_runs), options.dataset_source or ("object", dataset), device, runs_dir,
+                                   threads=options.threads)
+    executor.run_timeout = options.run_timeout
+    return executor
 
 
 def settle_jobs(options: ExecutorOptions, todo: list[RunSpec], dataset: Dataset, device: str) -> str | None:
