@@ -28,9 +28,10 @@ def test_ssah_paper_loss_is_a_variant_and_a_hash_table_row(tmp_path: Path):
     assert (cls.defaults["pair_norm"], cls.defaults["hash_theta_bits"]) != (paper["pair_norm"], paper["hash_theta_bits"])
     assert cls.row_variants == ("paper loss",)
     table = hash_table("wiki", tmp_path)
-    assert "ssah[paper loss]" in list(table.display["Method"])
-    assert not any("[" in m and not m.startswith("ssah[") for m in table.display["Method"])  # ablations stay out
-    assert any("modified" in n and "ssah" in n for n in table.notes)
+    rows = list(table.frame["plugin"])
+    assert "ssah[paper loss]" in rows
+    assert not any("[" in m and not m.startswith("ssah[") for m in rows)  # ablations stay out
+    assert any("modified" in n and "SSAH" in n for n in table.notes)
 
 
 def test_table2_notes_say_status_refit_and_what_default_means(tmp_path: Path):

@@ -333,7 +333,7 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     notes += implementation_notes([(display_name(k), k) for k in keys if "[" not in k])
     if not variants and keys:
         ssah = (", SSAH's balanced pair weights and code-length-scaled hash term" + (
-            " (its paper's loss is the row ssah[paper loss])" if "ssah[paper loss]" in keys else "")) if "ssah" in keys else ""
+            f" (its paper's loss is the row {display_name('ssah[paper loss]')})" if "ssah[paper loss]" in keys else "")) if "ssah" in keys else ""
         notes.append(default_note(f"input z-scoring, learning rates{ssah}, and schedules shorter than the papers' (CPU budget)"))
     notes += reference_note(runs, keys)
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
