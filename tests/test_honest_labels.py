@@ -41,7 +41,7 @@ def test_table2_notes_say_status_refit_and_what_default_means(tmp_path: Path):
     assert "partial" in status and "TANSS" in status
     refit = next(n for n in notes if n.startswith("Every row trains on the whole training split"))
     assert all(m in refit for m in ("DSCMR", "Deep-SM", "MCSM", "CM-GAN", "TANSS", "CAAL"))
-    default = next(n for n in notes if n.startswith("Default:"))
+    default = next(n for n in notes if n.startswith("Each method's default configuration:"))
     assert "validation" in default and "CAAL's 60 epochs" in default and "z-scoring" in default
 
 

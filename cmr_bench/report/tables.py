@@ -83,8 +83,8 @@ def implementation_notes(rows: list[tuple[str, str]]) -> list[str]:
 
 def default_note(chosen: str) -> str:
     """What "default" means in a table whose validation-chosen defaults are `chosen`."""
-    return ("Default: each method's published hyperparameters where its paper gives them; where it gives none, or where "
-            "they fail on these features, the value was chosen once on a validation split carved from Wikipedia's "
+    return ("Each method's default configuration: its paper's hyperparameters where the paper gives them; where it gives "
+            "none, or where they fail on these features, the value was chosen once on a validation split carved from Wikipedia's "
             f"training set (never the test split), listed per method in docs/methods.md: {chosen}.")
 
 
