@@ -1,15 +1,14 @@
 """Tuning a method's hyperparameters on validation data carved from the training split (Optuna).
 
-A plugin declares its search space next to its defaults, as plain data (no optuna import):
+A plugin declares each hyperparameter's search range in its declaration, as plain data (no
+optuna import), gathered in the derived `search_space`:
 
-    search_space = {
-        "lr": ("logfloat", 1e-5, 1e-2),   # log-uniform
-        "alpha": ("float", 0.0, 1.0),     # uniform
-        "hidden": ("int", 256, 2048),     # integers, inclusive
-        "power": ("choice", [0.0, 0.5]),  # categorical
-    }
+    "lr": Param(1e-4, low=0.0, search=("logfloat", 1e-5, 1e-2)),   # log-uniform
+    "alpha": Param(0.5, low=0.0, high=1.0, search=("float", 0.0, 1.0)),  # uniform
+    "hidden": Param(512, low=1, search=("int", 256, 2048)),        # integers, inclusive
+    "power": Param(0.0, low=0.0, search=("choice", [0.0, 0.5])),   # categorical
 
-Keys must be hyperparameters in `defaults`. A space made only of choices is searched on its
+Every value of a range is one its hyperparameter accepts (cmr_bench.hparams). A space made only of choices is searched on its
 full grid (deterministic closed-form methods: a few knobs); otherwise TPE, seeded. Objective:
 the mean of Img2Txt and Txt2Img mAP@all, validation queries against the validation set, where
 validation is `carve_validation(train, val_fraction, seed)` as the runner carves it. `cmr-bench
