@@ -4,6 +4,7 @@ one line on stderr with exit code 2."""
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -41,9 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Folder and file options made absolute once, at start: a plugin that calls os.chdir() in fit
+# must not move the store, the tuned configs or the outputs.
+PATH_OPTIONS = ("results_dir", "out", "tuned_dir", "data_root")
+
+
+def absolute_paths(args) -> None:
+    for attr in PATH_OPTIONS:
+        value = getattr(args, attr, None)
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            value = os.path.expanduser(os.fspath(value))
+            # joined, not normalised: `D/x/..` stays visibly a parent (features extract refuses it)
+            setattr(args, attr, value if os.path.isabs(value) else os.path.join(os.getcwd(), value))
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    absolute_paths(args)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0

@@ -80,8 +80,8 @@ def _run_checks(cls: type[Method], device: str, multilabel: bool | None) -> list
             detail = fn() or ""
             results.append(CheckResult(name, True, detail))
             return True
-        except Exception as exc:  # every failure is reported, none stops the report
-            results.append(CheckResult(name, False, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+        except (Exception, SystemExit) as exc:  # every failure is reported (sys.exit in fit too), none stops the report
+            results.append(CheckResult(name, False, (f"{type(exc).__name__}: {exc}".splitlines() or ["SystemExit"])[0]))
             return False
 
     def metadata():

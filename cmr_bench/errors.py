@@ -8,6 +8,14 @@ class CmrBenchError(Exception):
 
     exit_code = 2
 
+    def __str__(self) -> str:
+        # One line whatever the message carries: names read from a corrupt file may hold
+        # newlines or control characters; they are shown escaped.
+        text = super().__str__()
+        if text.isprintable():
+            return text
+        return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
 
 class DataError(CmrBenchError):
     """Missing, corrupt or inconsistent dataset files or manifests."""

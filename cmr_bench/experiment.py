@@ -428,18 +428,18 @@ def _config_source(config: str, where: str, tuned_dir) -> dict[str, Any]:
     return {"config_source": "tuned", "tuned_dir": tuned_dir}
 
 
-def grid_specs(g: Grid, dataset, tuned_dir=None) -> list:
+def grid_specs(g: Grid, dataset, tuned_dir=None, max_runs: int | None = None) -> list:
     from cmr_bench.runner.grid import expand
 
     source = _config_source(g.config, f"grid '{g.name}'", tuned_dir)
     try:
         return expand(list(g.methods), dataset, list(g.seeds), g.protocol, list(g.bits) if g.bits else None,
-                      g.variants, dict(g.overrides), **source)
+                      g.variants, dict(g.overrides), max_runs=max_runs, **source)
     except CmrBenchError as exc:
         raise CmrBenchError(f"grid '{g.name}': {exc}") from None
 
 
-def sweep_specs(s: Sweep, dataset) -> list:
+def sweep_specs(s: Sweep, dataset, max_runs: int | None = None) -> list:
     """One run per (parameter, value, seed), around the method's defaults. A value equal to
     the default is the default run itself (same config hash), not a second run under a --set
     folder."""
@@ -452,11 +452,12 @@ def sweep_specs(s: Sweep, dataset) -> list:
         return [sp for sp in specs if sp.variant == s.variant]
 
     try:
-        base = {(sp.bits, sp.seed): sp for sp in mine(expand([s.method], dataset, list(s.seeds), s.protocol, bits, variants))}
+        base = {(sp.bits, sp.seed): sp for sp in mine(expand([s.method], dataset, list(s.seeds), s.protocol, bits, variants, max_runs=max_runs))}
         out = []
         for param in s.parameters:
             for value in s.values:
-                for sp in mine(expand([s.method], dataset, list(s.seeds), s.protocol, bits, variants, {f"{s.method}.{param}": value})):
+                for sp in mine(expand([s.method], dataset, list(s.seeds), s.protocol, bits, variants, {f"{s.method}.{param}": value},
+                                       max_runs=max_runs)):
                     default = base[(sp.bits, sp.seed)]
                     out.append(default if sp.config == default.config else sp)
         return out
@@ -464,14 +465,30 @@ def sweep_specs(s: Sweep, dataset) -> list:
         raise CmrBenchError(f"sweep '{s.name}': {exc}") from None
 
 
-def experiment_specs(exp: Experiment, dataset, runs_dir: Path, tuned_dir=None) -> list:
+def count_experiment_runs(exp: Experiment) -> int:
+    """An upper bound on the experiment's runs (shared runs counted once per grid), without expanding."""
+    from cmr_bench.runner.grid import count_runs
+
+    total = sum(count_runs(list(g.methods), list(g.seeds), list(g.bits) if g.bits else None, g.variants) for g in exp.grids)
+    for s in exp.sweeps:
+        one = count_runs([s.method], list(s.seeds), [s.bits] if s.bits else None, s.variant or "none")
+        total += one * (1 + len(s.parameters) * len(s.values))
+    return total
+
+
+def experiment_specs(exp: Experiment, dataset, runs_dir: Path, tuned_dir=None, max_runs: int | None = None) -> list:
     """Every run of the experiment, each once (grids share runs: Table III's default SDCMR is
-    also Table II's), in declaration order."""
+    also Table II's), in declaration order. Counted before anything is expanded: more than
+    `max_runs` (default runner.grid.MAX_RUNS) is one line."""
+    from cmr_bench.runner.grid import check_grid_size
+
+    total = count_experiment_runs(exp)
+    check_grid_size(total, max_runs, f"experiment {exp.name}")
     seen: dict[Path, Any] = {}
     for g in exp.grids:
-        for sp in grid_specs(g, dataset, tuned_dir):
+        for sp in grid_specs(g, dataset, tuned_dir, max_runs=total):
             seen.setdefault(sp.folder(runs_dir), sp)
     for s in exp.sweeps:
-        for sp in sweep_specs(s, dataset):
+        for sp in sweep_specs(s, dataset, max_runs=total):
             seen.setdefault(sp.folder(runs_dir), sp)
     return list(seen.values())

@@ -30,6 +30,8 @@ class MethodInfo:
     supervision: str = "supervised"  # or "unsupervised"
     # Every deliberate deviation from the paper / official code, one sentence each.
     deviations: tuple[str, ...] = field(default_factory=tuple)
+    # The name as papers print it in tables and legends ("β-VAE", "JFSSL"); "" = the plugin name.
+    display_name: str = ""
 
 
 class Method:

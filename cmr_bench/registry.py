@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import pkgutil
+import sys
 from importlib.metadata import entry_points
 
 from cmr_bench.errors import CmrBenchError, UnknownNameError
@@ -16,6 +17,7 @@ ENTRY_POINT_GROUP = "cmr_bench.methods"
 
 _REGISTRY: dict[str, type[Method]] = {}
 _SOURCES: dict[str, str] = {}
+_BROKEN: dict[str, str] = {}  # entry-point name -> why it did not load
 _loaded = False
 
 
@@ -51,10 +53,20 @@ def _load() -> None:
             importlib.import_module(f"cmr_bench.methods.{module.name}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
-            cls = ep.load()
-        except Exception as exc:  # a broken third-party plugin must not break the others
-            raise CmrBenchError(f"could not load method plugin '{ep.name}' ({ep.value}): {exc}") from exc
-        _add(cls, source=f"entry point {ep.value}")
+            _add(ep.load(), source=f"entry point {ep.value}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # raises, calls sys.exit(), or is no Method: the others still load
+            first = (str(exc).splitlines() or [""])[0][:200]
+            why = f"{type(exc).__name__}: {first}" if not isinstance(exc, CmrBenchError) else first
+            _BROKEN[ep.name] = f"{ep.value}: {why}"
+            print(f"cmr-bench: warning: method plugin '{ep.name}' not loaded ({_BROKEN[ep.name]})", file=sys.stderr)
+
+
+def broken_plugins() -> dict[str, str]:
+    """Installed plugins that failed to load, by entry-point name, with the reason."""
+    _load()
+    return dict(_BROKEN)
 
 
 def all_methods() -> dict[str, type[Method]]:
@@ -65,8 +77,26 @@ def all_methods() -> dict[str, type[Method]]:
 def get_method(name: str) -> type[Method]:
     methods = all_methods()
     if name not in methods:
+        if name in _BROKEN:
+            raise CmrBenchError(f"method plugin '{name}' failed to load ({_BROKEN[name]})")
         raise UnknownNameError("method", name, methods)
     return methods[name]
+
+
+def display_name(key: str) -> str:
+    """A row or legend label as papers write it: "beta-vae[mlp] (tuned)" -> "β-VAE [mlp] (tuned)".
+    The plugin's `info.display_name`, else the key as given (unknown names pass through)."""
+    import re
+
+    match = re.match(r"^([a-z0-9][a-z0-9_.+-]*)(.*)$", key, flags=re.S)
+    if not match:
+        return key
+    name, rest = match.groups()
+    cls = all_methods().get(name)
+    shown = getattr(getattr(cls, "info", None), "display_name", "") if cls is not None else ""
+    if not shown:
+        return key
+    return shown + (" " + rest if rest.startswith("[") else rest)
 
 
 def method_source(name: str) -> str:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -55,7 +57,18 @@ def need_optuna():
     except ImportError:
         raise CmrBenchError("`cmr-bench tune` needs optuna: pip install 'cmr-bench[tune]' (or pip install optuna)") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial_log = logging.getLogger("optuna.study._optimize")  # where Optuna reports a failed trial
+    if not any(isinstance(f, _NoTraceback) for f in trial_log.filters):
+        trial_log.addFilter(_NoTraceback())
     return optuna
+
+
+class _NoTraceback(logging.Filter):
+    """A failed trial (the plugin raised, its codes were NaN) is one line, not a traceback per trial."""
+
+    def filter(self, record) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return not str(record.msg).endswith("failed with value None.")  # Optuna's second line says nothing more
 
 
 def search_space(cls) -> dict[str, tuple]:
@@ -382,14 +395,10 @@ def write_tuned(result: dict, out_dir: Path) -> Path:
     lines = ["# written by `cmr-bench tune`"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in result.items() if k != "config" and v is not None]
     lines += ["", "[config]"] + [f"{k} = {_toml_value(v)}" for k, v in result["config"].items() if v is not None]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(path)
-    except OSError as exc:
-        raise CmrBenchError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    from cmr_bench.safe_io import make_folder, write_text
+
+    make_folder(path.parent, "tuned-config folder", base=Path(out_dir))
+    return write_text(path, "\n".join(lines) + "\n", "tuned config")
 
 
 
@@ -418,11 +427,14 @@ def read_tuned(path: Path) -> dict:
     """A tuned file, parsed and checked for the keys a run needs; one line when unusable."""
     import tomllib
 
+    from cmr_bench.safe_io import read_text
+
+    if not os.path.lexists(path):
+        raise FileNotFoundError(path)
+    text = read_text(Path(path), "tuned config")  # a regular file of a sane size: a FIFO never hangs
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise CmrBenchError(f"tuned config {path} is unreadable: {getattr(exc, 'strerror', None) or str(exc).splitlines()[0]}") from None
     for key, kind in (("method", str), ("dataset", str), ("config", dict), ("value", (int, float)), ("trials", int)):
         if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):

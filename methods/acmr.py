@@ -93,6 +93,7 @@ class ACMR(TorchMethod):
     code_type = "real"
     schedule = "epochs"
     info = MethodInfo(
+        display_name="ACMR",
         full_name="Adversarial Cross-Modal Retrieval",
         paper="B. Wang, Y. Yang, X. Xu, A. Hanjalic, H. T. Shen, Adversarial Cross-Modal Retrieval",
         venue="ACM Multimedia",

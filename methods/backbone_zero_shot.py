@@ -26,6 +26,7 @@ class BackboneZeroShot(Method):
     # Only meaningful on aligned backbone features: `--methods all` (run on any dataset) leaves it out.
     in_all = False
     info = MethodInfo(
+        display_name="Backbone zero-shot",
         full_name="Backbone zero-shot (aligned image/text embeddings, no training)",
         paper=("Li et al., BLIP-2: Bootstrapping Language-Image Pre-training with Frozen Image Encoders and "
                "Large Language Models"),

@@ -21,6 +21,7 @@ class RandomProjection(Method):
     name = "random"
     code_type = "real"
     info = MethodInfo(
+        display_name="Random",
         full_name="Random projections (floor)", paper="sanity baseline", venue="cmr-bench", year=2026,
         status="baseline", supervision="unsupervised",
     )

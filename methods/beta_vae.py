@@ -50,6 +50,7 @@ class BetaVAE(TorchMethod):
     name = "beta-vae"
     code_type = "real"
     info = MethodInfo(
+        display_name="β-VAE",
         full_name="beta-VAE (beta = 5) transferred to cross-modal retrieval",
         paper="I. Higgins et al., beta-VAE: Learning Basic Visual Concepts with a Constrained Variational Framework (transfer: SDCMR Table IV)",
         venue="ICLR",

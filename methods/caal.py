@@ -84,6 +84,7 @@ class CAAL(TorchMethod):
     uses_validation = True
     schedule = "epochs"
     info = MethodInfo(
+        display_name="CAAL",
         full_name="Category Alignment Adversarial Learning",
         paper="S. He, W. Wang, Z. Wang, X. Xu, Y. Yang, X. Wang, H. T. Shen, Category Alignment Adversarial Learning for Cross-Modal Retrieval",
         venue="IEEE Transactions on Knowledge and Data Engineering 35(5)",

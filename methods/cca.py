@@ -31,6 +31,7 @@ class CCA(Method):
     name = "cca"
     code_type = "real"
     info = MethodInfo(
+        display_name="CCA",
         full_name="Canonical Correlation Analysis",
         paper="N. Rasiwasia et al., A new approach to cross-modal multimedia retrieval",
         venue="ACM MM",

@@ -22,6 +22,7 @@ class CCA3V(LinearCodes):
 
     name = "cca-3v"
     info = MethodInfo(
+        display_name="CCA-3V",
         full_name="Three-view CCA (image, text, semantic view)",
         paper="Y. Gong, Q. Ke, M. Isard, S. Lazebnik, A multi-view embedding space for modeling internet images, tags, and their semantics",
         venue="IJCV",

@@ -21,6 +21,7 @@ class CFA(LinearCodes):
 
     name = "cfa"
     info = MethodInfo(
+        display_name="CFA",
         full_name="Cross-modal Factor Analysis",
         paper="D. Li, N. Dimitrova, M. Li, I. K. Sethi, Multimedia content processing through cross-modal association",
         venue="ACM MM",

@@ -71,6 +71,7 @@ class CMGAN(TorchMethod):
     uses_validation = True
     schedule = "epochs"
     info = MethodInfo(
+        display_name="CM-GAN",
         full_name="Cross-modal Generative Adversarial Networks",
         paper="Y. Peng, J. Qi, CM-GANs: Cross-modal Generative Adversarial Networks for Common Representation Learning",
         venue="ACM Transactions on Multimedia Computing, Communications, and Applications 15(1)",

@@ -89,6 +89,7 @@ class CMDN(TorchMethod):
     code_type = "real"
     schedule = "epochs"
     info = MethodInfo(
+        display_name="CMDN",
         full_name="Cross-Media Multiple Deep Networks",
         paper="Y. Peng, X. Huang, J. Qi, Cross-Media Shared Representation by Hierarchical Learning with Multiple Deep Networks",
         venue="IJCAI",

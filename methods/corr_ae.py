@@ -60,6 +60,7 @@ class CorrAE(TorchMethod):
     code_type = "real"
     schedule = "epochs"
     info = MethodInfo(
+        display_name="Corr-AE",
         full_name="Correspondence Autoencoder",
         paper="F. Feng, X. Wang, R. Li, Cross-modal Retrieval with Correspondence Autoencoder",
         venue="ACM Multimedia",

@@ -62,6 +62,7 @@ class DeepSM(TorchMethod):
     uses_validation = True
     schedule = "epochs"
     info = MethodInfo(
+        display_name="Deep-SM",
         full_name="Deep Semantic Matching",
         paper="Y. Wei, Y. Zhao, C. Lu, S. Wei, L. Liu, Z. Zhu, S. Yan, Cross-Modal Retrieval With CNN Visual Features: A New Baseline",
         venue="IEEE Transactions on Cybernetics 47(2)",

@@ -72,6 +72,7 @@ class DJSRH(TorchMethod):
     schedule = "epochs"
     drop_last = True  # the official loader drops the last partial batch
     info = MethodInfo(
+        display_name="DJSRH",
         full_name="Deep Joint-Semantics Reconstructing Hashing",
         paper="S. Su, Z. Zhong, C. Zhang. Deep Joint-Semantics Reconstructing Hashing for Large-Scale "
         "Unsupervised Cross-Modal Retrieval.",

@@ -70,6 +70,7 @@ class DSCMR(TorchMethod):
     uses_validation = True
     schedule = "epochs"
     info = MethodInfo(
+        display_name="DSCMR",
         full_name="Deep Supervised Cross-Modal Retrieval",
         paper="L. Zhen, P. Hu, X. Wang, D. Peng, Deep Supervised Cross-Modal Retrieval",
         venue="CVPR",

@@ -38,6 +38,7 @@ class JFSSL(LinearCodes):
 
     name = "jfssl"
     info = MethodInfo(
+        display_name="JFSSL",
         full_name="Joint Feature Selection and Subspace Learning",
         paper="K. Wang, R. He, L. Wang, W. Wang, T. Tan, Joint feature selection and subspace learning for cross-modal retrieval",
         venue="IEEE TPAMI",

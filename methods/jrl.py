@@ -31,6 +31,7 @@ class JRL(LinearCodes):
 
     name = "jrl"
     info = MethodInfo(
+        display_name="JRL",
         full_name="Joint Representation Learning",
         paper="X. Zhai, Y. Peng, J. Xiao, Learning cross-media joint representation with sparse and semisupervised regularization",
         venue="IEEE TCSVT",

@@ -49,6 +49,7 @@ class KCCA(LinearCodes):
 
     name = "kcca"
     info = MethodInfo(
+        display_name="KCCA",
         full_name="Kernel Canonical Correlation Analysis",
         paper="D. R. Hardoon, S. Szedmak, J. Shawe-Taylor, Canonical correlation analysis: an overview with application to learning methods",
         venue="Neural Computation",

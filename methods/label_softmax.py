@@ -31,6 +31,7 @@ class LabelSoftmax(TorchMethod):
     code_type = "real"
     schedule = "epochs"
     info = MethodInfo(
+        display_name="Label-softmax",
         full_name="Per-modality label classifier (reference)",
         paper="reference row: class-probability vectors of two independent classifiers",
         venue="cmr-bench",

@@ -28,6 +28,7 @@ class LCFS(LinearCodes):
 
     name = "lcfs"
     info = MethodInfo(
+        display_name="LCFS",
         full_name="Learning Coupled Feature Spaces",
         paper="K. Wang, R. He, W. Wang, L. Wang, T. Tan, Learning coupled feature spaces for cross-modal matching",
         venue="ICCV",

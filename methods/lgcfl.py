@@ -39,6 +39,7 @@ class LGCFL(LinearCodes):
 
     name = "lgcfl"
     info = MethodInfo(
+        display_name="LGCFL",
         full_name="Local Group based Consistent Feature Learning",
         paper="C. Kang, S. Xiang, S. Liao, C. Xu, C. Pan, Learning consistent feature representation for cross-modal multimedia retrieval",
         venue="IEEE TMM",

@@ -75,6 +75,7 @@ class MCSM(TorchMethod):
     uses_validation = True
     schedule = "epochs"
     info = MethodInfo(
+        display_name="MCSM",
         full_name="Modality-specific Cross-modal Similarity Measurement",
         paper="Y. Peng, J. Qi, Y. Yuan, Modality-Specific Cross-Modal Similarity Measurement With Recurrent Attention Network",
         venue="IEEE Transactions on Image Processing 27(11)",

@@ -66,6 +66,7 @@ class P3S(TorchMethod):
     name = "p3s"
     code_type = "real"
     info = MethodInfo(
+        display_name="P3S",
         full_name="Private-Shared Subspaces Separation",
         paper="X. Xu, K. Lin, L. Gao, H. Lu, H. T. Shen, X. Li, Learning Cross-Modal Common Representations by Private-Shared Subspaces Separation",
         venue="IEEE Transactions on Cybernetics 52(5)",

@@ -59,6 +59,7 @@ class SCM(LinearCodes):
 
     name = "scm"
     info = MethodInfo(
+        display_name="SCM",
         full_name="Semantic Correlation Matching (and Semantic Matching, variant SM)",
         paper="N. Rasiwasia et al., A new approach to cross-modal multimedia retrieval",
         venue="ACM MM",

@@ -108,6 +108,7 @@ class SDCMR(TorchMethod):
     name = "sdcmr"
     code_type = "real"
     info = MethodInfo(
+        display_name="SDCMR",
         full_name="Semantics Disentangling for Cross-Modal Retrieval",
         paper="Z. Wang, X. Xu, J. Wei, N. Xie, Y. Yang, H. T. Shen, Semantics Disentangling for Cross-Modal Retrieval",
         venue="IEEE Transactions on Image Processing 33",

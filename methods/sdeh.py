@@ -108,6 +108,7 @@ class SDEH(TorchMethod):
     schedule = "epochs"
     min_batch = 2  # in-batch similarity and neighbourhood terms need two items
     info = MethodInfo(
+        display_name="SDEH",
         full_name="Semantic Decomposition and Enhancement Hashing",
         paper="L. Fei, Z. He, W. K. Wong, Q. Zhu, S. Zhao, J. Wen. Semantic decomposition and "
         "enhancement hashing for deep cross-modal retrieval.",

@@ -81,6 +81,7 @@ class SDGZSL(TorchMethod):
     name = "sdgzsl"
     code_type = "real"
     info = MethodInfo(
+        display_name="SDGZSL",
         full_name="SDGZSL-style semantics disentangling transferred to cross-modal retrieval",
         paper="Z. Chen, Y. Luo, R. Qiu, S. Wang, Z. Huang, J. Li, Z. Zhang, Semantics Disentangling for Generalized Zero-Shot Learning (transfer: SDCMR Table IV)",
         venue="ICCV",

@@ -116,6 +116,7 @@ class SSAH(TorchMethod):
     code_type = "binary"
     schedule = "epochs"
     info = MethodInfo(
+        display_name="SSAH",
         full_name="Self-Supervised Adversarial Hashing",
         paper="C. Li, C. Deng, N. Li, W. Liu, X. Gao, D. Tao. Self-Supervised Adversarial Hashing "
         "Networks for Cross-Modal Retrieval.",

@@ -63,6 +63,7 @@ class TANSS(TorchMethod):
     uses_validation = True
     schedule = "epochs"
     info = MethodInfo(
+        display_name="TANSS",
         full_name="Ternary Adversarial Networks with Self-Supervision",
         paper="X. Xu, H. Lu, J. Song, Y. Yang, H. T. Shen, X. Li, Ternary Adversarial Networks With Self-Supervision for Zero-Shot Cross-Modal Retrieval",
         venue="IEEE Transactions on Cybernetics 50(6)",

@@ -22,6 +22,11 @@ def _real_root() -> Path | None:
 
 REAL_ROOT = _real_root()
 
+# `--jobs` defaults to auto (worker processes); the suite runs grids in its own process unless a
+# test asks for workers: tests register plugins in-process and read the runs' log lines in
+# order. Set before any fixture runs (module-scoped ones too); tests of the auto default unset it.
+os.environ["CMR_BENCH_JOBS"] = "1"
+
 
 def pytest_collection_modifyitems(config, items):
     # Tests marked `cuda` run only where a CUDA device is visible (GPU machines); CI is CPU-only.

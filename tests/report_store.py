@@ -15,7 +15,7 @@ ODD_FULL_NAME = "Odd <b>method</b> & co"
 ODD_DEVIATION = "<script>alert('x')</script> & <img src=x> \"quoted\" *not bold* `tick` | pipe"
 ODD_NOTE = "a < b & c > d"
 # Table II rows the store fills: our runs, and the label ceiling (synthetic has no published numbers).
-TABLE2_ROWS = ["cca", "random", "test-odd", "label oracle (ceiling, from labels)"]
+TABLE2_ROWS = ["CCA", "Random", "test-odd", "Label oracle (ceiling)"]
 
 
 class Odd(Method):

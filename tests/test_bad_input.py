@@ -319,3 +319,14 @@ def test_random_corruption_through_the_cli_is_exit_0_or_one_line(pristine, run_c
         f.write_bytes(original)
     if code != 0:
         assert_one_line(code, err)
+
+
+def test_an_error_quoting_names_from_a_corrupt_file_is_still_one_line(run_cli, tmp_path):
+    """A corrupt MAT file's variable names may hold a newline (found by the fuzz test above:
+    "has: train_labe\\ns"): every CmrBenchError prints as one line, control characters escaped."""
+    from cmr_bench.errors import DataError
+
+    exc = DataError("features.mat: no array 'train_labels' (has: train_labe\ns, test\x00image)")
+    assert "\n" not in str(exc) and "\x00" not in str(exc)
+    assert "train_labe\\ns" in str(exc) and "test\\x00image" in str(exc)
+    assert str(DataError("plain é message")) == "plain é message"

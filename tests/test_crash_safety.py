@@ -376,7 +376,7 @@ def test_diverged_runs_fail_with_reason_and_tables_show_failed(diverging_methods
     assert code == 0, err
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("|")}
     assert "failed (1)" in rows["test-div-real"] and "failed (1)" in rows["test-div-torch"]
-    assert "failed" not in rows["cca"] and re.search(r"\| 0\.\d{3} ", rows["cca"])  # one run: no ± (8190124)
+    assert "failed" not in rows["CCA"] and re.search(r"\| 0\.\d{3} ", rows["CCA"])  # one run: no ± (8190124)
     code, out, err = run_cli("table", "--table", "hash", "--dataset", "synthetic", "--results-dir", results,
                              "--out", tmp_path / "t", "--format", "md")
     assert code == 0, err

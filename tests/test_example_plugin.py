@@ -166,3 +166,33 @@ def test_new_method_torch_skeleton_passes_check_plugin_as_generated(run_cli, tmp
     code, out, err = run_cli("run", "--methods", "my-deep", "--dataset", "synthetic", "--results-dir", tmp_path / "runs",
                              "--no-progress", "--set", "my-deep.iterations=20", *(["--bits", "16"] if binary else []))
     assert code == 0 and "my-deep" in out, out + err
+
+
+def test_new_method_in_a_checkout_names_the_command_that_keeps_the_readme_test_green(run_cli, tmp_path, monkeypatch,
+                                                                                      fresh_registry):
+    """Issue 27.4: a new in-tree method makes the README methods table stale (tests/test_install.py);
+    new-method says so and `list methods --update-readme` regenerates exactly that table."""
+    from cmr_bench.commands.listing import README_END, README_START
+
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "__init__.py").write_text("")
+    original = (REPO / "README.md").read_text()
+    (tmp_path / "README.md").write_text(original)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("new-method", "my-method")
+    assert code == 0, err
+    assert "cmr-bench list methods --update-readme" in out and "tests/test_install.py" in out
+    spec = importlib.util.spec_from_file_location("cmr_bench.methods.my_method", tmp_path / "methods" / "my_method.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    code, out, err = run_cli("list", "methods", "--update-readme")
+    assert code == 0, err
+    text = (tmp_path / "README.md").read_text()
+    code, table, err = run_cli("list", "methods", "--markdown")
+    block = lambda t: t[t.index("\n", t.index(README_START)) + 1:t.index(README_END)]  # noqa: E731  as test_install reads it
+    assert block(text).rstrip("\n") == table.rstrip("\n") and "| `my-method` |" in block(text)
+    assert text.replace(block(text), "") == original.replace(block(original), "")  # nothing else touched
+    (tmp_path / "NOTES.md").write_text("no table here\n")
+    code, out, err = run_cli("list", "methods", "--update-readme", tmp_path / "NOTES.md")
+    assert code == 2 and "no generated methods table" in err and len(err.strip().splitlines()) == 1

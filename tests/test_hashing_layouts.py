@@ -87,5 +87,5 @@ def test_hashing_layout_end_to_end(run_cli, tmp_path, name, v73, num_classes, te
                              "--results-dir", results, "--out", tmp_path / "t", "--format", "md")
     assert code == 0, err
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ") and "Method" not in line}
-    assert {"ssah", "djsrh", "sdeh"} <= set(rows)
-    assert all("±" not in rows[m] for m in ("ssah", "djsrh", "sdeh"))  # no number from an overridden run
+    assert {"SSAH", "DJSRH", "SDEH"} <= set(rows)  # display names
+    assert all("±" not in rows[m] for m in ("SSAH", "DJSRH", "SDEH"))  # no number from an overridden run

@@ -361,7 +361,7 @@ def test_hostile_store_files_never_reach_a_table_and_never_crash(one_run, run_cl
     assert code == 0 and "skipping corrupt run" in err and "Traceback" not in err, err
     import pandas as pd
 
-    row = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method").loc["cca"]
+    row = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method").loc["CCA"]
     assert row.isna()["runs"] or row["runs"] == 0 or str(row["runs"]) in ("", "nan")
     code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", results, "--no-progress")
     assert "Traceback" not in err, err
@@ -767,3 +767,286 @@ def test_unreadable_run_files_are_corrupt_not_a_crash(one_run, run_cli, monkeypa
     assert code == 0 and "corrupt" in out and "Traceback" not in err
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results, "--out", tmp_path / "t")
     assert code == 0 and "skipping corrupt run" in err
+
+
+# --- issue 30: grids counted before they are expanded ----------------------------------------
+
+HUGE_EXPERIMENT = '''
+name = "huge"
+dataset = "synthetic"
+
+[[grids]]
+name = "everything"
+methods = "all"
+seeds = "0-99999"
+'''
+
+
+@pytest.mark.parametrize("command", ["run", "reproduce"])
+def test_a_huge_grid_is_refused_before_it_is_expanded(tmp_path, run_cli, monkeypatch, command):
+    from cmr_bench.runner import grid
+
+    def never(*args, **kwargs):  # the old code built millions of RunSpecs before saying anything
+        raise AssertionError("RunSpec built for a grid over the limit")
+
+    monkeypatch.setattr(grid, "RunSpec", never)
+    if command == "run":
+        args = ["run", "--methods", "all", "--dataset", "synthetic", "--seeds", "0-99999"]
+    else:
+        (tmp_path / "huge.toml").write_text(HUGE_EXPERIMENT)
+        args = ["reproduce", tmp_path / "huge.toml"]
+    code, out, err = run_cli(*args, "--dry-run", "--results-dir", tmp_path / "runs")
+    assert_one_line(code, err, "--max-runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_max_runs_sets_the_limit_both_ways(tmp_path, run_cli):
+    base = ["run", "--methods", "cca", "--dataset", "synthetic", "--seeds", "0-2", "--dry-run", "--results-dir", tmp_path]
+    assert_one_line(*run_cli(*base, "--max-runs", "2")[::2], "3 runs")
+    code, out, err = run_cli(*base, "--max-runs", "3")
+    assert code == 0 and "3 runs" in out, err
+
+
+# --- issue 30: plugins that misbehave ----------------------------------------------------------
+
+class _EntryPoint:
+    """Stands in for an installed package's entry point."""
+
+    def __init__(self, name, load):
+        self.name, self.value, self._load = name, f"broken_pkg:{name}", load
+
+    def load(self):
+        return self._load()
+
+
+def _raises():
+    raise ImportError("No module named 'missing_dependency'")
+
+
+def _exits():
+    import sys
+
+    sys.exit(3)
+
+
+@pytest.fixture
+def broken_plugins(monkeypatch):
+    from cmr_bench import registry
+
+    registry._load()
+    saved = (dict(registry._REGISTRY), dict(registry._SOURCES), dict(registry._BROKEN))
+    registry._loaded = False
+    monkeypatch.setattr(registry, "entry_points", lambda group: [_EntryPoint("raiser", _raises), _EntryPoint("exiter", _exits)])
+    yield
+    for store, old in zip((registry._REGISTRY, registry._SOURCES, registry._BROKEN), saved):
+        store.clear()
+        store.update(old)
+    registry._loaded = True
+
+
+@pytest.mark.parametrize("command", [["list", "methods"], ["run", "--methods", "cca", "--dataset", "synthetic", "--no-progress"],
+                                     ["table", "--table", "2", "--dataset", "synthetic"]])
+def test_a_plugin_failing_at_import_does_not_break_the_others(tmp_path, run_cli, broken_plugins, command):
+    code, out, err = run_cli(*command, "--results-dir", tmp_path) if command[0] != "list" else run_cli(*command)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "'raiser'" in err and "missing_dependency" in err and "'exiter'" in err and "SystemExit" in err
+    if command[0] == "list":
+        assert "cca" in out
+
+
+def test_naming_a_broken_plugin_is_one_line_with_its_error(tmp_path, run_cli, broken_plugins):
+    code, out, err = run_cli("run", "--methods", "raiser", "--dataset", "synthetic", "--results-dir", tmp_path)
+    assert code == 2 and err.strip().splitlines()[-1].startswith("cmr-bench: error:") and "missing_dependency" in err
+
+
+@pytest.fixture
+def misbehaving_method():
+    from cmr_bench import registry
+    from cmr_bench.plugin import Method, MethodInfo
+
+    class Misbehaving(Method):
+        name = "test-misbehaving"
+        info = MethodInfo("Misbehaving", "test", "test", 2026, status="baseline")
+        defaults = {"mode": "exit"}
+
+        def fit(self, train, val=None):
+            import sys
+
+            mode = self.config["mode"]
+            if mode == "exit":
+                sys.exit(0)
+            if mode == "forever":
+                while True:
+                    time.sleep(0.05)
+            if mode == "swallow":  # even a plugin catching everything cannot hide the time limit
+                while True:
+                    try:
+                        time.sleep(0.05)
+                    except Exception:
+                        pass
+            if mode == "log":
+                return [{"step": 0, "loss": object()}]
+            return []
+
+        def encode(self, features, modality):
+            mode = self.config["mode"]
+            out = features[:, :3].astype(np.float64)
+            if mode == "complex":
+                return out + 1j
+            if mode == "object":
+                return out.astype(object)
+            return out
+
+    registry._load()
+    registry._add(Misbehaving, "tests")
+    yield Misbehaving
+    registry._REGISTRY.pop("test-misbehaving")
+    registry._SOURCES.pop("test-misbehaving")
+
+
+@pytest.mark.parametrize("mode, extra, reason", [
+    ("exit", [], "sys.exit(0)"),
+    ("complex", [], "real numbers"),
+    ("object", [], "real numbers"),
+    ("log", [], "not a JSON value"),
+    ("forever", ["--run-timeout", "1"], "time limit"),
+    ("swallow", ["--run-timeout", "1"], "time limit"),
+])
+def test_a_misbehaving_fit_is_a_failed_run_with_its_reason(tmp_path, run_cli, misbehaving_method, mode, extra, reason):
+    code, out, err = run_cli("run", "--methods", "test-misbehaving,cca", "--dataset", "synthetic", "--set", f"mode={mode}",
+                             "--results-dir", tmp_path, "--no-progress", *extra)
+    assert code == 1, (out, err)  # a failed run, never exit 0 with nothing stored
+    runs = {json.loads(p.read_text())["spec"]["method"]: json.loads(p.read_text()) for p in tmp_path.rglob("run.json")}
+    assert runs["cca"]["status"] == "done"  # the grid went on
+    assert runs["test-misbehaving"]["status"] == "failed" and reason in runs["test-misbehaving"]["reason"]
+
+
+def test_run_timeout_is_a_positive_number(tmp_path, run_cli):
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--run-timeout", "-1", "--results-dir", tmp_path)
+    assert_one_line(code, err, "--run-timeout")
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "/dev/null", "/nonexistent/plugin.py"])
+def test_check_plugin_of_a_file_that_is_not_a_plugin_is_one_line(run_cli, path):
+    assert_one_line(*run_cli("check-plugin", path)[::2], "check-plugin")
+
+
+def test_check_plugin_of_a_file_that_exits_at_import_is_one_line(tmp_path, run_cli):
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
+    assert_one_line(*run_cli("check-plugin", tmp_path / "quits.py")[::2], "does not import")
+
+
+@pytest.mark.parametrize("mode", ["raise", "nan"])
+def test_tune_of_a_failing_plugin_is_one_line_per_trial(tmp_path, run_cli, caplog, mode):
+    optuna = pytest.importorskip("optuna")
+    from cmr_bench import registry
+    from cmr_bench.plugin import Method, MethodInfo
+
+    class Failing(Method):
+        name = "test-failing-tune"
+        info = MethodInfo("Failing", "test", "test", 2026, status="baseline")
+        defaults = {"dims": 2}
+        search_space = {"dims": ("choice", [2, 3])}
+
+        def fit(self, train, val=None):
+            if mode == "raise":
+                raise RuntimeError("fit exploded")
+            return []
+
+        def encode(self, features, modality):
+            return np.full((len(features), self.config["dims"]), np.nan)
+
+    registry._load()
+    registry._add(Failing, "tests")
+    optuna.logging.enable_propagation()  # Optuna's records reach caplog instead of its own handler
+    optuna.logging.disable_default_handler()  # (whose stream may be an earlier test's closed capture)
+    try:
+        code, out, err = run_cli("tune", "--methods", "test-failing-tune", "--dataset", "synthetic", "--trials", "2",
+                                 "--out", tmp_path)
+    finally:
+        optuna.logging.disable_propagation()
+        optuna.logging.enable_default_handler()
+        registry._REGISTRY.pop("test-failing-tune")
+        registry._SOURCES.pop("test-failing-tune")
+    assert_one_line(code, err, "no trial finished")
+    failed = [r for r in caplog.records if r.name.startswith("optuna") and "failed" in r.getMessage()]
+    assert len(failed) == 2 and all(r.exc_info is None for r in failed)  # one line per failed trial, no traceback
+
+
+# --- issue 30: strings from runs, manifests and plugins are escaped in every format ------------
+
+def test_a_set_value_with_markup_is_text_in_markdown_and_latex():
+    import pandas as pd
+
+    from cmr_bench.report.tables import Table, to_latex, to_markdown
+
+    evil = "<script>alert(1)</script>&#x3C;|$\\input{/etc/passwd}"
+
+    t = Table(name="table2", title=f"Table II: {evil}", dataset="synthetic",
+              frame=pd.DataFrame({"Method": [f"CCA {{x={evil}}}"], "Img2Txt": ["0.500"]}),
+              display=pd.DataFrame({"Method": [f"CCA {{x={evil}}}"], "Img2Txt": ["0.500"]}), notes=[f"note {evil}"])
+    md = to_markdown(t)
+    assert "<script" not in md and "</script" not in md and "&#x3C;" not in md
+    assert md.count("\n|") == 3  # header, rule, one row: the `|` in the value did not split the row
+    tex = to_latex(t)
+    assert "\\input{" not in tex.replace("\\textbackslash{}input\\{", "")
+
+
+@pytest.mark.slow  # two spawned workers: ~40 s on a loaded 2-core machine
+def test_run_timeout_holds_in_worker_processes_too(tmp_path, run_cli):
+    # --jobs 2: each worker's main thread keeps the time; 1 ms is less than any real fit
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", "synthetic", "--seeds", "0,1", "--jobs", "2",
+                             "--run-timeout", "0.001", "--results-dir", tmp_path, "--no-progress")
+    assert code == 1, (out, err)
+    runs = [json.loads(p.read_text()) for p in tmp_path.rglob("run.json")]
+    assert len(runs) == 2 and all(r["status"] == "failed" and "time limit" in r["reason"] for r in runs)
+
+
+@pytest.fixture
+def tagged_method():
+    from cmr_bench import registry
+    from cmr_bench.plugin import Method, MethodInfo
+
+    class Tagged(Method):
+        name = "test-tagged"
+        info = MethodInfo("Tagged <b>method</b>", "test", "test", 2026, status="baseline")
+        defaults = {"tag": "plain"}
+
+        def fit(self, train, val=None):
+            return []
+
+        def encode(self, features, modality):
+            return features[:, :3].astype(np.float32)
+
+    registry._load()
+    registry._add(Tagged, "tests")
+    yield Tagged
+    registry._REGISTRY.pop("test-tagged")
+    registry._SOURCES.pop("test-tagged")
+
+
+def test_table_include_overrides_puts_no_raw_markup_in_markdown_or_latex(tmp_path, run_cli, tagged_method):
+    evil = "<script>alert(1)</script>\\input{x}"
+    results = tmp_path / "runs"
+    code, out, err = run_cli("run", "--methods", "test-tagged", "--dataset", "synthetic", "--set", f"test-tagged.tag={evil}",
+                             "--results-dir", results, "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results,
+                             "--include-overrides", "--out", tmp_path / "out")
+    assert code == 0, err
+    md = (tmp_path / "out" / "table2.md").read_text()
+    assert "alert(1)" in md  # the row is there ...
+    assert "<script" not in md and "<b>" not in md  # ... as text, not markup
+    assert "\\input{x}" not in (tmp_path / "out" / "table2.tex").read_text()  # LaTeX's markup: escaped too
+
+
+def test_check_plugin_of_a_fit_that_calls_sys_exit_reports_failed_checks(tmp_path, run_cli):
+    (tmp_path / "exits_in_fit.py").write_text(
+        "import sys\nimport numpy as np\nfrom cmr_bench.plugin import Method, MethodInfo\n\n\n"
+        "class ExitsInFit(Method):\n    name = 'test-exits-in-fit'\n"
+        "    info = MethodInfo('Exits', 'test', 'test', 2026, status='baseline')\n    defaults = {}\n\n"
+        "    def fit(self, train, val=None):\n        sys.exit(0)\n\n"
+        "    def encode(self, features, modality):\n        return np.zeros((len(features), 2), np.float32)\n")
+    code, out, err = run_cli("check-plugin", tmp_path / "exits_in_fit.py")
+    assert code == 1 and "FAIL" in out and "SystemExit" in out, (out, err)  # never a silent exit 0

@@ -271,3 +271,347 @@ def test_a_results_dir_the_os_refuses_is_one_line(tmp_path, run_cli, cmd):
     code, out, err = run_cli(*cmd, "--results-dir", tmp_path / ("x" * 300))
     assert_one_line(code, err)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- issue 30: every writer refuses links, reads only regular files, deletes only its own ----
+# One class per test: a planted link at a temporary or final name, or a linked output folder,
+# must never lead a write outside; the victim file stays byte-for-byte the same.
+
+
+@pytest.fixture(scope="module")
+def cca_store(tmp_path_factory):
+    from cmr_bench.cli import main
+
+    results = tmp_path_factory.mktemp("store") / "runs"
+    assert main(["run", "--methods", "cca", "--dataset", "synthetic", "--results-dir", str(results), "--no-progress"]) == 0
+    return results
+
+
+def _tuned(out):
+    from cmr_bench.tuning import write_tuned
+
+    write_tuned({"method": "cca", "dataset": "synthetic", "bits": None, "value": 0.5, "trials": 1, "config": {"reg": 0.01}}, out)
+    return 0, "", ""
+
+
+# writer -> (how to call it with an output folder, the files it writes there, the old temporary names)
+WRITERS = {
+    "table": (lambda run_cli, store, out: run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", store,
+                                                  "--out", out),
+              ["table2.csv", "table2.md", "table2.tex"], ["table2.csv.tmp", "table2.md.tmp", "table2.tex.tmp"]),
+    "plot": (lambda run_cli, store, out: run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", store,
+                                                 "--out", out / "fig_pr.png"),
+             ["fig_pr.png"], ["fig_pr.tmp.png"]),
+    "report": (lambda run_cli, store, out: run_cli("report", "--dataset", "synthetic", "--results-dir", store, "--out", out),
+               ["report.html", "report.md"], [".report.html.tmp", ".report.md.tmp"]),
+    "tuned config": (lambda run_cli, store, out: _tuned(out),
+                     ["synthetic/cca.toml"], ["synthetic/cca.toml.tmp"]),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_no_writer_follows_a_link_planted_at_its_temporary_name(world, run_cli, cca_store, writer):
+    call, finals, temps = WRITERS[writer]
+    out = world / "out"
+    (out / "synthetic").mkdir(parents=True)
+    for name in temps:
+        os.symlink(world / "victim" / ".bashrc", out / name)
+    code, _, err = call(run_cli, cca_store, out)
+    assert code == 0, err
+    assert (world / "victim" / ".bashrc").read_text() == "echo safe\n"
+    for name in finals:
+        assert (out / name).is_file() and not (out / name).is_symlink()
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name and not p.is_symlink()]  # no temp left behind
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_no_writer_replaces_a_link_at_its_final_name(world, run_cli, cca_store, writer):
+    call, finals, _ = WRITERS[writer]
+    out = world / "out"
+    (out / "synthetic").mkdir(parents=True)
+    os.symlink(world / "victim" / ".bashrc", out / finals[0])
+    if writer == "tuned config":
+        from cmr_bench.errors import CmrBenchError
+
+        with pytest.raises(CmrBenchError, match="symbolic link"):
+            _tuned(out)
+    else:
+        code, _, err = call(run_cli, cca_store, out)
+        assert_one_line(code, err, "symbolic link")
+    assert (world / "victim" / ".bashrc").read_text() == "echo safe\n"
+    assert (out / finals[0]).is_symlink()
+
+
+@pytest.mark.parametrize("linked", ["_out", "_out/synthetic"])
+@pytest.mark.parametrize("command", ["table", "report", "plot"])
+def test_a_received_store_whose_output_folder_is_a_link_is_refused(world, run_cli, cca_store, linked, command):
+    import shutil
+
+    store = world / "store"
+    shutil.copytree(cca_store, store)
+    if linked == "_out/synthetic":
+        (store / "_out").mkdir(exist_ok=True)
+    shutil.rmtree(store / linked, ignore_errors=True)
+    os.symlink(world / "victim", store / linked)
+    before = everything(world / "victim")
+    args = {"table": ["table", "--table", "2"], "report": ["report"], "plot": ["plot", "pr"]}[command]
+    code, _, err = run_cli(*args, "--dataset", "synthetic", "--results-dir", store)
+    assert_one_line(code, err, "symbolic link")
+    assert everything(world / "victim") == before
+
+
+def test_tune_refuses_a_dangling_link_at_the_default_study_database(world, run_cli):
+    pytest.importorskip("optuna")
+    out = world / "tuned"
+    (out / "synthetic").mkdir(parents=True)
+    os.symlink(world / "victim" / "planted.db", out / "synthetic" / "studies.db")
+    code, _, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "1", "--out", out)
+    assert_one_line(code, err, "symbolic link")
+    assert not (world / "victim" / "planted.db").exists()
+
+
+def test_report_embeds_only_regular_figures_the_suite_wrote(world, run_cli, cca_store):
+    out = world / "out"
+    assert run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", cca_store, "--out", out / "fig_pr.png")[0] == 0
+    secret = world / "victim" / "secret.png"
+    secret.write_bytes(b"\x89PNG\r\n\x1a\nTOP-SECRET-BYTES")
+    os.symlink(secret, out / "fig_linked.png")  # a link to someone's file
+    (out / "fig_stray.png").write_bytes(secret.read_bytes())  # a PNG the suite did not write
+    code, _, err = run_cli("report", "--dataset", "synthetic", "--results-dir", cca_store, "--out", out)
+    assert code == 0, err
+    page = (out / "report.html").read_text()
+    import base64
+
+    assert page.count("data:image/png;base64,") == 1  # fig_pr.png only
+    assert base64.b64encode(secret.read_bytes()).decode()[:16] not in page
+    assert "Left out" in page and "fig_linked.png, fig_stray.png" in page  # the other two are named, not shown
+    code, _, err = run_cli("report", "--dataset", "synthetic", "--results-dir", cca_store, "--out", out, "--figures", "link")
+    linked = (out / "report.html").read_text()
+    assert code == 0 and 'src="fig_stray.png"' in linked and "fig_linked.png\"" not in linked  # a link is never linked
+
+
+def test_a_tuned_config_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    import threading
+
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.tuning import read_tuned
+
+    fifo = tmp_path / "cca.toml"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def read():
+        try:
+            read_tuned(fifo)
+        except CmrBenchError as exc:
+            outcome.append(str(exc))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # the old code blocks in open(): unblock it, then fail
+        with open(fifo, "w"):
+            pass
+        pytest.fail("reading a FIFO as a tuned config hung")
+    assert outcome and "not a regular file" in outcome[0]
+
+
+@pytest.fixture
+def chdir_method(tmp_path):
+    from cmr_bench import registry
+    from cmr_bench.plugin import Method, MethodInfo
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    class Wandering(Method):
+        name = "test-wandering"
+        info = MethodInfo("Wandering", "test", "test", 2026, status="baseline")
+        defaults = {}
+
+        def fit(self, train, val=None):
+            os.chdir(elsewhere)
+            return []
+
+        def encode(self, features, modality):
+            return features[:, :3].astype("float32")
+
+    registry._load()
+    registry._add(Wandering, "tests")
+    cwd = os.getcwd()
+    yield elsewhere
+    os.chdir(cwd)
+    registry._REGISTRY.pop("test-wandering")
+    registry._SOURCES.pop("test-wandering")
+
+
+def test_a_plugin_changing_directory_in_fit_does_not_move_the_default_store(tmp_path, run_cli, chdir_method, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    code, out, err = run_cli("run", "--methods", "test-wandering,cca", "--dataset", "synthetic", "--no-progress")
+    assert code == 0, err
+    assert len(list((home / "results" / "runs").rglob("run.json"))) == 2
+    assert not (chdir_method / "results").exists()
+
+
+# --- features extract --out/--overwrite: delete only a dataset folder the suite provably made ---
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    pytest.importorskip("transformers")
+    pytest.importorskip("PIL")
+    from cmr_bench.features.tiny import build_tiny
+
+    return build_tiny("clip", tmp_path_factory.mktemp("models"))
+
+
+def _extract(run_cli, raw, model, out, *extra):
+    # a real (tiny) model: the old code got as far as deleting --out
+    return run_cli("features", "extract", "--images", raw["images"], "--texts", raw["texts"], "--labels", raw["labels"],
+                   "--split", raw["split"], "--backbone", "clip", "--model", model, "--out", out,
+                   "--device", "cpu", "--batch-size", "4", "--shard-size", "4", *extra)
+
+
+@pytest.fixture
+def raw_inputs(world, monkeypatch):
+    pytest.importorskip("transformers")
+    pytest.importorskip("PIL")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    from test_features import make_raw
+
+    return make_raw(world / "raw", n=8)
+
+
+@pytest.mark.parametrize("case", ["user folder", "parent of a subfolder", "dot-dot", "link to a folder", "a file"])
+def test_features_extract_overwrite_deletes_nothing_it_did_not_make(world, run_cli, raw_inputs, tiny_clip, monkeypatch, case):
+    data = world / "data"
+    (data / "mine").mkdir()
+    (data / "mine" / "thesis.tex").write_text("years of work\n")
+    (world / "victim" / "dataset").mkdir()
+    (world / "victim" / "dataset" / "notes.txt").write_text("keep\n")
+    (data / "afile").write_text("a file\n")
+    if case == "user folder":
+        out = data / "mine"
+    elif case == "parent of a subfolder":
+        out = f"{data}/mine/.."
+    elif case == "dot-dot":
+        monkeypatch.chdir(data / "mine")
+        out = ".."
+    elif case == "link to a folder":
+        os.symlink(world / "victim" / "dataset", data / "linked")
+        out = data / "linked"
+    else:
+        out = data / "afile"
+    before = everything(world)
+    code, _, err = _extract(run_cli, raw_inputs, tiny_clip, out, "--overwrite")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert everything(world) == before  # nothing deleted, nothing half-made (.partial) anywhere
+
+
+def test_features_extract_overwrite_still_replaces_its_own_dataset(world, run_cli, raw_inputs, tiny_clip):
+    out = world / "data" / "feats"
+    assert _extract(run_cli, raw_inputs, tiny_clip, out)[0] == 0
+    first = (out / "extraction.json").read_text()
+    code, _, err = _extract(run_cli, raw_inputs, tiny_clip, out, "--overwrite", "--batch-size", "2")
+    assert code == 0, err
+    assert (out / "extraction.json").read_text() != first  # replaced (other settings) ...
+    assert sorted(p.name for p in (world / "data").iterdir()) == ["feats"]  # ... leaving no work or old folder
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A valid small PNG whose header claims width x height."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+def _first_key(raw) -> str:
+    return raw["texts"].read_text().splitlines()[0].split("\t")[0]
+
+
+def _retarget_first(raw, new_key: str) -> None:
+    old = _first_key(raw)
+    for name in ("texts", "labels", "split"):
+        raw[name].write_text(raw[name].read_text().replace(old + "\t", new_key + "\t", 1))
+
+
+# case -> (how to spoil the inputs, words the one line must hold)
+BAD_INPUTS = {
+    "png bomb header": (lambda raw, w: (raw["images"] / _first_key(raw)).write_bytes(_png_header(60000, 60000)), "unreadable image"),
+    "zero-byte image": (lambda raw, w: (raw["images"] / _first_key(raw)).write_bytes(b""), "unreadable image"),
+    "not an image": (lambda raw, w: (raw["images"] / _first_key(raw)).write_bytes(b"just text\n"), "unreadable image"),
+    "absolute caption key": (lambda raw, w: _retarget_first(raw, str(w / "victim" / "secret.png")), "relative"),
+    "dot-dot caption key": (lambda raw, w: _retarget_first(raw, "../victim/secret.png"), "relative"),
+    "symlinked image": (lambda raw, w: ((raw["images"] / _first_key(raw)).unlink(),
+                                        os.symlink(w / "victim" / "secret.png", raw["images"] / _first_key(raw))), "symbolic link"),
+    "undecodable captions": (lambda raw, w: raw["texts"].write_bytes(b"\xff\xfe\x00bad" + raw["texts"].read_bytes()), "UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_hostile_extraction_inputs_are_one_line_before_any_model(world, run_cli, raw_inputs, tiny_clip, case):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(world / "victim" / "secret.png")
+    spoil, expected = BAD_INPUTS[case]
+    spoil(raw_inputs, world)
+    before = everything(world / "data")
+    code, _, err = _extract(run_cli, raw_inputs, tiny_clip, world / "data" / "feats")
+    assert_one_line(code, err, expected)
+    assert everything(world / "data") == before
+
+
+def test_truncated_image_is_one_error_naming_the_file(tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from cmr_bench.errors import DataError
+    from cmr_bench.features.inputs import load_image
+
+    path = tmp_path / "t.png"
+    Image.effect_noise((64, 64), 50).convert("RGB").save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match="t.png"):
+        load_image(path)
+
+
+# --- the safe-IO module itself: what every writer and reader above relies on ------------------
+
+@pytest.mark.parametrize("kind", ["link", "dangling link", "fifo", "folder"])
+def test_safe_io_never_writes_through_or_reads_what_is_not_a_regular_file(world, kind):
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.safe_io import read_bytes, write_text
+
+    target = world / "out" / "file.txt"
+    target.parent.mkdir()
+    if kind == "link":
+        os.symlink(world / "victim" / ".bashrc", target)
+    elif kind == "dangling link":
+        os.symlink(world / "victim" / "new-file", target)
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.mkdir()
+    with pytest.raises(CmrBenchError):
+        write_text(target, "payload")
+    with pytest.raises(CmrBenchError):
+        read_bytes(target, "file")  # a FIFO: refused at once, never opened for a blocking read
+    assert (world / "victim" / ".bashrc").read_text() == "echo safe\n" and not (world / "victim" / "new-file").exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.txt"]  # no temp left behind
+
+
+def test_safe_io_refuses_a_file_larger_than_its_kind_allows(tmp_path):
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.safe_io import read_text, write_text
+
+    write_text(tmp_path / "big.toml", "x" * 2000)
+    assert read_text(tmp_path / "big.toml", "tuned config", max_bytes=4000) == "x" * 2000
+    with pytest.raises(CmrBenchError, match="bytes"):
+        read_text(tmp_path / "big.toml", "tuned config", max_bytes=1000)

@@ -56,5 +56,5 @@ def test_table_2_lists_the_reference_row_and_its_mlp_variant(tmp_path):
 
     t = paper_table("2", "synthetic", tmp_path / "no-runs")
     rows = dict(zip(t.frame["method"], t.frame["plugin"]))
-    assert rows["label-softmax"] == "label-softmax"
-    assert rows["label-softmax [mlp]"] == "label-softmax[mlp]"
+    assert rows["Label-softmax"] == "label-softmax"
+    assert rows["Label-softmax [mlp]"] == "label-softmax[mlp]"

@@ -15,12 +15,15 @@ def store(tmp_path_factory):
 
 
 def test_curve_styles_differ_in_grayscale():
-    """Printed in grey the colours merge: line style and marker alone must tell curves apart."""
+    """Printed in grey the colours merge: line style and marker alone must tell curves apart;
+    in colour, no two curves of a panel share colour and marker (issue 27: acmr/scm, cca/tanss
+    differed only by dash pattern)."""
     from cmr_bench.report.figures import _style
 
-    styles = [_style(i) for i in range(40)]
-    assert len({(s["linestyle"], s["marker"]) for s in styles}) == 40
-    assert len({(s["color"], s["linestyle"]) for s in styles}) == 40
+    styles = [_style(i) for i in range(100)]
+    assert len({(s["color"], s["marker"]) for s in styles}) == 100
+    assert len({(s["linestyle"], s["marker"]) for s in styles[:29]}) == 29
+    assert len({(s["color"], s["linestyle"]) for s in styles[:40]}) == 40
     assert len({s["linestyle"] for s in styles[:4]}) == 4  # the first few curves already differ in dash
 
 
@@ -41,7 +44,7 @@ def test_pr_figure_reads_in_print(store, tmp_path, monkeypatch):
         assert len(lines) == 3 and len({ln.get_linestyle() for ln in lines}) == 3  # not just colour
         assert all(ln.get_marker() not in (None, "None", "") and ln.get_markersize() >= 4 for ln in lines)
     legend = fig.legends[0]
-    assert [t.get_text() for t in legend.get_texts()] == ["cca (n=2)", "random (n=1)", "test-odd (n=1)"]
+    assert [t.get_text() for t in legend.get_texts()] == ["CCA (n=2)", "Random (n=1)", "test-odd (n=1)"]  # display names
     assert all(t.get_size() >= 9 for t in legend.get_texts()) and legend.handlelength >= 3
     plt.close(fig)
 

@@ -132,7 +132,7 @@ def test_markdown_twin_links_figures_beside_it(store, tmp_path):
     md = md_path.read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert links and all((md_path.parent / unquote(link)).is_file() for link in links)
-    assert "| cca |" in md and "## Environment" in md and "## Methods and their deviations from the papers" in md
+    assert "| CCA |" in md and "## Environment" in md and "## Methods and their deviations from the papers" in md
     for anchor in re.findall(r"\]\(#([^)]+)\)", md):  # GitHub's heading anchors
         assert any(re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") == anchor for h in re.findall(r"^## (.+)$", md, re.M))
 

@@ -1,4 +1,4 @@
-"""Significance in tables and `cmr-bench compare` (issue 14): hand-made per-query AP arrays
+"""Significance in tables and `cmr-bench compare` (issue 14; directional test: issue 26): hand-made per-query AP arrays
 with known answers, then the tables and the command on a small stored grid."""
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ def test_holm_matches_a_hand_computation():
     assert np.allclose(sig.holm([0.2]), [0.2])  # one comparison: unchanged
 
 
-def test_wilcoxon_matches_the_exact_hand_value():
-    # all 5 differences positive: exact two-sided p = 2 / 2**5
-    assert sig.wilcoxon_p(np.array([1, 2, 3, 4, 5]) * 0.01 + 0.5, np.full(5, 0.5)) == pytest.approx(2 / 32)
-    assert sig.wilcoxon_p(np.full(7, 0.3), np.full(7, 0.3)) == 1.0  # identical: no evidence, no scipy error
+def test_sign_flip_matches_the_exact_hand_value():
+    # 5 distinct positive differences: only the identity pattern reaches the observed sum, p = 1 / 2**5
+    d = np.array([1, 2, 3, 4, 5]) * 0.01
+    assert sig.sign_flip_p(d, 100_000, seed=0)[0] == pytest.approx(1 / 32, abs=0.003)
+    assert sig.sign_flip_p(np.zeros(7), 100, seed=0)[0] == 1.0  # identical: no evidence
 
 
 def test_bootstrap_is_seeded_and_reproducible():
@@ -46,7 +47,7 @@ def test_known_significant_difference():
     b = rng.uniform(0.1, 0.6, size=300)
     a = np.clip(b + 0.1 + rng.normal(0, 0.02, size=300), 0, 1)
     c = sig.compare(_series(a), _series(b), resamples=1000, seed=0)
-    assert c.p < 1e-10 and c.ci[0] > 0.05 and c.ci[1] < 0.15
+    assert c.p_greater == pytest.approx(1 / (1 + sig.PERMUTATIONS)) and c.p_less > 0.99 and c.ci[0] > 0.05 and c.ci[1] < 0.15
     assert c.wins_a > 290 and c.wins_a + c.wins_b + c.ties == 300 and c.diff == pytest.approx(a.mean() - b.mean())
 
 
@@ -54,7 +55,7 @@ def test_known_tie():
     b = np.linspace(0.2, 0.8, 100)
     a = b + np.where(np.arange(100) % 2 == 0, 0.01, -0.01)  # +-0.01 alternately: mean difference 0
     c = sig.compare(_series(a), _series(b), resamples=1000, seed=0)
-    assert c.p > 0.5 and c.ci[0] < 0 < c.ci[1] and c.wins_a == c.wins_b == 50
+    assert c.p_greater > 0.3 and c.p_less > 0.3 and c.ci[0] < 0 < c.ci[1] and c.wins_a == c.wins_b == 50
 
 
 def test_column_marks_bold_only_when_every_comparison_rejects():
@@ -73,9 +74,8 @@ def test_column_marks_bold_only_when_every_comparison_rejects():
     assert not any(m.bold for m in marks.values())
     assert marks["best"].tied and marks["twin"].tied and not marks["low"].tied and top in ("best", "twin")
     # Holm across the column: the p printed is the corrected one
-    raw = sig.wilcoxon_p(close[top].to_numpy(), close["low"].to_numpy())
     other = "twin" if top == "best" else "best"
-    raw2 = sig.wilcoxon_p(close[top].to_numpy(), close[other].to_numpy())
+    raw, raw2 = sig.sign_flip_p(np.stack([close[top].to_numpy() - close[k].to_numpy() for k in ("low", other)], axis=1))
     assert marks["low"].p_holm == pytest.approx(sig.holm([raw, raw2])[0])
 
 
@@ -108,7 +108,7 @@ def test_table_and_compare_on_stored_runs(small_store, run_cli, tmp_path):
     code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", small_store,
                              "--out", tmp_path / "t", "--format", "csv,md,latex", "--hide-missing")
     assert code == 0, err
-    df = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("method")
+    df = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("plugin")  # "method": the display name
     for d in ("img2txt", "txt2img"):
         for m in ("cca", "random"):
             lo, hi = df.loc[m, f"{d}_ci_low"], df.loc[m, f"{d}_ci_high"]
@@ -126,16 +126,18 @@ def test_table_and_compare_on_stored_runs(small_store, run_cli, tmp_path):
     assert i2t["ci_low"] <= i2t["diff"] <= i2t["ci_high"]
     # the column's marks agree with the pairwise test (two entries: Holm changes nothing)
     mark = df.loc["cca" if i2t["diff"] > 0 else "random", "img2txt_mark"]
-    assert (mark == "best") == (i2t["p_wilcoxon"] < 0.05)
+    assert (mark == "best") == (i2t["p_a_greater" if i2t["diff"] > 0 else "p_b_greater"] < 0.05)
+    assert "sign-flip" in md and "Wilcoxon" not in md
 
 
 def test_compare_bad_input_is_one_line(small_store, run_cli):
     for argv, message in [
-        (["cca", "nope"], "no finished runs of 'nope'"),
+        (["cca", "nope"], "unknown method 'nope'"),
         (["cca", "cca"], "two different entries"),
         (["cca", "random", "--bits", "16"], "at 16 bits"),
         (["cca", "random", "--protocol", "hash"], "under protocol 'hash'"),
         (["cca", "random", "--resamples", "0"], "--resamples"),
+        (["cca", "random", "--permutations", "0"], "--permutations"),
     ]:
-        code, out, err = run_cli("compare", *argv, "--dataset", "synthetic", "--results-dir", small_store)
+        code, _out, err = run_cli("compare", *argv, "--dataset", "synthetic", "--results-dir", small_store)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)

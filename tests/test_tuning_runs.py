@@ -165,11 +165,12 @@ def test_table_shows_default_and_tuned_columns_only_when_tuned_runs_exist(run_cl
     from cmr_bench.report.figures import _curves, _finished, _pr_points
 
     curves = _curves(list(_finished(results, "synthetic", "real", None)), _pr_points)
-    assert {"cca", "cca (tuned)"} <= set(curves) and len(curves["cca (tuned)"]["i2t"]) == 2  # never averaged together
+    assert {"CCA", "CCA (tuned)"} <= set(curves) and len(curves["CCA (tuned)"]["i2t"]) == 2  # never averaged together
     md = (tmp_path / "t1" / "table2.md").read_text()
     tex = (tmp_path / "t1" / "table2.tex").read_text()
     for header in ("Default Img2Txt", "Tuned Img2Txt", "Tuned Txt2Img", "Tuned Avg"):
-        assert header in md and header in tex
+        assert header in md
+    assert "\\multicolumn{3}{c}{Default} & \\multicolumn{3}{c}{Tuned}" in tex  # LaTeX: a column block per config
     assert "cmr-bench tune" in md  # the note says what tuned means
 
 
@@ -392,7 +393,7 @@ def test_the_hash_table_gives_tuned_runs_a_row_of_their_own(run_cli, tmp_path):
     code, out, err = run_cli("table", "--table", "hash", "--dataset", "synthetic", "--results-dir", results, "--out", tmp_path / "t")
     assert code == 0, err
     frame = pd.read_csv(next((tmp_path / "t").glob("hash_*.csv")))
-    row = frame[frame["method"] == "sdeh (tuned)"]
+    row = frame[frame["method"] == "SDEH (tuned)"]
     assert len(row) == 1 and 0 < row["i2t_16_mean"].iloc[0] <= 1
 
 
@@ -426,7 +427,7 @@ def test_curve_figures_draw_all_or_only_default_or_tuned_runs(run_cli, tmp_path,
         assert code == 0, err
     labels = {c: sorted(figures._curves(figures._groups(results, "synthetic", "real", None, c)[("real", None)], figures._pr_points))
               for c in ("all", "default", "tuned")}
-    assert labels == {"all": ["cca", "cca (tuned)"], "default": ["cca"], "tuned": ["cca (tuned)"]}
+    assert labels == {"all": ["CCA", "CCA (tuned)"], "default": ["CCA"], "tuned": ["CCA (tuned)"]}
     code, out, err = run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", results, "--config", "tuned",
                              "--out", tmp_path / "pr.png")
     assert code == 0 and (tmp_path / "pr.png").is_file(), err

@@ -47,14 +47,23 @@ def classes_in_file(path: str) -> list:
     file = Path(path)
     if not file.is_file():
         raise CmrBenchError(f"check-plugin: no such file {path}")
+    from cmr_bench.safe_io import MAX_TEXT, check_regular
+
+    check_regular(file.resolve(), "check-plugin: plugin file", MAX_TEXT)  # not a FIFO or a device
+    if file.suffix != ".py":
+        raise CmrBenchError(f"check-plugin: {path} is not a Python file (.py) nor a registered method name")
     module_name = f"_cmr_bench_check_{file.stem}"
     spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise CmrBenchError(f"check-plugin: {path} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(file.parent.resolve()))  # the plugin's own sibling modules
     try:
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit included: a plugin that exits at import is a broken plugin
         raise CmrBenchError(f"check-plugin: {path} does not import: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     finally:
         sys.path.remove(str(file.parent.resolve()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cmr_bench.errors import CmrBenchError
@@ -65,7 +66,12 @@ def cmd_extract(args) -> int:
 
         find_manifest(args.paper_dataset)  # an unknown name is an error now, not a blank table later
     require_extra()
-    out = Path(args.out).expanduser().resolve()
+    given = Path(args.out).expanduser()
+    if given.name in ("", ".", ".."):  # `D/x/..` names D itself: never a dataset folder to replace
+        raise CmrBenchError(f"--out {args.out} must end in the new dataset's name (DATA_ROOT/NAME)")
+    out = Path(os.path.abspath(given))  # not resolve(): a link at --out is refused, never followed
+    if out.is_symlink():
+        raise CmrBenchError(f"--out {out} is a symbolic link; give the dataset folder itself")
     if out.exists() and not out.is_dir():
         raise CmrBenchError(f"--out {out} exists and is not a folder")
     if not out.parent.is_dir():

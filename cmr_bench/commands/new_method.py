@@ -290,16 +290,20 @@ def cmd_new_method(args) -> int:
     plugin, test = render(args.name, args.binary, in_tree, torch=args.torch)
     plugin_path.parent.mkdir(parents=True, exist_ok=True)
     test_path.parent.mkdir(parents=True, exist_ok=True)
-    plugin_path.write_text(plugin)
-    test_path.write_text(test)
+    from cmr_bench.safe_io import write_text  # a link planted at any of these names is refused, not followed
+
+    write_text(plugin_path, plugin, "plugin file")
+    write_text(test_path, test, "test file")
     if pyproject is not None:
-        pyproject.write_text(PYPROJECT.format(name=args.name, module=module, cls=cls))
+        write_text(pyproject, PYPROJECT.format(name=args.name, module=module, cls=cls), "pyproject.toml")
     kind = ("binary" if args.binary else "real-valued") + (" torch" if args.torch else "")
     print(f"wrote {plugin_path} ({kind} method '{args.name}', class {cls})")
     print(f"wrote {test_path}")
     if in_tree:
         print(f"note: '{args.name}' joins `--methods all` (the main job) from now on; set `in_all = False` in {cls} to keep it out")
         print(f"next: cmr-bench check-plugin {args.name}   then   cmr-bench run --methods {args.name} --dataset synthetic")
+        print(f"README's methods table (tests/test_install.py checks it) lacks '{args.name}' until you run: "
+              "cmr-bench list methods --update-readme")
     else:
         print(f"wrote {pyproject} (entry point {args.name} = {module}:{cls} in the group cmr_bench.methods)")
         print(f"next: cmr-bench check-plugin {plugin_path}   then   pip install {plugin_path.parent}   "

@@ -13,6 +13,7 @@ ORDER = 25
 
 def register(sub) -> None:
     from cmr_bench.commands._common import DATASET_HELP, OUT_FOLDER, RESULTS_HELP
+    from cmr_bench.commands.run import add_limit_args
 
     p = sub.add_parser("reproduce", help="run an experiment file's missing runs, then write its tables, figures and report",
                        description="EXPERIMENT is a built-in name (cmr-bench reproduce --list) or a path to a .toml file "
@@ -28,7 +29,9 @@ def register(sub) -> None:
     p.add_argument("--retry-failed", action="store_true", help="rerun runs stored as failed (default: keep them; they show as failed)")
     p.add_argument("--dry-run", action="store_true", help="list the runs (state, folder), the time estimate and the outputs; run nothing")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--jobs", default=None, metavar="N", help="as for `run`: N local worker processes (or Ray tasks in flight)")
+    p.add_argument("--jobs", default=None, metavar="N|auto",
+                   help="as for `run`: N local worker processes (or Ray tasks in flight); default auto: one per usable core, "
+                        "bounded by free memory")
     p.add_argument("--executor", default="local", metavar="local|ray", help="local (default) or ray")
     p.add_argument("--ray-address", default=None, metavar="ADDR", help="as for `run`")
     p.add_argument("--ray-cpus", default="1", metavar="C", help="as for `run`")
@@ -37,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--threads", default="1", metavar="T", help="torch threads per run, as for `run` (part of a run's identity)")
     p.add_argument("--progress", dest="progress", action="store_true", default=None, help="force progress bars")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="plain log lines")
+    add_limit_args(p)
     p.set_defaults(handler=cmd_reproduce)
 
 
@@ -50,8 +54,8 @@ def cmd_reproduce(args) -> int:
         return 0
     if not args.experiment:
         raise CmrBenchError("reproduce: name an experiment (cmr-bench reproduce --list shows the built-in ones) or a .toml path")
-    from cmr_bench.commands._common import OUT_FOLDER, root_of
-    from cmr_bench.commands.run import check_device_name, check_results_dir, dry_run, executor_options, load_for_run
+    from cmr_bench.commands._common import default_output, root_of
+    from cmr_bench.commands.run import check_device_name, check_results_dir, dry_run, executor_options, load_for_run, max_runs
 
     exp = load_experiment(args.experiment)
     dataset_arg = args.dataset or exp.dataset
@@ -63,12 +67,12 @@ def cmd_reproduce(args) -> int:
     root = root_of(args)
     dataset = load_for_run(dataset_arg, root)
     options.dataset_source = ("load", str(dataset_arg), str(root))
-    specs = experiment_specs(exp, dataset, runs_dir, tuned_dir=args.tuned_dir)
+    specs = experiment_specs(exp, dataset, runs_dir, tuned_dir=args.tuned_dir, max_runs=max_runs(args))
     if options.threads != 1:
         from dataclasses import replace
 
         specs = [replace(spec, threads=options.threads) for spec in specs]
-    out = Path(args.out) if args.out else runs_dir / OUT_FOLDER / dataset.name
+    out = Path(args.out) if args.out else default_output(runs_dir, dataset.name)
     if out.exists() and not out.is_dir():
         raise CmrBenchError(f"--out {out} exists and is not a folder (--out names the folder the outputs go into)")
     outputs = planned_outputs(exp)

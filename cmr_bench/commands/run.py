@@ -39,8 +39,10 @@ def register(sub) -> None:
     p.add_argument("--threads", default="1", metavar="T",
                    help="torch threads per run (default 1, whatever --jobs is: results do not depend on --jobs; "
                         "another count is part of the run's identity, since it changes the arithmetic)")
-    p.add_argument("--jobs", default=None, metavar="N",
-                   help="local: N worker processes, one run each (default 1: in this process; auto: one per usable CPU); "
+    p.add_argument("--jobs", default=None, metavar="N|auto",
+                   help="local: N worker processes, one run each (1: in this process); default auto ($CMR_BENCH_JOBS "
+                        "when set): one per usable core, bounded by free memory and each method's measured peak; "
+                        "results do not depend on it; "
                         "ray: at most N tasks in flight (default: as many as the cluster's CPUs/GPUs allow), "
                         "and a local instance gets N x --ray-cpus CPUs")
     p.add_argument("--executor", default="local", metavar="local|ray", help="local (default) or ray: every run a Ray task")
@@ -48,7 +50,19 @@ def register(sub) -> None:
                    help="Ray cluster to use (e.g. auto, HOST:6379, ray://HOST:10001); default: a local instance on 127.0.0.1")
     p.add_argument("--ray-cpus", default="1", metavar="C", help="CPUs declared per Ray task (default 1; also its torch threads)")
     p.add_argument("--ray-gpus", default=None, metavar="G", help="GPUs declared per Ray task (default 1 with --device cuda, else 0)")
+    add_limit_args(p)
     p.set_defaults(handler=cmd_run)
+
+
+def add_limit_args(p) -> None:
+    """--max-runs and --run-timeout, shared by `run` and `reproduce`."""
+    from cmr_bench.runner.grid import MAX_RUNS
+
+    p.add_argument("--max-runs", default=None, metavar="N",
+                   help=f"refuse a grid of more than N runs, counted before it is expanded (default {MAX_RUNS:,})")
+    p.add_argument("--run-timeout", default=None, metavar="SECONDS",
+                   help="a run still going after SECONDS is stopped and stored as failed with that reason "
+                        "(local executor; default: no limit)")
 
 
 EXECUTORS = ("local", "ray")
@@ -61,20 +75,24 @@ def executor_options(args):
 
     if args.executor not in EXECUTORS:
         raise CmrBenchError(f"--executor: unknown '{args.executor}' (choose from {', '.join(EXECUTORS)})")
-    if str(args.jobs).strip().lower() == "auto":  # one worker per usable CPU (affinity and cgroup quota)
-        from cmr_bench.runner.environment import usable_cpus
+    from cmr_bench.runner.capacity import jobs_default, parse_jobs
 
-        args.jobs = str(usable_cpus())
-    jobs = positive_int(args.jobs, "--jobs") if args.jobs is not None else None
-    threads = positive_int(args.threads, "--threads")
     ray = args.executor == "ray"
+    # local: None is auto, settled per grid from the cores, the free memory and the runs'
+    # peaks (runner/capacity.py); ray: None leaves it to the cluster
+    jobs = parse_jobs(args.jobs) if args.jobs is not None else (None if ray else parse_jobs(jobs_default(), "$CMR_BENCH_JOBS"))
+    threads = positive_int(args.threads, "--threads")
+    timeout = getattr(args, "run_timeout", None)
+    timeout = non_negative_float(timeout, "--run-timeout", positive=True) if timeout is not None else None
+    if ray and timeout is not None:
+        raise CmrBenchError("--run-timeout applies to the local executor only (Ray tasks: use the cluster's limits)")
     if not ray:
         given = [flag for flag, value in (("--ray-address", args.ray_address), ("--ray-gpus", args.ray_gpus)) if value is not None]
         if args.ray_cpus != "1":
             given.append("--ray-cpus")
         if given:
             raise CmrBenchError(f"{', '.join(given)} only applies with --executor ray")
-        return ExecutorOptions(jobs=jobs or 1, threads=threads)
+        return ExecutorOptions(jobs=jobs, threads=threads, run_timeout=timeout)
     if args.ray_address is not None and not str(args.ray_address).strip():
         raise CmrBenchError("--ray-address: empty address")
     from cmr_bench.runner.ray_executor import import_ray
@@ -84,6 +102,11 @@ def executor_options(args):
     default_gpus = 1.0 if str(args.device).startswith("cuda") else 0.0
     gpus = non_negative_float(args.ray_gpus, "--ray-gpus") if args.ray_gpus is not None else default_gpus
     return ExecutorOptions(jobs=jobs, executor="ray", ray_address=args.ray_address, ray_cpus=cpus, ray_gpus=gpus, threads=threads)
+
+
+def max_runs(args) -> int | None:
+    value = getattr(args, "max_runs", None)
+    return positive_int(value, "--max-runs") if value is not None else None
 
 
 def check_device_name(device: str) -> str:
@@ -116,7 +139,7 @@ def load_for_run(name: str, root):
 
 def dry_run(specs, dataset, device: str, runs_dir: Path, options, force: bool) -> int:
     """The grid, each run's state, and how long the pending runs should take."""
-    from cmr_bench.runner.estimate import grid_estimate
+    from cmr_bench.runner.estimate import grid_estimate, train_items
     from cmr_bench.runner.store import read_status
 
     pending = []
@@ -125,16 +148,16 @@ def dry_run(specs, dataset, device: str, runs_dir: Path, options, force: bool) -
         if state != "done" or force:
             pending.append(spec)
         print(f"{state:8s} {spec.dataset}/{spec.protocol} {spec.label}  config {spec.config_hash}  -> {spec.folder(runs_dir)}")
+    from cmr_bench.runner.grid import settle_jobs
+
+    chosen = settle_jobs(options, pending, dataset, device) if pending else None
+    jobs = min(options.jobs or 1, max(1, len(pending)))
     where = f"Ray ({options.ray_address or 'local instance'})" if options.executor == "ray" else (
-        f"{options.jobs} local processes" if (options.jobs or 1) > 1 else "this process")
-    print(f"{len(specs)} runs on {device}, in {where}, {options.threads} torch thread(s) each")
-    train = None
-    try:
-        protos = {spec.protocol for spec in pending}
-        train = max(len(dataset.split(dataset.protocol(p).train)) for p in protos) if protos else None
-    except Exception:  # an estimate must never stop a dry run
-        train = None
-    seconds, unknown = grid_estimate(pending, train, workers=min(options.jobs or 1, max(1, len(pending))))
+        f"{jobs} local processes" if jobs > 1 else "this process")
+    print(f"{len(specs)} runs on {device}, in {where}, {options.threads} torch thread(s) each"
+          + (f" ({chosen})" if chosen else ""))
+    train = train_items(dataset, pending)
+    seconds, unknown = grid_estimate(pending, train, workers=jobs)
     if pending:
         from cmr_bench.runner.display import _duration
 
@@ -170,7 +193,7 @@ def cmd_run(args) -> int:
     dataset = load_for_run(args.dataset, root)
     options.dataset_source = ("load", str(args.dataset), str(root))
     specs = expand(methods, dataset, seeds, args.protocol, bits, args.variants, parse_overrides(args.overrides),
-                   config_source=args.config, tuned_dir=args.tuned_dir)
+                   config_source=args.config, tuned_dir=args.tuned_dir, max_runs=max_runs(args))
     if options.threads != 1:
         from dataclasses import replace
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,9 @@ def register(sub) -> None:
     p.add_argument("--methods", required=True, help="comma list or 'all' (all: the methods that declare a search space)")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--trials", type=int, required=True, help="trials per method (a grid space runs at most its grid)")
-    p.add_argument("--jobs", type=int, default=1, help="trials run at once, in threads (default 1)")
+    p.add_argument("--jobs", default=None, metavar="N|auto",
+                   help="trials run at once, in threads; default auto ($CMR_BENCH_JOBS when set): one per usable core, "
+                        "bounded by free memory and the method's measured peak")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL (default sqlite:///<out>/<dataset>/studies.db; any SQLAlchemy URL)")
     p.add_argument("--bits", type=int, default=None, help="code length to tune binary methods at (1-4096; binary methods only)")
@@ -33,8 +36,9 @@ def cmd_tune(args) -> int:
 
     if args.trials < 1:
         raise CmrBenchError(f"--trials must be >= 1, got {args.trials}")
-    if args.jobs < 1:
-        raise CmrBenchError(f"--jobs must be >= 1, got {args.jobs}")
+    from cmr_bench.runner.capacity import jobs_default, parse_jobs
+
+    jobs_given = parse_jobs(args.jobs) if args.jobs is not None else parse_jobs(jobs_default(), "$CMR_BENCH_JOBS")
     if not 0 < args.val_fraction < 1:
         raise CmrBenchError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     from cmr_bench.runner.values import bits_value, seed_value
@@ -58,13 +62,7 @@ def cmd_tune(args) -> int:
         if all_methods()[n].code_type != "binary" and args.bits is not None:
             raise CmrBenchError(f"--bits {args.bits}: method '{n}' makes real-valued codes (no code length); tune it without --bits")
     from cmr_bench.data.loader import load_dataset
-    from cmr_bench.runner.executors import threads_per_job
 
-    import torch
-
-    # --jobs trials run in threads of this process: split the usable CPUs between them rather
-    # than give each trial every core (oversubscription on a small machine)
-    torch.set_num_threads(threads_per_job(args.jobs))
     # train_only: the test split's files are never opened while tuning (tests/test_tuning.py proves it)
     dataset = load_dataset(args.dataset, root_of(args), train_only=True)
     from cmr_bench.tuning import check_validation_split
@@ -74,14 +72,23 @@ def cmd_tune(args) -> int:
     out = Path(args.out)
     storage = args.storage
     if storage is None:
-        try:
-            (out / dataset.name).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CmrBenchError(f"cannot create {out / dataset.name}: {exc.strerror or exc}") from None
-        storage = f"sqlite:///{(out / dataset.name / 'studies.db').resolve()}"
+        from cmr_bench.safe_io import check_regular, make_folder
+
+        db = make_folder(out / dataset.name, "tuned-config folder", base=out) / "studies.db"
+        if os.path.lexists(db):  # a planted (even dangling) link must not make SQLite create a file elsewhere
+            check_regular(db, "study database", max_bytes=2**40)
+        else:  # created here, exclusively: SQLite then opens our own empty file
+            try:
+                os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            except FileExistsError:
+                check_regular(db, "study database", max_bytes=2**40)
+            except OSError as exc:
+                raise CmrBenchError(f"cannot create {db}: {exc.strerror or exc}") from None
+        storage = f"sqlite:///{db.absolute()}"
         own_datasets_only(storage, dataset.name)
     for n in names:
-        res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=args.jobs, bits=args.bits,
+        jobs = trial_jobs(n, args.trials, dataset, jobs_given)
+        res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=jobs, bits=args.bits,
                           val_fraction=args.val_fraction, progress=sys.stdout.isatty())  # a bar on a TTY, quiet off one
         path = write_tuned(res, out)
         picked = ", ".join(f"{k}={res['config'][k]}" for k in res["tuned"])
@@ -105,3 +112,24 @@ def own_datasets_only(storage: str, dataset: str) -> None:
     if other:
         raise CmrBenchError(f"study storage {storage} holds studies of another dataset ({other[0]}); "
                             f"it belongs to that dataset's folder, not '{dataset}' (or pass --storage)")
+
+
+def trial_jobs(method: str, trials: int, dataset, given: int | None) -> int:
+    """Trials at once for one method's study: --jobs N, or auto (one per usable core, bounded by
+    free memory and the method's peak). Trials run in threads of this process, so the usable
+    cores are split between them rather than given to each (oversubscription on a small machine)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cmr_bench.runner.capacity import choose_jobs, data_bytes
+    from cmr_bench.runner.executors import threads_per_job
+
+    if given is None:
+        choice = choose_jobs([SimpleNamespace(method=method)] * max(1, trials), data_bytes(dataset), "cpu")
+        jobs = choice.jobs
+        print(f"{method}: {choice.describe()}", flush=True)
+    else:
+        jobs = given
+    torch.set_num_threads(threads_per_job(jobs))
+    return jobs

@@ -90,10 +90,13 @@ def cached_sha256(path: Path) -> str:
     stat = path.stat()
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     cache_file = _cache_path()
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.safe_io import read_text, write_text
+
     try:
-        cache = json.loads(cache_file.read_text())
+        cache = json.loads(read_text(cache_file, "checksum cache", 256 * 2**20)) if os.path.lexists(cache_file) else {}
         cache = cache if isinstance(cache, dict) else {}
-    except (OSError, ValueError, RecursionError):
+    except (CmrBenchError, ValueError, RecursionError):
         cache = {}
     if key in cache:
         return cache[key]
@@ -101,11 +104,9 @@ def cached_sha256(path: Path) -> str:
     cache[key] = digest
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a read-only cache only costs time
+        write_text(cache_file, json.dumps(cache), "checksum cache")
+    except (OSError, CmrBenchError):
+        pass  # a read-only (or planted) cache only costs time
     return digest
 
 
@@ -213,16 +214,16 @@ def _sampled_indices(manifest: Manifest, n: int, root: Path) -> dict[str, np.nda
         indices = sample_query_database(n, s["query"], s["train"], s["seed"])
     except ValueError as exc:
         raise DataError(f"dataset '{manifest.name}': {exc}") from None
+    from cmr_bench.errors import CmrBenchError
+    from cmr_bench.safe_io import atomic_file
+
     for path in candidates:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-            if os.path.lexists(tmp):  # never written through a leftover link
-                os.unlink(tmp)
-            np.savez(tmp, **indices)
-            os.replace(tmp, path)
+            with atomic_file(path, "split cache") as fh:  # never written through a planted link
+                np.savez(fh, **indices)
             break
-        except OSError:
+        except (OSError, CmrBenchError):
             continue
     return indices
 

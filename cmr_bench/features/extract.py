@@ -55,6 +55,33 @@ def work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
+def _ours(folder: Path, marker: str) -> dict | None:
+    """The parsed marker file when `folder` is a real folder (not a link) that this suite made
+    (its marker is a regular JSON file holding a `job`/`inputs` record); else None."""
+    from cmr_bench.safe_io import read_text
+
+    if folder.is_symlink() or not folder.is_dir():
+        return None
+    try:
+        data = json.loads(read_text(folder / marker, "extraction record"))
+    except (CmrBenchError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    job = data.get("job", {}) if marker == INFO_FILE else data
+    return data if isinstance(job, dict) and "inputs" in job else None
+
+
+def _refuse_unless_ours(folder: Path, marker: str, why: str) -> dict:
+    if folder.is_symlink():
+        raise CmrBenchError(f"{folder} is a symbolic link; refusing to {why} through it")
+    found = _ours(folder, marker)
+    if found is None:
+        raise CmrBenchError(f"{folder} exists and was not made by `cmr-bench features extract` (no valid {marker}); "
+                            f"refusing to {why} it: move it away or choose another --out")
+    return found
+
+
 def _job_key(items: Items, backbone_info: dict, batch_size: int, shard_size: int) -> dict:
     # Batch size changes nothing but padding in some tokenizers; it is part of the key anyway so
     # that every shard of one dataset comes from one configuration.
@@ -158,21 +185,20 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], object], *, b
 
     check_component(name, "--out dataset name")  # the folder name is the dataset's name
     check_images_open(items)
-    if out.exists() and not overwrite:
+    done = _refuse_unless_ours(out, INFO_FILE, "replace") if os.path.lexists(out) else None  # --overwrite deletes only ours
+    work = work_dir(out)
+    if os.path.lexists(work):
+        _refuse_unless_ours(work, JOB_FILE, "resume into")
+    if done is not None and not overwrite:
         # Settle what needs no model first: a big model is not loaded only to be told to --overwrite.
-        try:
-            job = json.loads((out / INFO_FILE).read_text()).get("job", {})
-        except (OSError, ValueError):
-            job = {}
+        job = done.get("job", {})
         cheap = {"inputs": items.fingerprint(), "batch_size": batch_size, "shard_size": shard_size}
         if any(job.get(k) != v for k, v in cheap.items()):
             raise CmrBenchError(f"{out} already exists from another extraction; pass --overwrite to replace it")
     backbone = backbone_loader()
     key = _job_key(items, backbone.info, batch_size, shard_size)
 
-    if out.exists():
-        info_path = out / INFO_FILE
-        done = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if done is not None:
         if done.get("job") == key and not overwrite:
             log(f"{out} is up to date (same inputs, model and settings): nothing to do")
             d = done["dims"]
@@ -180,18 +206,16 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], object], *, b
         if not overwrite:
             raise CmrBenchError(f"{out} already exists from another extraction; pass --overwrite to replace it")
 
-    work = work_dir(out)
+    from cmr_bench.safe_io import atomic_file, make_folder, write_text
+
     shard_dir = work / "shards"
-    if work.exists():
-        try:
-            previous = json.loads((work / JOB_FILE).read_text())
-        except (OSError, ValueError):
-            previous = None
+    if os.path.lexists(work):
+        previous = _refuse_unless_ours(work, JOB_FILE, "resume into")
         if previous != key:
             log(f"discarding {work}: it was started with other inputs, model or settings")
             shutil.rmtree(work)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    (work / JOB_FILE).write_text(json.dumps(key, indent=1))
+    make_folder(shard_dir, "extraction work folder", base=out.parent)
+    write_text(work / JOB_FILE, json.dumps(key, indent=1), "extraction record")
 
     n = len(items)
     n_shards = (n + shard_size - 1) // shard_size
@@ -242,10 +266,8 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], object], *, b
                     img_parts, txt_parts = [], []
                     if not (np.isfinite(img).all() and np.isfinite(txt).all()):
                         raise CmrBenchError(f"the backbone produced NaN/Inf features in shard {i} (try --dtype float32)")
-                    path = shard_paths[i]
-                    tmp = path.with_name(f".{path.stem}.tmp.npz")
-                    np.savez(tmp, image=img.astype(np.float32), text=txt.astype(np.float32))
-                    os.replace(tmp, path)
+                    with atomic_file(shard_paths[i], "feature shard") as fh:
+                        np.savez(fh, image=img.astype(np.float32), text=txt.astype(np.float32))
     except DataError:
         pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(work, ignore_errors=True)  # the inputs must change: nothing is worth keeping
@@ -264,12 +286,11 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], object], *, b
         arrays[f"{group}_image"] = image[rows]
         arrays[f"{group}_text"] = text[rows]
         arrays[f"{group}_labels"] = items.labels[rows]
-    np.savez(work / FEATURES_FILE, **arrays)
-    with open(work / ITEMS_FILE, "w", encoding="utf-8", errors="surrogateescape") as fh:  # odd file names
-        fh.write("split\trow\timage\n")
-        for group in ("train", "test"):
-            for r, i in enumerate(np.flatnonzero(items.split == group)):
-                fh.write(f"{group}\t{r}\t{items.keys[i]}\n")
+    with atomic_file(work / FEATURES_FILE, "features file") as fh:
+        np.savez(fh, **arrays)
+    rows_text = ["split\trow\timage\n"] + [f"{group}\t{r}\t{items.keys[i]}\n" for group in ("train", "test")
+                                           for r, i in enumerate(np.flatnonzero(items.split == group))]
+    write_text(work / ITEMS_FILE, "".join(rows_text), "item list")  # odd file names: surrogateescape
     dims = (int(image.shape[1]), int(text.shape[1]))
     info = dict(backbone.info)
     images_per_s = computed / image_s if image_s else 0.0
@@ -280,15 +301,20 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], object], *, b
                                                        "texts_per_s": round(texts_per_s, 2),
                                                        "pairs_per_s": round(pairs_per_s, 2),
                                                        "pairs_timed": computed}}
-    (work / INFO_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
-    (work / "manifest.toml").write_text(
-        _manifest_text(name, items, info, dims, sha256_file(work / FEATURES_FILE), sizes, paper_dataset), encoding="utf-8")
+    write_text(work / INFO_FILE, json.dumps(record, indent=1, sort_keys=True), "extraction record")
+    write_text(work / "manifest.toml",
+               _manifest_text(name, items, info, dims, sha256_file(work / FEATURES_FILE), sizes, paper_dataset), "manifest")
     shutil.rmtree(shard_dir)
     (work / JOB_FILE).unlink()
     from cmr_bench.data.manifest import read_manifest
 
     read_manifest(work / "manifest.toml")  # the data layer must accept what we wrote
-    if out.exists():  # --overwrite: the old dataset goes only once the new one is complete
-        shutil.rmtree(out)
-    os.replace(work, out)
+    if os.path.lexists(out):  # --overwrite: the old dataset goes only once the new one is complete, and only if ours
+        _refuse_unless_ours(out, INFO_FILE, "replace")
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.rename(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)
     return Result(out, name, n, dims[0], dims[1], done_before, n_shards, images_per_s, texts_per_s, pairs_per_s)

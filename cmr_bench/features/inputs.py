@@ -79,6 +79,21 @@ def list_images(folder: Path) -> list[str]:
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def _check_key(images: Path, key: str, where: str) -> None:
+    """A caption's image path: relative, inside --images (no '..', no absolute path, no symlink
+    leading out of it), and not itself a symlink; else one line naming the row."""
+    from pathlib import PurePosixPath
+
+    from cmr_bench.paths import is_within
+
+    parts = PurePosixPath(key).parts
+    if key.startswith("/") or ".." in parts or (len(key) > 1 and key[1] == ":") or "\x00" in key:
+        raise DataError(f"{where}: image path '{key}' must be relative to --images and stay inside it")
+    path = images / key
+    if path.is_symlink() or not is_within(path, images):
+        raise DataError(f"{where}: image '{key}' is a symbolic link or leads outside --images; copy the file in instead")
+
+
 def _class_order(names: set[str]) -> list[str]:
     if all(n.lstrip("-").isdigit() for n in names):
         return sorted(names, key=int)  # "2" before "10"
@@ -100,6 +115,8 @@ def read_items(images: Path, texts: Path, labels: Path, split: Path, classes: Pa
         seen.add(key)
         keys.append(key)
         captions.append(caption)
+    for n, key, _ in rows:
+        _check_key(images, key, f"{texts}:{n}")
     present = list_images(images)
     missing = [k for k in keys if not (images / k).is_file()]
     extra = sorted(set(present) - seen)
@@ -126,7 +143,10 @@ def read_items(images: Path, texts: Path, labels: Path, split: Path, classes: Pa
         raise DataError(f"{labels}: empty label for '{keys[[not p for p in per_item].index(True)]}'")
     multi = any(len(p) > 1 for p in per_item)
     if classes is not None:
-        class_names = [c.strip() for c in Path(classes).read_text(encoding="utf-8").splitlines() if c.strip()]
+        try:
+            class_names = [c.strip() for c in Path(classes).read_text(encoding="utf-8").splitlines() if c.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"--classes {classes}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
         if len(set(class_names)) != len(class_names):
             raise DataError(f"--classes {classes}: a class is listed twice")
     else:
@@ -147,14 +167,19 @@ def read_items(images: Path, texts: Path, labels: Path, split: Path, classes: Pa
 def check_images_open(items: Items) -> None:
     """Open every image's header (cheap: no pixel decoding) so that an unreadable file is
     reported before the model loads. Truncated pixel data is caught later, when decoding."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     for key in items.keys:
         path = items.root / key
         try:
-            with Image.open(path) as im:
-                im.size  # noqa: B018 - parsed header
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)  # a header claiming 60000x60000
+                with Image.open(path) as im:
+                    im.size  # noqa: B018 - parsed header
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as exc:
             raise DataError(f"unreadable image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
@@ -165,5 +190,5 @@ def load_image(path: Path):
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as exc:
         raise DataError(f"corrupt image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

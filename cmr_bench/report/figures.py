@@ -9,13 +9,21 @@ from pathlib import Path
 import numpy as np
 
 from cmr_bench.errors import CmrBenchError
-from cmr_bench.report.results import method_key, source_text
+from cmr_bench.registry import display_name
+from cmr_bench.report.results import method_key, source_text, stored_runs
 from cmr_bench.runner.spec import RUN_SELECTIONS
-from cmr_bench.runner.store import STATUS_DONE, iter_runs
+from cmr_bench.runner.store import STATUS_DONE
 
 DIRECTION_TITLES = {"i2t": "Img2Txt", "t2i": "Txt2Img"}
 # Points at 130 dpi; a 10-inch figure shrunk to one printed column still reads at these sizes.
 LABEL_FONT, TICK_FONT, LEGEND_FONT = 12, 10, 9
+# --out's extension picks the format; PDF, SVG and EPS are vector files.
+FORMATS = (".png", ".pdf", ".svg", ".eps")
+
+
+def check_format(out: Path) -> None:
+    if Path(out).suffix.lower() not in FORMATS:
+        raise CmrBenchError(f"--out {out}: the extension picks the format; use one of {', '.join(FORMATS)}")
 
 
 def _plt():
@@ -27,8 +35,9 @@ def _plt():
     return plt
 
 
-def _finished(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, with_variants: bool = False):
-    for folder, run, metrics in iter_runs(runs_dir, dataset):
+def _finished(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, with_variants: bool = False,
+              reference: Path | None = None):
+    for folder, run, metrics in stored_runs(runs_dir, dataset, reference=reference)[0]:  # reference: see report/results.py
         spec = run.get("spec", {})
         if run.get("status") != STATUS_DONE or not metrics or spec.get("overrides"):
             continue
@@ -42,29 +51,41 @@ def _finished(runs_dir: Path, dataset: str, protocol: str | None, bits: int | No
 
 
 def _style(i: int) -> dict:
-    """Colour, line style and marker of the i-th curve. Printed in grey the colours merge, so the
-    (line style, marker) pair alone tells the first 40 curves apart: ten markers, and a line style
-    that shifts by one every ten curves; (colour, line style) is unique over 40 too."""
+    """Colour, line style and marker of the i-th curve: ten strong colours in turn; the marker
+    shifts by one every ten curves, so no two of the first 100 curves share colour and marker.
+    Printed in grey the colours merge: (line style, marker) alone tells the first 29 apart, and
+    the first four curves differ in dash; (colour, line style) is unique over 40."""
     import matplotlib
 
-    tab20 = matplotlib.colormaps["tab20"].colors
-    colours = tab20[0::2] + tab20[1::2]  # the ten strong colours first, then their light partners
+    colours = matplotlib.colormaps["tab20"].colors[0::2]  # the ten strong colours (their light partners fade in print)
     styles = ["-", "--", "-.", ":"]
     markers = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
-    return {"color": colours[i % 20], "linestyle": styles[(i + i // 10) % len(styles)], "marker": markers[i % len(markers)]}
+    block, k = divmod(i, 10)
+    return {"color": colours[k], "linestyle": styles[(k + (0, 2, 1, 3)[block % 4]) % 4], "marker": markers[(k + block) % 10]}
 
 
+def _wanted(spec: dict, methods: list[str] | None) -> bool:
+    """`--methods`: a plugin name (its variants' runs too only when named as name[variant])."""
+    return methods is None or method_key(spec["method"], spec.get("variant", "")) in methods
 
 
-def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, config: str = "all"):
+def _groups(runs_dir: Path, dataset: str, protocol: str | None, bits: int | None, config: str = "all",
+            methods: list[str] | None = None, reference: Path | None = None):
     """{(protocol, bits or None): [(spec, metrics), ...]}: one figure per protocol and code length."""
     if config not in RUN_SELECTIONS:  # tuned runs get curves of their own
         raise CmrBenchError(f"unknown figure config '{config}' (choose from: {', '.join(RUN_SELECTIONS)})")
     groups = defaultdict(list)
-    for spec, metrics in _finished(runs_dir, dataset, protocol, bits):
+    for spec, metrics in _finished(runs_dir, dataset, protocol, bits, with_variants=bool(methods), reference=reference):
         if config != "all" and spec.get("config_source", "default") != config:
             continue
+        if not _wanted(spec, methods):
+            continue
         groups[(spec.get("protocol", "?"), spec.get("bits"))].append((spec, metrics))
+    missing = [m for m in methods or [] if not any(method_key(sp["method"], sp.get("variant", "")) == m
+                                                   for runs in groups.values() for sp, _ in runs)]
+    if missing:  # asked for by name: its absence is news, not a quietly shorter legend
+        raise CmrBenchError(f"--methods: no finished runs of {', '.join(missing)} for dataset '{dataset}' in {runs_dir}"
+                            + (f" under protocol '{protocol}'" if protocol else "") + (f" at {bits} bits" if bits else ""))
     return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)))
 
 
@@ -79,16 +100,19 @@ def _title(dataset: str, protocol: str, bits: int | None) -> str:
     return f"{dataset}, protocol '{protocol}'" + (f", {bits}-bit codes" if bits else "")
 
 
-def _curves(runs, extract) -> dict:
-    """`curves[method label][direction]` = one `extract(direction metrics)` per run that has it."""
-    curves = defaultdict(lambda: defaultdict(list))
+def _curves(runs, extract, methods: list[str] | None = None) -> dict:
+    """`curves[method label][direction]` = one `extract(direction metrics)` per run that has it,
+    in legend order: --methods' order when given, else by plugin name."""
+    curves, rank = defaultdict(lambda: defaultdict(list)), {}
     for spec, metrics in runs:
-        label = method_key(spec["method"], spec.get("variant", "")) + source_text(spec)  # tuned runs: curves of their own
+        key = method_key(spec["method"], spec.get("variant", ""))
+        label = display_name(key + source_text(spec))  # tuned runs: curves of their own
+        rank[label] = (methods.index(key) if methods else 0, key + source_text(spec))  # by plugin name: β-VAE with beta-vae
         for d in DIRECTION_TITLES:
             value = extract(metrics[d])
             if value:
                 curves[label][d].append(value)
-    return curves
+    return {label: curves[label] for label in sorted(curves, key=rank.__getitem__)}
 
 
 def _pr_points(m: dict):
@@ -101,15 +125,15 @@ def _precision_at_r(m: dict):
 
 
 def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
-            config: str = "all") -> list[Path]:
-    """One PNG per (protocol, code length): PR curves of both directions, mean over seeds.
-    `config`: all runs, or only the default / tuned ones."""
-    groups = _groups(runs_dir, dataset, protocol, bits, config)
+            config: str = "all", methods: list[str] | None = None, reference: Path | None = None) -> list[Path]:
+    """One figure per (protocol, code length): PR curves of both directions, mean over seeds.
+    `config`: all runs, or only the default / tuned ones; `methods`: only these, in this order."""
+    groups = _groups(runs_dir, dataset, protocol, bits, config, methods, reference)
     if not groups:
         raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
     written = []
     for (proto, b), runs in groups.items():
-        curves = _curves(runs, _pr_points)
+        curves = _curves(runs, _pr_points, methods)
         if not curves:
             continue
 
@@ -127,11 +151,11 @@ def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None
 
 
 def plot_precision_at_r(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
-                        config: str = "all") -> list[Path]:
-    groups = _groups(runs_dir, dataset, protocol, bits, config)
+                        config: str = "all", methods: list[str] | None = None, reference: Path | None = None) -> list[Path]:
+    groups = _groups(runs_dir, dataset, protocol, bits, config, methods, reference)
     written = []
     for (proto, b), runs in groups.items():
-        curves = _curves(runs, _precision_at_r)
+        curves = _curves(runs, _precision_at_r, methods)
         if not curves:
             continue
 
@@ -159,7 +183,7 @@ def _two_panels(curves, draw, title: str, out: Path, **axis) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax, (d, panel) in zip(axes, DIRECTION_TITLES.items()):
-        for i, (label, per_dir) in enumerate(sorted(curves.items())):
+        for i, (label, per_dir) in enumerate(curves.items()):
             if per_dir[d]:
                 draw(ax, i, label, per_dir[d])
         ax.set(**axis)
@@ -173,10 +197,11 @@ def _two_panels(curves, draw, title: str, out: Path, **axis) -> Path:
     return _save(fig, out)
 
 
-def plot_code_length(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, metric: str = "map@all") -> Path:
+def plot_code_length(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, metric: str = "map@all",
+                     methods: list[str] | None = None, reference: Path | None = None) -> Path:
     points = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for spec, metrics in _finished(runs_dir, dataset, protocol, None):
-        if not spec.get("bits"):
+    for spec, metrics in _finished(runs_dir, dataset, protocol, None, reference=reference):
+        if not spec.get("bits") or not _wanted(spec, methods):
             continue
         for d in DIRECTION_TITLES:
             points[spec["method"]][d][spec["bits"]].append(metrics[d][metric])
@@ -185,11 +210,12 @@ def plot_code_length(runs_dir: Path, dataset: str, out: Path, protocol: str | No
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax, (d, title) in zip(axes, DIRECTION_TITLES.items()):
-        for i, (method, per_dir) in enumerate(sorted(points.items())):
+        ordered = sorted(points.items(), key=lambda kv: (methods.index(kv[0]) if methods and kv[0] in methods else 0, kv[0]))
+        for i, (method, per_dir) in enumerate(ordered):
             bits = sorted(per_dir[d])
             means = [np.mean(per_dir[d][b]) for b in bits]
             stds = [np.std(per_dir[d][b]) for b in bits]
-            ax.errorbar(bits, means, yerr=stds, capsize=3, label=method, **_style(i))
+            ax.errorbar(bits, means, yerr=stds, capsize=3, label=display_name(method), **_style(i))
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({b for per_dir in points.values() for b in per_dir[d]}))
         from matplotlib.ticker import ScalarFormatter
@@ -203,15 +229,25 @@ def plot_code_length(runs_dir: Path, dataset: str, out: Path, protocol: str | No
 
 
 def _save(fig, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")  # the legend outside the axes stays in the file
-    tmp.replace(out)
+    """In the format of `out`'s extension (PNG at 130 dpi; PDF, SVG, EPS as vector files)."""
+    check_format(out)
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    from cmr_bench.safe_io import atomic_file, make_folder
+
+    try:
+        make_folder(out.parent, "figure folder")
+        fig.tight_layout()
+        with atomic_file(out, "figure") as fh:  # the legend outside the axes stays in the file
+            fmt = out.suffix[1:].lower()
+            fig.savefig(fh, format=fmt, dpi=130, bbox_inches="tight", metadata={"Software": FIGURE_MARK} if fmt == "png" else None)
+    finally:
+        plt.close(fig)
     return out
+
+
+# report.html embeds only PNGs carrying this mark (figures the suite wrote itself)
+FIGURE_MARK = "cmr-bench figure"
 
 
 # --- training curves from log.jsonl -------------------------------------------------------
@@ -253,10 +289,10 @@ def read_logs(folders: list[Path]) -> list[dict]:
             raise CmrBenchError(f"{folder}/log.jsonl is unreadable ({type(exc).__name__})") from None
         spec = state.run.get("spec", {})
         x = next((k for k in X_KEYS if rows and all(k in r for r in rows)), None)
-        label = method_key(spec.get("method", "?"), spec.get("variant", "")) + source_text(spec) + (f" {spec['bits']}b" if spec.get("bits") else "")
+        label = display_name(method_key(spec.get("method", "?"), spec.get("variant", "")) + source_text(spec)) + (f" {spec['bits']}b" if spec.get("bits") else "")
         label += f" seed={spec.get('seed', '?')}"
         selected = next((r["selected_epoch"] for r in reversed(rows) if isinstance(r.get("selected_epoch"), (int, float))), None)
-        runs.append({"label": label, "folder": folder, "x": x, "rows": rows, "selected": selected})
+        runs.append({"label": label, "folder": folder, "x": x, "rows": rows, "selected": selected, "dataset": str(spec.get("dataset", "unknown"))})
     return runs
 
 

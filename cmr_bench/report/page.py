@@ -186,7 +186,8 @@ def _drop_unmatched(t):
     return t
 
 
-def build_tables(results_dir: Path, dataset: str, root: Path | None = None, experiment: dict | None = None):
+def build_tables(results_dir: Path, dataset: str, root: Path | None = None, experiment: dict | None = None,
+                 reference: Path | None = None):
     """[(request, Table or None, problem)]: what the report shows, in order."""
     from cmr_bench.report.tables import hash_table, paper_table
 
@@ -196,11 +197,11 @@ def build_tables(results_dir: Path, dataset: str, root: Path | None = None, expe
         name, metric = req["table"], req["metric"]
         try:
             if name in PAPER_TABLES:
-                t = _drop_unmatched(paper_table(name, dataset, results_dir, metric, root=root))
+                t = _drop_unmatched(paper_table(name, dataset, results_dir, metric, root=root, reference=reference))
             elif name == "hash":
-                t = hash_table(dataset, results_dir, metric)
+                t = hash_table(dataset, results_dir, metric, reference=reference)
             elif name == "djsrh-ablation":
-                t = hash_table(dataset, results_dir, metric, variants=True)
+                t = hash_table(dataset, results_dir, metric, variants=True, reference=reference)
             else:
                 raise CmrBenchError(f"unknown table '{name}' (known: {', '.join(DEFAULT_TABLES)})")
         except CmrBenchError as exc:
@@ -217,10 +218,10 @@ def build_tables(results_dir: Path, dataset: str, root: Path | None = None, expe
 
 # --- runs: environment and methods -------------------------------------------------------
 
-def _runs(results_dir: Path, dataset: str) -> list[tuple[Path, dict]]:
-    from cmr_bench.runner.store import iter_runs
+def _runs(results_dir: Path, dataset: str, reference: Path | None = None) -> list[tuple[Path, dict]]:
+    from cmr_bench.report.results import stored_runs
 
-    return [(folder, run) for folder, run, _ in iter_runs(results_dir, dataset)]
+    return [(folder, run) for folder, run, _ in stored_runs(results_dir, dataset, reference=reference)[0]]
 
 
 def _env_value(env: dict, key: str) -> str:
@@ -314,8 +315,24 @@ def _table_files(out_dir: Path, experiment: dict, name: str) -> list[Path]:
                   and not (p.name == "report.md" or p.name.startswith("report-") or p.name == f"{name}.md"))
 
 
-def _figure_list(out_dir: Path, experiment: dict | None) -> list[tuple[Path, str]]:
-    found = sorted(p for p in out_dir.glob("*.png") if p.is_file() and not p.name.endswith(".tmp.png"))
+def _usable_figure(path: Path, embed: bool) -> bool:
+    """A regular file (not a link) of a sane size; to be embedded, also a PNG the suite wrote
+    itself (its mark): a planted link to a secret or a stray file never goes into the page.
+    A linked page only points at files beside it (figures committed before the mark existed)."""
+    from cmr_bench.report.figures import FIGURE_MARK
+    from cmr_bench.safe_io import MAX_FIGURE, check_regular, read_bytes
+
+    try:
+        if not embed:
+            return bool(check_regular(path, "figure", MAX_FIGURE))
+        data = read_bytes(path, "figure", MAX_FIGURE)
+    except CmrBenchError:
+        return False
+    return data.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + FIGURE_MARK.encode() in data
+
+
+def _figure_list(out_dir: Path, experiment: dict | None, embed: bool = True) -> list[tuple[Path, str]]:
+    found = sorted(p for p in out_dir.glob("*.png") if _usable_figure(p, embed))
     ordered, seen = [], set()
     declared = experiment is not None and isinstance(experiment.get("figures"), list)
     for item in (experiment or {}).get("figures") or []:
@@ -333,12 +350,19 @@ def _figure_list(out_dir: Path, experiment: dict | None) -> list[tuple[Path, str
         return ordered
     order = {pat: i for i, (pat, _) in enumerate(CAPTIONS)}
     rest = [p for p in found if p not in seen]
-    rest.sort(key=lambda p: (next((order[pat] for pat, _ in CAPTIONS if re.search(pat, p.stem)), len(CAPTIONS)), p.name))
+    natural = lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]  # noqa: E731  16, 32, 64, 128 bits
+    rest.sort(key=lambda p: (next((order[pat] for pat, _ in CAPTIONS if re.search(pat, p.stem)), len(CAPTIONS)), natural(p.name)))
     return ordered + [(p, _caption(p)) for p in rest]
 
 
 def _caption(path: Path) -> str:
+    """What the figure shows, from its file name: fig_pr_hash_64bits.png -> "...curves, protocol
+    'hash', 64-bit codes (fig_pr_hash_64bits.png)"."""
     base = next((text for pat, text in CAPTIONS if re.search(pat, path.stem)), "Figure")
+    prefix = re.match(r"^fig_(pr|precision_at_r)_", path.stem)  # group_path's names: fig_<kind>_<protocol>[_<bits>bits]
+    what = re.fullmatch(r"(.+?)(?:_(\d+)bits)?", path.stem[prefix.end():]) if prefix else None
+    if what:
+        base += f", protocol '{what.group(1)}'" + (f", {what.group(2)}-bit codes" if what.group(2) else "")
     return f"{base} ({path.name})"
 
 
@@ -381,32 +405,34 @@ FIGURE_MODES = ("embed", "link")
 
 
 def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | None = None,
-                 experiment: dict | None = None, name: str = "report", figures: str = "embed") -> list[Path]:
+                 experiment: dict | None = None, name: str = "report", figures: str = "embed",
+                 reference: Path | None = None) -> list[Path]:
     """Write out_dir/<name>.html and out_dir/<name>.md; returns both paths. figures="embed" puts
     each PNG into the page (one file to send around); "link" points at the PNG beside it (a
     small page to commit; still offline)."""
     from cmr_bench import __version__
     from cmr_bench.paths import check_component
+    from cmr_bench.safe_io import MAX_FIGURE, make_folder, read_bytes, write_text
 
     if figures not in FIGURE_MODES:
         raise CmrBenchError(f"unknown figure mode '{figures}' (choose from: {', '.join(FIGURE_MODES)})")
     name = check_component(str(name), "report name")
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    runs = _runs(results_dir, dataset)
+    runs = _runs(results_dir, dataset, reference)
     if not runs:
         raise CmrBenchError(f"no stored runs of dataset '{dataset}' in {results_dir}: nothing to report "
                             f"(cmr-bench run --dataset {dataset} ... first)")
     if out_dir.exists() and not out_dir.is_dir():
         raise CmrBenchError(f"--out {out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "report folder")
     exp = experiment or {}
     title = str(exp.get("title") or (f"{exp['name']}: results on {dataset}" if exp.get("name") else f"Results on {dataset}"))
     sections: list[Section] = []
 
     # Tables: ours beside the published, with the marks the tables carry.
     sec = Section("Tables")
-    built = build_tables(results_dir, dataset, root, experiment)
+    built = build_tables(results_dir, dataset, root, experiment, reference)
     if not built:
         sec.html.append("<p>No table could be filled from the stored runs.</p>")
         sec.md.append("No table could be filled from the stored runs.")
@@ -434,19 +460,25 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
 
     # Figures: every PNG in out_dir (an experiment's: those it declares), embedded or linked (html), linked (md).
     sec = Section("Figures")
-    figs = _figure_list(out_dir, experiment)
+    figs = _figure_list(out_dir, experiment, embed=figures == "embed")
     if not figs:
         sec.html.append(f"<p>No figure files in this folder (make them with <code>cmr-bench plot pr --dataset {_h(dataset)} "
                         f"--out {_h(out_dir)}/fig_pr.png</code> and <code>plot tsne</code>).</p>")
         sec.md.append("No figure files in this folder.")
     for path, caption in figs:
         if figures == "embed":
-            src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+            src = "data:image/png;base64," + base64.b64encode(read_bytes(path, "figure", MAX_FIGURE)).decode("ascii")
         else:
             src = _h(quote(path.name))
         sec.html.append(f'<figure><img src="{src}" alt="{_h(caption)}">'
                         f"<figcaption>{_h(caption)}</figcaption></figure>")
         sec.md += [f"![{_md(caption)}]({quote(path.name)})", "", f"*{_md(caption)}*", ""]
+    shown = {p.name for p, _ in figs}
+    left_out = sorted(p.name for p in out_dir.glob("*.png") if p.name not in shown and not _usable_figure(p, figures == "embed"))
+    if left_out:  # said aloud: an old or foreign PNG is not silently missing
+        why = "not written by cmr-bench, or not a regular file" if figures == "embed" else "not a regular file"
+        sec.html.append(f'<p class="meta">Left out ({why}): {_h(", ".join(left_out))}</p>')
+        sec.md.append(f"Left out ({why}): {_md(', '.join(left_out))}")
     sections.append(sec)
 
     # Environment: what the runs recorded; disagreements said aloud.
@@ -472,7 +504,10 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
     # Methods: metadata, status, deviations from the paper, what the runs recorded.
     sec = Section("Methods and their deviations from the papers")
     for rec in method_records(runs):
-        head = f"{rec['name']}: {rec['full_name']}"
+        from cmr_bench.registry import display_name
+
+        shown = display_name(rec["name"])  # as the tables print it, with the plugin name to run it by
+        head = (f"{shown} ({rec['name']})" if shown != rec["name"] else rec["name"]) + f": {rec['full_name']}"
         sec.html.append(f"<h3>{_h(head)}</h3>")
         sec.md.append(f"### {_md(head)}")
         facts = [f"Status: {rec['status']} ({STATUS_MEANING.get(rec['status'], 'unknown status')})"]
@@ -533,9 +568,5 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
 
     written = []
     for filename, text in ((f"{name}.html", "\n".join(page)), (f"{name}.md", md_text)):
-        path = out_dir / filename
-        tmp = path.with_name(f".{filename}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_text(out_dir / filename, text, "report file"))
     return written

@@ -11,6 +11,8 @@ from cmr_bench.errors import CmrBenchError
 
 from cmr_bench.runner.store import STATUS_DONE, iter_runs
 
+DEFAULT_REFERENCE = Path("results") / "reference"  # the committed archive of reference runs (runner/archive.py)
+
 
 def method_key(method: str, variant: str) -> str:
     return f"{method}[{variant}]" if variant else method
@@ -33,14 +35,51 @@ def overrides_text(overrides) -> str:
     return " {" + ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(overrides.items())) + "}"
 
 
+def stored_runs(runs_dir: Path, dataset: str, data: str | None = None, reference: Path | None = None,
+                root: Path | None = None):
+    """(folder, run.json, metrics.json) of the user's runs, plus, with `reference` (an archive
+    folder, see runner/archive.py), the archived runs of every entry (method configuration and
+    code length) the user has no finished run of. Returns (runs, archive or None)."""
+    runs = list(iter_runs(Path(runs_dir), dataset, data=data))
+    if reference is None:
+        return runs, None
+    from cmr_bench.runner.archive import combine
+
+    def here():
+        from cmr_bench.data.loader import load_dataset
+
+        try:
+            return load_dataset(dataset, root).fingerprint
+        except (CmrBenchError, OSError, ValueError):  # no data here: the user's runs are all there is to check against
+            return None
+
+    return combine(runs, Path(reference), dataset, here)
+
+
+def reference_note(runs: pd.DataFrame, shown) -> list[str]:
+    """Which of a table's rows (keys in `shown`) came from the reference archive (none: no note)."""
+    if runs.empty or "source" not in runs:
+        return []
+    ref = runs[(runs["source"] == "reference") & runs["key"].isin(list(shown))]
+    if ref.empty:
+        return []
+    keys = ", ".join(sorted(set(ref["key"] + ref["bits"].map(lambda b: f" ({int(b)} bits)" if pd.notna(b) else ""))))
+    return [(f"From the reference archive {ref['archive'].iloc[0]}, not rerun here: {keys}. "
+             "Rows with runs in this results dir use those instead (--no-reference: these runs alone).")]
+
+
 def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_overrides: bool = False,
-            data: str | None = None) -> pd.DataFrame:
+            data: str | None = None, reference: Path | None = None, root: Path | None = None) -> pd.DataFrame:
     """Runs made with --set overrides are left out of paper tables unless asked for: a table
     row must mean the method's published configuration. Runs of different data (another
     dataset of the same name, or changed files: see Dataset.fingerprint) are never mixed:
-    `data` picks one fingerprint, and without it more than one is an error."""
+    `data` picks one fingerprint, and without it more than one is an error. `reference`: also
+    the archived reference runs of entries without a finished run here (see stored_runs)."""
+    from cmr_bench.runner.archive import is_reference
+
     rows = []
-    for folder, run, metrics in iter_runs(Path(runs_dir), dataset, data=data):
+    found, archive = stored_runs(runs_dir, dataset, data=data, reference=reference, root=root)
+    for folder, run, metrics in found:
         spec = run.get("spec", {})
         if protocol and spec.get("protocol") != protocol:
             continue
@@ -53,6 +92,8 @@ def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_o
             "config_hash": spec.get("config_hash"), "status": run.get("status"), "reason": run.get("reason", ""),
             "finished": str(run.get("finished", "")), "folder": str(folder), "code_type": run.get("method_info", {}).get("code_type"),
             "data": str(spec.get("data") or ""),
+            "source": "reference" if is_reference(folder, archive) else "store",
+            "archive": archive.describe() if is_reference(folder, archive) else "",
         }
         if data is not None and row["data"] != data:
             continue

@@ -116,7 +116,9 @@ def plot_sweep(runs_dir: Path, dataset: str, out: Path, method: str, parameters,
     handles, labels = max((ax.get_legend_handles_labels() for ax in axes[0]), key=lambda hl: len(hl[0]))
     if handles:  # one legend for all panels, outside them: it never hides a point
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, frameon=False)
-    name = method + (f" [{variant}]" if variant else "")
+    from cmr_bench.registry import display_name
+
+    name = display_name(method) + (f" [{variant}]" if variant else "")
     fig.suptitle(title or f"Parameter sensitivity of {name} on {dataset}: one hyperparameter varied, the others at their defaults",
                  fontsize=12)
     return _save(fig, Path(out))

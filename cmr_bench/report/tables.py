@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cmr_bench.registry import display_name
 from cmr_bench.report.published import published
-from cmr_bench.report.results import TUNED_SUFFIX, collect
+from cmr_bench.report.results import TUNED_SUFFIX, collect, reference_note
 from cmr_bench.report.significance import annotate
 from cmr_bench.report.summary import mean_std
 
@@ -32,6 +33,7 @@ class Table:
     frame: pd.DataFrame  # numeric, for CSV
     display: pd.DataFrame  # formatted strings, for Markdown / LaTeX
     notes: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # each row's identity (plugin key), for --methods
 
 
 def _fmt(mean, std, n) -> str:
@@ -88,7 +90,7 @@ def _table5_source(dataset: str, root: Path | None) -> tuple[str, dict]:
 
 
 def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all", root: Path | None = None,
-                include_overrides: bool = False, hide_missing: bool = False) -> Table:
+                include_overrides: bool = False, hide_missing: bool = False, reference: Path | None = None) -> Table:
     """`include_overrides`: runs made with --set get a row of their own per configuration, under
     their method's row; `hide_missing`: leave out rows without a run of ours (no plugin, not run)."""
     from cmr_bench.registry import all_methods
@@ -97,7 +99,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     paper_dataset, features = _table5_source(dataset, root) if table == "5" else (dataset, {})
     pub = pub_all[(pub_all["dataset"] == paper_dataset) & (~pub_all["table"].astype(str).str.contains("same-features"))]
     same = pub_all[(pub_all["dataset"] == paper_dataset) & (pub_all["table"].astype(str).str.contains("same-features"))]
-    runs = collect(runs_dir, dataset, protocol="real", include_overrides=include_overrides)
+    runs = collect(runs_dir, dataset, protocol="real", include_overrides=include_overrides, reference=reference, root=root)
     plugins = all_methods()
     # Rows: the paper's rows in its order, then our real-valued methods the paper lacks (table II only).
     rows = [(r["method"], r["key"]) for _, r in pub.iterrows()]
@@ -105,9 +107,9 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         listed = {k for _, k in rows}
         for name, cls in plugins.items():
             if cls.code_type == "real" and name not in listed and name != "backbone-zero-shot":  # Table V's
-                rows.append((name, name))
+                rows.append((display_name(name), name))
                 if cls.info.status == "baseline":  # reference rows (label-softmax): each variant too
-                    rows += [(f"{name} [{v}]", f"{name}[{v}]") for v in cls.variants]
+                    rows += [(display_name(f"{name}[{v}]"), f"{name}[{v}]") for v in cls.variants]
         # Same-features references without a plugin of ours get a row of their own; those with
         # one (CCA) appear in the "same-features ref." column of their row.
         rows += [(r["method"] + " (same features)", f"same:{r['method']}") for _, r in same.iterrows() if not r["key"]]
@@ -119,8 +121,9 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     # Runs made with --config tuned: columns of their own beside the default ones, only when some exist.
     has_tuned = not runs.empty and bool(runs["key"].str.endswith(TUNED_SUFFIX).any())
     lab = "Default " if has_tuned else ""
-    records, display, folders, tuned_folders = [], [], [], []
+    records, display, folders, tuned_folders, row_keys = [], [], [], [], []
     for label, key in rows:
+        row_keys.append(key or label)
         if table == "5" and features:  # never SDCMR's runs on the dataset's own features
             key = TABLE5_PLUGINS.get(key, key)
         base = key.split(" {")[0].split("[")[0]
@@ -177,21 +180,23 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                 if pd.notna(rec["same_features_img2txt"]) else ""
             )
     notes = [f"Ours: {metric} (mean ± sample std over seeds, n runs); retrieval by cosine; protocol 'real' (test queries vs test set)."]
-    notes += annotate(records, display, folders, [("i2t", "img2txt", f"{lab}Img2Txt"), ("t2i", "txt2img", f"{lab}Txt2Img")], metric)
+    keys = [r["plugin"] for r in records]  # a method's rows at other configs (--set) are one family
+    notes += annotate(records, display, folders, [("i2t", "img2txt", f"{lab}Img2Txt"), ("t2i", "txt2img", f"{lab}Txt2Img")], metric, keys=keys)
     if has_tuned:  # marks per column: tuned entries are compared with each other
         notes += [n for n in annotate(records, display, tuned_folders, [("i2t", "tuned_img2txt", "Tuned Img2Txt"),
-                                                                          ("t2i", "tuned_txt2img", "Tuned Txt2Img")], metric) if n not in notes]
+                                                                          ("t2i", "tuned_txt2img", "Tuned Txt2Img")], metric, keys=keys) if n not in notes]
         notes.append("Default: each method's published configuration. Tuned: its best configuration from `cmr-bench tune` "
                      "(the same trial budget per method, chosen on a validation split carved from train; the test split "
                      "is never read), run with `--config tuned` on the same protocol.")
     ceiling = _label_ceiling(dataset, root, metric) if table == "2" else None
     if ceiling is not None:  # codes = the items' own labels: no method can rank better
-        label = "label oracle (ceiling, from labels)"
+        label = "Label oracle (ceiling)"  # "from labels": its status
         records.append({"method": label, "plugin": "", "status": "from labels", "img2txt_mean": ceiling[0],
                         "txt2img_mean": ceiling[1], "avg": sum(ceiling) / 2, "runs": 0})
+        row_keys.append("label-oracle")
         display.append({"Method": label, f"{lab}Img2Txt": f"{ceiling[0]:.3f}", f"{lab}Txt2Img": f"{ceiling[1]:.3f}",
                         f"{lab}Avg": f"{sum(ceiling) / 2:.3f}", f"{lab}n": ""})
-    notes += _features_note(dataset, pub, root)
+    notes += _features_note(dataset, pub, root) + reference_note(runs, keys + [k + TUNED_SUFFIX for k in keys if k])
     if len(same):
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})"
                          for _, r in same.iterrows() if pd.notna(r["img2txt"]))
@@ -212,10 +217,10 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
                 if r["status"] not in ("no plugin", "not run", "needs backbone features") or r.get("tuned_runs")]
         if len(keep) < len(records):
             notes.append(f"{len(records) - len(keep)} row(s) without a run of ours left out (--hide-missing).")
-        records, display = [records[i] for i in keep], [display[i] for i in keep]
+        records, display, row_keys = [records[i] for i in keep], [display[i] for i in keep], [row_keys[i] for i in keep]
     if include_overrides:
         notes.append("Rows with {key=value} are runs made with --set: not the method's published configuration.")
-    return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes)
+    return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes, row_keys)
 
 
 def _label_ceiling(dataset: str, root: Path | None, metric: str) -> tuple[float, float] | None:
@@ -248,12 +253,12 @@ def raise_missing(table: str, dataset: str):
 
 
 def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: bool = False,
-               include_overrides: bool = False, hide_missing: bool = False) -> Table:
+               include_overrides: bool = False, hide_missing: bool = False, reference: Path | None = None) -> Table:
     """Methods (or DJSRH variants) x code lengths x directions, mean ± std over seeds, and n
     (runs per cell: one number, or min-max when the cells differ)."""
     from cmr_bench.registry import all_methods
 
-    runs = collect(runs_dir, dataset, include_overrides=include_overrides)
+    runs = collect(runs_dir, dataset, include_overrides=include_overrides, reference=reference)
     binary = [n for n, c in all_methods().items() if c.code_type == "binary"]
     runs = runs[runs["method"].isin(binary)] if not runs.empty else runs
     if variants:
@@ -266,7 +271,7 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     records, display, folders = [], [], {b: [] for b in bits}
     for key in keys:
         mine = runs[runs["key"] == key] if not runs.empty else runs
-        rec, disp = {"method": key}, {"Method": key}
+        rec, disp = {"method": display_name(key), "plugin": key}, {"Method": display_name(key)}
         counts = []
         for b in bits:
             sel = mine[(mine["bits"] == b) & (mine["status"] == "done")]
@@ -284,9 +289,11 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     notes = [f"{metric}, Hamming ranking (ties: expected value over tied orders), mean ± sample std over seeds."]
     for b in bits:  # each code length is its own comparison
         notes += [n for n in annotate(records, display, folders[b], [("i2t", f"i2t_{b}", f"I→T {b}"), ("t2i", f"t2i_{b}", f"T→I {b}")],
-                                      metric) if n not in notes]
+                                      metric, keys=keys) if n not in notes]
+    notes += reference_note(runs, keys)
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
-    return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes)
+    return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes,
+                 list(keys))
 
 
 def _is_number(value) -> bool:
@@ -299,33 +306,91 @@ def _is_number(value) -> bool:
         return False
 
 
+def _md_safe(value, cell: bool = False):
+    """A cell, header, title or note for Markdown: no raw HTML (a `--set` value holding <script> is
+    text, not markup: every `<` that could open a tag and every `&` that could start an entity is
+    escaped; "p < 0.05" stays as it is) and, in a cell, no `|` splitting the row."""
+    if not isinstance(value, str):
+        return value
+    import re
+
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"&(?=#?\w+;)", "&amp;", value))
+    return " ".join((text.replace("|", "\\|") if cell else text).split())
+
+
+def _md_cell(value):
+    return _md_safe(value, cell=True)
+
+
 def to_markdown(t: Table) -> str:
     # disable_numparse: "0.450" stays "0.450" (tabulate would print 0.45); numeric columns still right-aligned
     frame = t.display.fillna("")
+    frame = frame.rename(columns=_md_cell).apply(lambda col: col.map(_md_cell)) if not frame.empty else frame
     body = frame.to_markdown(index=False, disable_numparse=True, colalign=[
         "right" if all(_is_number(v) for v in frame[c]) else "left" for c in frame.columns]) if not t.display.empty else "(no rows)"
-    notes = "\n".join(f"- {n}" for n in t.notes)
-    return f"**{t.title} — {t.dataset}**\n\n{body}\n\n{notes}\n"
+    notes = "\n".join(f"- {_md_safe(n)}" for n in t.notes)
+    return f"**{_md_safe(t.title)} — {_md_safe(t.dataset)}**\n\n{body}\n\n{notes}\n"
 
 
-def _latex_escape(s: str) -> str:
-    text = str(s).replace("\\", "\\textbackslash ")
-    for ch in "&%_#{}$":
-        text = text.replace(ch, "\\" + ch)
-    text = text.replace("\\textbackslash ", "\\textbackslash{}").replace("~", "\\textasciitilde{}").replace("^", "\\textasciicircum{}")
-    for symbol, tex in (("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("→", "$\\to$"), ("—", "--"), ("–", "--"), ("×", "$\\times$"),
-                        ("≤", "$\\leq$"), ("≥", "$\\geq$"), ("·", "$\\cdot$"), ("…", "\\ldots{}"), ("’", "'"), ("†", "$^\\dagger$")):
-        text = text.replace(symbol, tex)
+# Unicode the tables and notes use, as LaTeX that compiles with or without fontenc/inputenc.
+_LATEX_SYMBOLS = (("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("→", "$\\to$"), ("↔", "$\\leftrightarrow$"), ("—", "---"), ("–", "--"),
+                  ("×", "$\\times$"), ("≤", "$\\leq$"), ("≥", "$\\geq$"), ("≈", "$\\approx$"), ("≠", "$\\neq$"), ("·", "$\\cdot$"),
+                  ("…", "\\ldots{}"), ("’", "'"), ("‘", "`"), ("“", "``"), ("”", "''"), ("†", "$^\\dagger$"), ("‡", "$^\\ddagger$"),
+                  ("α", "$\\alpha$"), ("β", "$\\beta$"), ("γ", "$\\gamma$"), ("δ", "$\\delta$"), ("η", "$\\eta$"), ("λ", "$\\lambda$"),
+                  ("μ", "$\\mu$"), ("σ", "$\\sigma$"), ("τ", "$\\tau$"), ("∞", "$\\infty$"), ("✓", "yes"), ("✗", "no"))
+# Characters LaTeX treats as commands, as text.
+_LATEX_SPECIALS = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_", "{": "\\{",
+                   "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "<": "\\textless{}", ">": "\\textgreater{}",
+                   "|": "\\textbar{}", '"': "\\texttt{\\char34}", "`": "\\texttt{\\char96}"}  # both in OT1 and T1
+
+
+def _latex_text(text: str) -> str:
+    """Plain text: every special character escaped, known symbols as math, Latin-1 letters as
+    they are, anything else as its ASCII base or "?" (a stray symbol must not stop pdflatex)."""
+    import unicodedata
+
     import re
 
-    return re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", text)  # Markdown bold (significance marks)
+    out = re.sub(r"-(?=-)", "-{}", "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text))  # "--set": two hyphens, no dash
+    for symbol, tex in _LATEX_SYMBOLS:
+        out = out.replace(symbol, tex)
+    keep = lambda ch: ord(ch) < 128 or (ord(ch) < 256 and unicodedata.category(ch).startswith("L"))  # noqa: E731  é: LaTeX's utf8
+    return "".join(ch if keep(ch) else unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "?" for ch in out)
+
+
+def _latex_escape(s) -> str:
+    """A cell or note as LaTeX: `code` -> \\texttt, **bold** -> \\textbf, comparisons such as
+    "p < 0.05" in math mode, the rest escaped as text."""
+    import re
+
+    def math(m):  # "p < 0.05", "n = 5": one formula
+        op = {"<": "<", ">": ">", "=": "=", "≤": "\\leq", "≥": "\\geq"}[m.group(2)]
+        return f"${m.group(1)} {op} {m.group(3)}$"
+
+    parts = re.split(r"(`[^`]+`|\*\*.+?\*\*|\b[A-Za-z]\s*[<>=≤≥]\s*-?[0-9][0-9.]*\b)", str(s))
+    out = []
+    for part in parts:
+        if not part:
+            continue
+        if part.startswith("`") and part.endswith("`") and len(part) > 1:
+            out.append(f"\\texttt{{{_latex_text(part[1:-1])}}}")
+        elif part.startswith("**") and part.endswith("**") and len(part) > 4:
+            out.append(f"\\textbf{{{_latex_escape(part[2:-2])}}}")
+        elif re.fullmatch(r"[A-Za-z]\s*[<>=≤≥]\s*-?[0-9][0-9.]*", part):
+            out.append(re.sub(r"([A-Za-z])\s*([<>=≤≥])\s*(-?[0-9][0-9.]*)", math, part))
+        else:
+            out.append(_latex_text(part))
+    return "".join(out)
 
 
 def latex_caption(t: Table) -> str:
     """The title without its "Table II:" prefix: LaTeX numbers the table itself."""
     import re
 
-    return re.sub(r"^Table [IVX0-9]+:\s*", "", t.title)
+    caption = re.sub(r"^Table [IVX0-9]+:\s*", "", t.title)
+    if t.name == "hash_map50":  # the two hashing tables differ only in the metric: say which
+        caption = caption.replace("MAP", "MAP@50")
+    return caption
 
 
 def latex_label(t: Table) -> str:
@@ -334,40 +399,156 @@ def latex_label(t: Table) -> str:
     return "tab:" + re.sub(r"[^A-Za-z0-9]+", "-", f"{t.name}-{t.dataset}").strip("-").lower()
 
 
-def to_latex(t: Table) -> str:
-    """A float that fits a two-column paper: table* (both columns) with the tabular scaled to the
-    text width, caption above, a label, notes below in footnote size."""
-    cols = list(t.display.columns)
+LATEX_COLUMNS = ("ci", "n", "paper", "same-features")  # extra LaTeX columns, on request (`table --columns`)
+
+
+def _latex_blocks(t: Table, columns) -> tuple[str, list[tuple[str, list[tuple[str, str]]]]]:
+    """("columns" | "rows", [(block title, [(header, display column), ...]), ...]): the paper's
+    layout. Paper tables: Method | Img2Txt | Txt2Img | Avg, a block of columns per configuration
+    (default, tuned) as the paper has per dataset; hashing tables: a column per code length, a
+    block of rows per direction. `columns` adds extras (LATEX_COLUMNS)."""
+    import re
+
+    have = set(t.display.columns)
+    bits = sorted({int(m.group(1)) for c in have if (m := re.fullmatch(r"I→T (\d+)", c))})
+    if bits:
+        blocks = []
+        for arrow, title in (("I→T", "Img2Txt"), ("T→I", "Txt2Img")):
+            spec = []
+            for b in bits:
+                spec.append((f"{b} bits", f"{arrow} {b}"))
+                if "ci" in columns:
+                    spec.append(("95% CI", f"{arrow} {b} 95% CI"))
+            spec += [("n", "n")] if "n" in columns else []
+            blocks.append((title, spec))
+        return "rows", blocks
+    titles = {"Default ": "Default", "Tuned ": "Tuned", "": ""}
+    blocks = []
+    for prefix in (p for p in titles if f"{p}Img2Txt" in have):
+        spec = []
+        for d in ("Img2Txt", "Txt2Img"):
+            spec.append((d, f"{prefix}{d}"))
+            if "ci" in columns:
+                spec.append(("95% CI", f"{prefix}{d} 95% CI"))
+        spec.append(("Avg", f"{prefix}Avg"))
+        spec += [("n", f"{prefix}n")] if "n" in columns else []
+        blocks.append((titles[prefix], spec))
+    if "paper" in columns:
+        blocks.append(("Published", [("Img2Txt", "Paper Img2Txt"), ("Txt2Img", "Paper Txt2Img"), ("Avg", "Paper Avg"),
+                                     ("$\\Delta$ Avg", "Δ Avg")]))
+    if "same-features" in columns and "Same-features ref." in have:
+        blocks.append(("Same features", [("Img2Txt / Txt2Img", "Same-features ref.")]))
+    return "columns", blocks
+
+
+def _latex_cell(value) -> str:
+    """A table cell: "0.283 ± 0.012 †" as one formula (tight, the mark as a superscript),
+    "**...**" (the column's best) in bold, math included; the rest as `_latex_escape`."""
+    import re
+
+    text = str(value)
+    bold = re.fullmatch(r"\*\*(.+)\*\*", text.strip())
+    if bold:
+        return f"\\textbf{{\\boldmath {_latex_cell(bold.group(1))}}}"
+
+    def formula(m):
+        mark = "\\rlap{$^\\dagger$}" if m.group(3) else ""  # the mark takes no width: numbers stay aligned
+        return f"\x00${m.group(1)} \\pm {m.group(2)}${mark}\x01"
+
+    text = re.sub(r"(-?\d+\.\d+) ± (\d+\.\d+)( †)?", formula, text)
+    return "".join(part[1:] if part.startswith("\x00") else _latex_escape(part) for part in re.split(r"(\x00[^\x01]*)\x01", text))
+
+
+def to_latex(t: Table, columns=()) -> str:
+    """A table* float at the document's font size, no scaling: caption above, a label, the
+    tabular in the paper's layout (`_latex_blocks`), the notes as a footnote-size paragraph below."""
+    bad = [c for c in columns if c not in LATEX_COLUMNS]
+    if bad:
+        from cmr_bench.errors import UnknownNameError
+
+        raise UnknownNameError("table column", bad[0], LATEX_COLUMNS)
+    orientation, blocks = _latex_blocks(t, columns)
+    frame = t.display.fillna("").astype(str)
+    cell = lambda row, col: _latex_cell(row.get(col, "")) if col in frame else ""  # noqa: E731
+    if orientation == "rows":
+        head = [("Method", "Method")] + blocks[0][1]
+        width = len(head)
+        header = [" & ".join(_latex_escape(h) for h, _ in head) + " \\\\"]
+    else:
+        blocks = [(title, spec) for title, spec in blocks  # a configuration nothing was run with (or no published number): no columns
+                  if any(frame[col].str.strip().any() for _, col in spec if col in frame)]
+        blocks = blocks or [("", [])]
+        head = [("Method", "Method")] + [hc for _, spec in blocks for hc in spec]
+        width = len(head)
+        groups, first, rules = ["Method"], 2, []
+        for title, spec in blocks:
+            groups.append(f"\\multicolumn{{{len(spec)}}}{{c}}{{{_latex_escape(title)}}}")
+            rules.append(f"\\cmidrule(lr){{{first}-{first + len(spec) - 1}}}")
+            first += len(spec)
+        header = ([" & ".join(groups) + " \\\\", "".join(rules)] if len(blocks) > 1 or blocks[0][0] else [])
+        header.append(" & ".join("" if h == "Method" and header else _latex_escape(h) if "$" not in h else h for h, _ in head)
+                      + " \\\\")
     lines = [
-        "% generated by cmr-bench table; needs \\usepackage{booktabs} and \\usepackage{graphicx}",
-        "\\begin{table*}[t]", "\\centering",
+        "% generated by cmr-bench table; needs \\usepackage{booktabs}",
+        "\\begin{table*}[t]", "\\centering", "\\setlength{\\tabcolsep}{5pt}",
         f"\\caption{{{_latex_escape(latex_caption(t))} ({_latex_escape(t.dataset)})}}",
         f"\\label{{{latex_label(t)}}}",
-        "\\resizebox{\\textwidth}{!}{%",
-        "\\begin{tabular}{l" + "c" * (len(cols) - 1) + "}", "\\toprule",
-        " & ".join(_latex_escape(c) for c in cols) + " \\\\", "\\midrule",
+        "\\begin{tabular}{l" + "c" * (width - 1) + "}", "\\toprule", *header,
     ]
-    for _, row in t.display.fillna("").iterrows():
-        lines.append(" & ".join(_latex_escape(row[c]) for c in cols) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}}"]
-    lines += [f"\\par\\footnotesize {_latex_escape(n)}" for n in t.notes]
+    if orientation == "rows":
+        for title, spec in blocks:
+            lines += ["\\midrule", f"\\multicolumn{{{width}}}{{l}}{{\\textit{{{_latex_escape(title)}}}}} \\\\"]
+            lines += [" & ".join([_latex_escape(row["Method"])] + [cell(row, col) for _, col in spec]) + " \\\\"
+                      for _, row in frame.iterrows()]
+    else:
+        lines.append("\\midrule")
+        lines += [" & ".join([_latex_escape(row["Method"])] + [cell(row, col) for _, col in head[1:]]) + " \\\\"
+                  for _, row in frame.iterrows()]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if t.notes:
+        lines += ["", "\\smallskip", "\\begin{minipage}{\\textwidth}\\footnotesize\\raggedright"]
+        lines += [_latex_escape(n) + "\\par" for n in t.notes]
+        lines.append("\\end{minipage}")
     lines += ["\\end{table*}", ""]
     return "\n".join(lines)
 
 
-def write_table(t: Table, out_dir: Path, formats: list[str]) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def select_rows(t: Table, methods: list[str]) -> Table:
+    """The rows `methods` names, in that order (`table --methods`): a plugin key (with its tuned
+    and --set rows), a name[variant], or the row's label as printed; an unknown name is an error."""
+    from cmr_bench.errors import UnknownNameError
+
+    keys = t.keys or list(t.display["Method"]) if not t.display.empty else []
+    labels = list(t.display["Method"]) if not t.display.empty else []
+    order: list[int] = []
+    for wanted in methods:
+        w = wanted.strip().lower()
+        hits = [i for i, (k, label) in enumerate(zip(keys, labels))
+                if w in (k.lower(), str(label).lower()) or k.lower().startswith((w + " (", w + " {"))]
+        if not hits:
+            raise UnknownNameError(f"row of {t.name}", wanted, sorted(set(keys)))
+        order += [i for i in hits if i not in order]
+    frame = t.frame.iloc[order].reset_index(drop=True) if len(t.frame) == len(labels) else t.frame
+    notes = list(t.notes)
+    if len(order) < len(labels):  # the marks were computed on the whole column: say so, never imply otherwise
+        notes.append(f"{len(labels) - len(order)} row(s) left out (--methods); CIs and marks compare each entry with "
+                     "every row of the full table, shown or not.")
+    return Table(t.name, t.dataset, t.title, frame, t.display.iloc[order].reset_index(drop=True), notes,
+                 [keys[i] for i in order])
+
+
+def write_table(t: Table, out_dir: Path, formats: list[str], columns=()) -> list[Path]:
+    from cmr_bench.safe_io import make_folder, write_text
+
+    make_folder(out_dir, "table folder")
     written = []
     for fmt in formats:
         path = out_dir / f"{t.name}.{ {'csv': 'csv', 'latex': 'tex', 'md': 'md'}[fmt] }"
         if fmt == "csv":
             text = t.frame.to_csv(index=False, float_format="%.4f")
         elif fmt == "latex":
-            text = to_latex(t)
+            text = to_latex(t, columns)
         else:
             text = to_markdown(t)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_text(path, text, "table file"))
     return written

@@ -135,6 +135,8 @@ def plot_tsne(runs_dir: Path, dataset: str, out: Path, method: str = "sdcmr", ro
     fig.legend(handles=classes + kinds, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=10, frameon=False,
                title="class" + (" (first label)" if d["multilabel"] else ""))
     spec = d["run"]["spec"]
-    fig.suptitle(f"t-SNE on the {d['split']} split of {dataset} ({n} pairs): {method}, run seed {spec.get('seed')}, "
+    from cmr_bench.registry import display_name
+
+    fig.suptitle(f"t-SNE on the {d['split']} split of {dataset} ({n} pairs): {display_name(method)}, run seed {spec.get('seed')}, "
                  f"t-SNE seed {seed}, cosine geometry", fontsize=12)
     return _save(fig, Path(out))

@@ -3,10 +3,14 @@ the method (exception, NaN loss or codes) is recorded as a failed run with its r
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import numbers
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -20,7 +24,7 @@ from cmr_bench.data.types import Dataset
 from cmr_bench.registry import get_method
 from cmr_bench.runner.environment import environment
 from cmr_bench.runner.spec import DEFAULT_RS, EVAL_KS, RunSpec
-from cmr_bench.runner.store import STATUS_DONE, STATUS_FAILED, write_run
+from cmr_bench.runner.store import STATUS_DONE, STATUS_FAILED, json_default, write_run
 
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}
 
@@ -29,8 +33,34 @@ class RunFailed(Exception):
     """The method failed (diverged, produced invalid codes, raised)."""
 
 
+class _OutOfTime(BaseException):
+    """Raised by the run's alarm: a BaseException, so a plugin's `except Exception` cannot swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise _OutOfTime in this (main) thread after `seconds` (SIGALRM); no limit without
+    seconds, or off the main thread (where no signal can be delivered)."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _OutOfTime()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _check_codes(codes: np.ndarray, n: int, code_type: str, bits: int | None, what: str) -> np.ndarray:
     codes = np.asarray(codes)
+    if codes.dtype.kind not in "biuf":  # complex, object, strings: not codes the evaluator can rank
+        raise RunFailed(f"{what}: codes must be real numbers, got dtype {codes.dtype}")
     if codes.ndim != 2 or codes.shape[0] != n:
         raise RunFailed(f"{what}: expected ({n}, k) codes, got shape {codes.shape}")
     if not np.isfinite(codes).all():
@@ -70,6 +100,16 @@ def _check_log(log: list[dict]) -> None:
         for key, value in row.items():
             if _non_finite(value):
                 raise RunFailed(f"training diverged: {key}={float(value)} at step {row.get('step', row.get('epoch', '?'))}")
+            if not _json_ok({str(key): value}):  # the log is stored as JSON: an odd value fails this run only
+                raise RunFailed(f"fit() logged '{key}' = a {type(value).__name__}, not a JSON value")
+
+
+def _json_ok(row) -> bool:
+    try:
+        json.dumps(row, default=json_default)
+        return True
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return False
 
 
 @dataclass
@@ -111,8 +151,9 @@ def write_record(record: RunRecord, runs_dir: Path) -> None:
     write_run(record.spec.folder(runs_dir), record.run, record.metrics, record.log, record.arrays)
 
 
-def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inline") -> RunRecord:
-    """Seed, split, fit, encode and evaluate one spec, without touching the store."""
+def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inline", timeout: float | None = None) -> RunRecord:
+    """Seed, split, fit, encode and evaluate one spec, without touching the store. `timeout`
+    (seconds, main thread only): a run still going after it is stored as failed."""
     from cmr_bench.evaluation import evaluate, to_jsonable
 
     cls = get_method(spec.method)
@@ -142,23 +183,28 @@ def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inlin
         arrays["split_query_indices"] = query.indices
         arrays["split_retrieval_indices"] = retrieval.indices
         try:
-            # spec.config was resolved once, when the grid was expanded; create() seeds the run.
-            method = cls.create(
-                image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes,
-                label_kind=dataset.label_kind, config=spec.config, bits=spec.bits, device=device, seed=spec.seed,
-            )
-            run["notes"] = list(method.notes())
-            log = list(method.fit(train, val) or [])
-            _check_log(log)
-            t_fit = time.perf_counter()
-            codes = {}
-            for role, split in (("query", query), ("retrieval", retrieval)):
-                for modality in ("image", "text"):
-                    what = f"{role} {modality} codes"
-                    codes[(role, modality)] = _check_codes(
-                        method.encode(split.features(modality), modality), len(split), cls.code_type, spec.bits, what
-                    )
-                    arrays[f"codes_{role}_{modality}"] = codes[(role, modality)]
+            with time_limit(timeout):
+                # spec.config was resolved once, when the grid was expanded; create() seeds the run.
+                method = cls.create(
+                    image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes,
+                    label_kind=dataset.label_kind, config=spec.config, bits=spec.bits, device=device, seed=spec.seed,
+                )
+                run["notes"] = list(method.notes())
+                log = list(method.fit(train, val) or [])
+                _check_log(log)
+                t_fit = time.perf_counter()
+                codes = {}
+                for role, split in (("query", query), ("retrieval", retrieval)):
+                    for modality in ("image", "text"):
+                        what = f"{role} {modality} codes"
+                        codes[(role, modality)] = _check_codes(
+                            method.encode(split.features(modality), modality), len(split), cls.code_type, spec.bits, what
+                        )
+                        arrays[f"codes_{role}_{modality}"] = codes[(role, modality)]
+        except _OutOfTime:
+            raise RunFailed(f"time limit: still running after --run-timeout {timeout:g} s; stopped") from None
+        except SystemExit as exc:  # a plugin calling sys.exit() must not end the grid with nothing stored
+            raise RunFailed(f"the method called sys.exit({exc.code!r})") from None
         except RunFailed:
             raise
         except Exception as exc:  # the plugin's own failure: record it, keep the grid going
@@ -180,6 +226,7 @@ def compute(spec: RunSpec, dataset: Dataset, device: str, executor: str = "inlin
             metrics[direction] = {k: v for k, v in to_jsonable(result).items() if k != "per_query_ap"}
         run.update(status=STATUS_DONE, timings={"fit_s": t_fit - t0, "encode_s": t_encode - t_fit, "evaluate_s": time.perf_counter() - t_encode})
     except RunFailed as exc:
+        log = [row for row in log if _json_ok(row)]  # what JSON can hold is kept (a diverged loss curve)
         run.update(status=STATUS_FAILED, reason=str(exc).splitlines()[0] if str(exc) else "failed",
                    traceback=traceback.format_exc(limit=8), timings={"total_s": time.perf_counter() - t0})
         metrics = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import time
 import sys
 import traceback
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class InlineExecutor:
 
     name = "inline"
     capacity = 1
+    run_timeout: float | None = None  # --run-timeout, seconds (SIGALRM: this is the main thread)
 
     def __init__(self, dataset, device: str, runs_dir: Path):
         self.dataset, self.device, self.runs_dir = dataset, device, Path(runs_dir)
@@ -69,7 +71,8 @@ class InlineExecutor:
         if not self._queue:
             return []
         token, spec = self._queue.pop(0)
-        return [Outcome(token, RECORD, record=compute(spec, self.dataset, self.device, executor=self.name))]
+        record = compute(spec, self.dataset, self.device, executor=self.name, timeout=self.run_timeout)
+        return [Outcome(token, RECORD, record=record)]
 
     def close(self, abort: bool = False) -> None:
         self._queue.clear()
@@ -130,10 +133,10 @@ def _worker_main(conn, payload: bytes) -> None:  # pragma: no cover - runs in th
             return
         if msg is None:
             return
-        token, spec = msg
+        token, spec, timeout = (msg + (None,))[:3]
         current[0] = token
         try:
-            record = compute(spec, dataset, device, executor="process")
+            record = compute(spec, dataset, device, executor="process", timeout=timeout)
             conn.send((RECORD, token, record))  # the parent writes it, under the run's lock
         except BaseException as exc:
             conn.send((FAILED, token, f"runner error in worker: {type(exc).__name__}: {exc}".splitlines()[0], traceback.format_exc()))
@@ -169,6 +172,11 @@ class _Worker:
     process: Any
     conn: Any
     token: int | None = None
+    started: float = 0.0  # time.monotonic() when its current run was sent
+
+
+# A run stuck inside one native call never sees its alarm: its worker is killed this long after.
+KILL_GRACE_S = 30.0
 
 
 def _exit_reason(exitcode: int | None) -> str:
@@ -190,6 +198,7 @@ class ProcessExecutor:
     its current run with it (recorded as failed); a fresh worker replaces it."""
 
     name = "process"
+    run_timeout: float | None = None  # --run-timeout, seconds; each worker's main thread keeps the time
 
     def __init__(self, jobs: int, dataset_source, device: str, runs_dir: Path, threads: int | None = None):
         import multiprocessing as mp
@@ -216,7 +225,8 @@ class ProcessExecutor:
         w = idle[0] if idle else self._start()
         self._next += 1
         w.token = self._next
-        w.conn.send((w.token, spec))
+        w.started = time.monotonic()
+        w.conn.send((w.token, spec, self.run_timeout))
         return w.token
 
     def wait(self, timeout: float | None = None) -> list[Outcome]:
@@ -254,6 +264,12 @@ class ProcessExecutor:
                 w.process.join(timeout=5)
                 out.append(Outcome(w.token, FAILED, reason=_exit_reason(w.process.exitcode)))
             self._drop(w)
+        if self.run_timeout:
+            now = time.monotonic()
+            for w in [w for w in self.workers if w.token is not None and now - w.started > self.run_timeout + KILL_GRACE_S]:
+                out.append(Outcome(w.token, FAILED, reason=f"time limit: still running {KILL_GRACE_S:g} s after "
+                                                           f"--run-timeout {self.run_timeout:g} s; worker killed"))
+                self._drop(w)
         return out
 
     def _drop(self, w: _Worker) -> None:

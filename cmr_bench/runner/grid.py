@@ -78,14 +78,45 @@ def _overrides_for(method: str, cls, overrides: dict[str, Any]) -> dict[str, Any
     return validate_config(cls, mine, "--set")
 
 
+MAX_RUNS = 10_000  # a bigger grid is more often a typo (seeds "0-99999") than a plan: --max-runs lifts it
+
+
+def _variant_names(cls, variants: str) -> list[str]:
+    if variants == "none":
+        return [""]
+    if variants == "all":
+        return [""] + list(cls.variants)
+    wanted = [v.strip() for v in str(variants).split(",") if v.strip()]
+    return [""] + [v for v in dict.fromkeys(wanted) if v in cls.variants]
+
+
+def count_runs(methods: list[str], seeds: list[int], bits: list[int] | None = None, variants: str = "none") -> int:
+    """How many runs expand() would make (methods x variants x code lengths x seeds), without making them."""
+    total = 0
+    for name in methods:
+        cls = get_method(name)
+        lengths = len(bits or DEFAULT_BITS) if cls.code_type == "binary" else 1
+        total += len(_variant_names(cls, variants)) * lengths * len(seeds)
+    return total
+
+
+def check_grid_size(runs: int, max_runs: int | None, what: str = "the grid") -> None:
+    """One line, before anything is expanded, when a grid has more runs than the limit."""
+    limit = MAX_RUNS if max_runs is None else max_runs
+    if runs > limit:
+        raise CmrBenchError(f"{what} has {runs:,} runs, more than the limit of {limit:,}; "
+                            f"pass --max-runs {runs} to run them anyway")
+
+
 def expand(
     methods: list[str], dataset: Dataset, seeds: list[int], protocol: str | None = None,
     bits: list[int] | None = None, variants: str = "none", overrides: dict[str, Any] | None = None,
-    config_source: str = "default", tuned_dir: Path | str | None = None,
+    config_source: str = "default", tuned_dir: Path | str | None = None, max_runs: int | None = None,
 ) -> list[RunSpec]:
     """`config_source` "tuned": each method's base config is the one `cmr-bench tune` wrote
     (cmr_bench.tuning.tuned_config; variants and --set apply on top); methods without one are
-    named together in one error."""
+    named together in one error. More than `max_runs` runs (default MAX_RUNS) is refused first."""
+    check_grid_size(count_runs(methods, seeds, bits, variants), max_runs)
     overrides = overrides or {}
     if config_source not in CONFIG_SOURCES:
         raise CmrBenchError(f"--config: unknown '{config_source}' (default or tuned)")
@@ -114,13 +145,7 @@ def expand(
                 f"dataset '{dataset.name}' has no protocol '{proto}' (has: {', '.join(dataset.protocols)}) for method '{name}'"
             )
         user = _overrides_for(name, cls, overrides)
-        if variants == "none":
-            variant_names = [""]
-        elif variants == "all":
-            variant_names = [""] + list(cls.variants)
-        else:
-            wanted = [v.strip() for v in variants.split(",") if v.strip()]
-            variant_names = [""] + [v for v in wanted if v in cls.variants]
+        variant_names = _variant_names(cls, variants)
         code_lengths = [b for b in (bits or DEFAULT_BITS)] if cls.code_type == "binary" else [None]
         for variant in variant_names:
             for b in code_lengths:
@@ -179,6 +204,7 @@ class ExecutorOptions:
     ray_gpus: float = 0.0
     threads: int = 1  # torch intra-op threads per run, whatever --jobs is (see set_run_threads)
     dataset_source: tuple | None = None  # ("load", name_or_manifest, root): workers load the dataset themselves
+    run_timeout: float | None = None  # --run-timeout: seconds a run may take before it is stored as failed (local executors)
 
 
 def make_executor(options: ExecutorOptions, dataset: Dataset, device: str, runs_dir: Path, n_runs: int):
@@ -195,11 +221,26 @@ def make_executor(options: ExecutorOptions, dataset: Dataset, device: str, runs_
                                max_in_flight=options.jobs, local_cpus=local_cpus)
         executor.threads = options.threads  # the run's arithmetic, not the CPUs it declares
         return executor
-    jobs = max(1, int(options.jobs or 1))
+    jobs = max(1, int(options.jobs or 1))  # None (auto) is settled by settle_jobs before this
     if jobs == 1:
-        return InlineExecutor(dataset, device, runs_dir)
-    workers = min(jobs, n_runs)
-    return ProcessExecutor(workers, options.dataset_source or ("object", dataset), device, runs_dir, threads=options.threads)
+        executor = InlineExecutor(dataset, device, runs_dir)
+    else:
+        executor = ProcessExecutor(min(jobs, n_runs), options.dataset_source or ("object", dataset), device, runs_dir,
+                                   threads=options.threads)
+    executor.run_timeout = options.run_timeout
+    return executor
+
+
+def settle_jobs(options: ExecutorOptions, todo: list[RunSpec], dataset: Dataset, device: str) -> str | None:
+    """`--jobs auto` (options.jobs None with the local executor): fix the count for these
+    pending runs (capacity.choose_jobs) and say how it was chosen; None when it was given."""
+    if options.executor != "local" or options.jobs is not None:
+        return None
+    from cmr_bench.runner.capacity import choose_jobs, data_bytes
+
+    choice = choose_jobs(todo, data_bytes(dataset), device, threads=options.threads)
+    options.jobs = choice.jobs
+    return choice.describe()
 
 
 @contextmanager
@@ -234,6 +275,27 @@ def _tidy(folder: Path) -> None:
             lock.release()
 
 
+def _grid_left(pending, in_flight: dict, n_train: int | None, workers: int) -> float | None:
+    """Expected seconds until the grid ends (idle 2-core figures): the pending runs packed onto
+    the workers after the ones in flight finish their expected time; None without figures."""
+    from cmr_bench.runner.estimate import run_seconds
+
+    now = time.perf_counter()
+    loads = []
+    for spec, _lock, start in in_flight.values():
+        t = run_seconds(spec.method, n_train)
+        if t is None:
+            return None
+        loads.append(max(0.0, t - (now - start)))
+    loads += [0.0] * max(0, workers - len(loads))
+    for spec in pending:
+        t = run_seconds(spec.method, n_train)
+        if t is None:
+            return None
+        loads[loads.index(min(loads))] += t
+    return max(loads) if loads else 0.0
+
+
 def _written_since(folder: Path, since: float) -> bool:
     try:
         return (folder / "run.json").stat().st_mtime >= since - 2.0
@@ -249,7 +311,7 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
     invocation holds are waited for at the end. Corrupt run folders are reported and redone.
     Progress: see display.py (`heartbeat_s`: seconds between status lines off a TTY)."""
     from cmr_bench import progress as training_progress
-    from cmr_bench.runner.display import GridDisplay, heartbeat_seconds
+    from cmr_bench.runner.display import GridDisplay, _duration, heartbeat_seconds
 
     options = options or ExecutorOptions()
     runs_dir = Path(runs_dir)
@@ -265,7 +327,19 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
             result.corrupt.append((spec, state.problem))
         todo.append(spec)
     interactive = sys.stdout.isatty() if progress is None else progress
-    print(f"{len(specs)} runs: {len(result.skipped)} already finished, {len(todo)} to run", flush=True)
+    how, at_once, n_train = "", None, None
+    if todo:
+        from cmr_bench.runner.estimate import grid_estimate, longest_first, train_items
+
+        n_train = train_items(dataset, todo)
+        todo = longest_first(todo, n_train)  # results do not depend on the order; the wall time does
+        chosen = settle_jobs(options, todo, dataset, device)
+        at_once = min(len(todo), options.jobs) if options.executor == "local" and options.jobs else None
+        if at_once:
+            seconds, unknown = grid_estimate(todo, n_train, workers=at_once)
+            how = f", {at_once} at a time" + (f" ({chosen})" if chosen else "")
+            how += f", about {_duration(seconds)} on an idle 2-core CPU" + (" for those with a figure" if unknown else "")
+    print(f"{len(specs)} runs: {len(result.skipped)} already finished, {len(todo)} to run{how}", flush=True)
     for spec, problem in result.corrupt:
         print(f"corrupt run folder {spec.folder(runs_dir)}: {problem}; it will be redone", flush=True)
     if not todo:
@@ -359,6 +433,9 @@ def run_grid(specs: list[RunSpec], dataset: Dataset, device: str, runs_dir: Path
                         line += f" ({run.get('reason')})"
                         result.failed.append(run)
                     result.ran.append(run)
+                    if at_once and (pending or in_flight):
+                        left = _grid_left(pending, in_flight, n_train, at_once)
+                        line += f"; about {_duration(left)} left for the grid" if left is not None else ""
                     say(line)
                     display.finished()
             elif deferred:
