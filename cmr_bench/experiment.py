@@ -9,6 +9,7 @@ built-in files."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,15 +192,17 @@ def _ints(w, where, value, what, minimum=0) -> tuple[int, ...]:
 
     if isinstance(value, str):
         try:
-            return tuple(int_list(value, what, minimum=minimum))
+            value = int_list(value, what, minimum=minimum)
         except CmrBenchError as exc:
             raise w.error(where, str(exc)) from None
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
         raise w.error(where, f"{what} must be a list of integers or a range like \"0-4\"")
-    if min(value) < minimum or max(value) >= 2**63:
+    if min(value) < minimum:
         raise w.error(where, f"{what} must be integers >= {minimum}")
+    if max(value) >= 2**63:  # torch seeds are 64-bit signed; `run --seeds` refuses the same
+        raise w.error(where, f"{what} must be below 2**63, got {max(value)}")
     return tuple(dict.fromkeys(value))
 
 
@@ -210,6 +213,15 @@ def _methods(w, where, value) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
         raise w.error(where, "methods must be a list of method names")
+    seen = [v.strip().lower() for v in value]
+    twice = sorted({v for v in seen if seen.count(v) > 1})
+    if twice:  # a list that says one thing twice was probably meant to say something else
+        raise w.error(where, f"methods lists '{twice[0]}' more than once")
+    from cmr_bench.registry import all_methods
+
+    everything = [v for v in seen if any(ch in v for ch in "*?[") and set(fnmatch.filter(all_methods(), v)) == set(all_methods())]
+    if everything:  # '*' also takes the methods kept out of 'all' (which says what the paper's set is)
+        raise w.error(where, f"methods pattern '{everything[0]}' matches every registered method; write \"all\" or name them")
     try:
         return tuple(resolve_methods(",".join(value)))
     except CmrBenchError as exc:

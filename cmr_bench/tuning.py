@@ -179,14 +179,21 @@ def open_study(optuna, storage: str, name: str, space: dict, seed: int, identity
     sampler = (optuna.samplers.GridSampler({k: list(e[1]) if not any(isinstance(v, (list, dict)) for v in e[1])
                                             else list(range(len(e[1]))) for k, e in space.items()}, seed=seed)
                if is_grid(space) else optuna.samplers.TPESampler(seed=seed))
-    try:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize",
-                                    load_if_exists=True)
-        stored = study.user_attrs.get("identity")
-    except CmrBenchError:
-        raise
-    except Exception as exc:  # sqlalchemy / optuna errors: unreachable URL, not a database, another schema
-        raise CmrBenchError(f"study storage {storage}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unusable'}") from None
+    for attempt in range(5):
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize",
+                                        load_if_exists=True)
+            stored = study.user_attrs.get("identity")
+            break
+        except CmrBenchError:
+            raise
+        except Exception as exc:  # sqlalchemy / optuna errors: unreachable URL, not a database, another schema
+            # two `tune` starting at once on a new file both create its tables (or the study): the loser retries
+            racing = ("already exists", "UNIQUE constraint failed", "database is locked")
+            if attempt < 4 and (any(r in str(exc) for r in racing) or isinstance(exc, optuna.exceptions.DuplicatedStudyError)):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise CmrBenchError(f"study storage {storage}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unusable'}") from None
     if stored is not None and "database" not in stored:  # made before the database was recorded: val vs val
         stored = {**stored, "database": "validation"}
     if stored is None:
@@ -196,9 +203,49 @@ def open_study(optuna, storage: str, name: str, space: dict, seed: int, identity
         diff = ", ".join(f"{k} {stored.get(k)!r} != {identity.get(k)!r}" for k in keys if stored.get(k) != identity.get(k))
         raise CmrBenchError(f"study '{name}' in {storage} was made for other data or settings ({diff}); "
                             "use another --storage or delete it")
+    check_trials(optuna, study, space, storage)
     if not is_grid(space) and study.trials:  # resumed: a fresh seed stream, or TPE's random start repeats the first trials
         study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     return study
+
+
+def _distributions(optuna, space: dict) -> dict:
+    """The distribution `suggest` gives each key: what a trial of this study must carry."""
+    d = optuna.distributions
+    out = {}
+    for key, entry in space.items():
+        if entry[0] == "choice":
+            values = list(entry[1])
+            out[key] = d.CategoricalDistribution(list(range(len(values))) if any(isinstance(v, (list, dict)) for v in values) else values)
+        elif entry[0] == "int":
+            out[key] = d.IntDistribution(int(entry[1]), int(entry[2]))
+        else:
+            out[key] = d.FloatDistribution(float(entry[1]), float(entry[2]), log=entry[0] == "logfloat")
+    return out
+
+
+def check_trials(optuna, study, space: dict, storage: str) -> None:
+    """A study file edited or written by something else (NaN or text scores, parameters of
+    another space, unreadable distributions) is refused in one line before a trial runs."""
+    where = f"study '{study.study_name}' in {storage}"
+    expected = _distributions(optuna, space)
+    try:
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                v = t.value
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+                    raise CmrBenchError(f"{where}: trial {t.number} scored {v!r}, not a mAP in [0, 1]")
+            for key, dist in t.distributions.items():
+                if expected.get(key) != dist:
+                    raise CmrBenchError(f"{where}: trial {t.number} has '{key}' from another search space ({type(dist).__name__})")
+                if not dist._contains(dist.to_internal_repr(t.params[key])):
+                    raise CmrBenchError(f"{where}: trial {t.number}'s '{key}' = {t.params[key]!r} lies outside its space")
+    except CmrBenchError as exc:
+        raise CmrBenchError(f"{exc} (edited, or not written by `cmr-bench tune`): use another --storage or delete it") from None
+    except Exception as exc:  # undecodable JSON, values of the wrong type: optuna's own parsing fails
+        raise CmrBenchError(f"{where} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+                            "edited, or not written by `cmr-bench tune`; use another --storage or delete it") from None
 
 
 class StudyBar:
@@ -229,9 +276,74 @@ class StudyBar:
 
 
 def _counted(trial) -> bool:
-    """A finished trial counts against the budget unless Ctrl-C stopped it: a resumed study
-    reruns that one."""
-    return trial.state.is_finished() and not trial.user_attrs.get("interrupted")
+    """A finished trial counts against the budget unless Ctrl-C stopped it (a resumed study
+    reruns that one) or it was never claimed (see _claim)."""
+    return trial.state.is_finished() and not trial.user_attrs.get("interrupted") and not trial.user_attrs.get("unclaimed")
+
+
+def _claim(study, trial, budget: int, optuna) -> str:
+    """"" when `trial` may run, else why not. The storage is the arbiter between `tune`
+    processes on one study: trial numbers are given out in creation order, so a trial runs only
+    when fewer than `budget` trials numbered before it are finished-and-counted, running or
+    waiting; and not when one of those holds the same grid point or enqueued values (two
+    processes sampling at once). Concurrent invocations therefore never exceed the budget."""
+    state = optuna.trial.TrialState
+    key = lambda t: t.system_attrs.get("grid_id", t.system_attrs.get("fixed_params"))  # noqa: E731
+    mine = key(study._storage.get_trial(trial._trial_id))  # Trial has no system_attrs of its own
+    held = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and not t.user_attrs.get("unclaimed")
+            and (_counted(t) or t.state in (state.RUNNING, state.WAITING)) and not _orphaned(t, optuna)]
+    if mine is not None and any(key(t) == mine and t.state != state.WAITING for t in held):
+        return "duplicate"
+    return "over budget" if len(held) >= budget else ""
+
+
+def _owner() -> dict:
+    import os
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _orphaned(trial, optuna) -> bool:
+    """A running trial whose process (on this host) is gone: killed (SIGKILL, power loss)."""
+    import os
+
+    owner = trial.user_attrs.get("owner")
+    if trial.state != optuna.trial.TrialState.RUNNING or not isinstance(owner, dict) or owner.get("host") != _owner()["host"]:
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError, TypeError, KeyError):
+        return False
+    return False
+
+
+def release_orphans(study, optuna) -> None:
+    """Orphaned trials (see _orphaned) become failed and interrupted: not counted, rerun first."""
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False):
+        if _orphaned(t, optuna):
+            try:
+                storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+                storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            except Exception:  # noqa: BLE001  another `tune` released it first
+                pass
+
+
+class _QuietTrials:
+    """A logging filter: optuna's warning (and traceback) for trials that Ctrl-C stopped;
+    the command says it in one line instead."""
+
+    def __init__(self):
+        self.numbers: set[int] = set()
+
+    def filter(self, record) -> bool:
+        import re
+
+        m = re.match(r"Trial (\d+) failed", str(record.msg))
+        return not (m and int(m.group(1)) in self.numbers)
 
 
 def requeue_interrupted(study, optuna) -> None:
@@ -240,8 +352,11 @@ def requeue_interrupted(study, optuna) -> None:
     fail = optuna.trial.TrialState.FAIL
     trials = study.get_trials(deepcopy=False)
     for t in trials:
-        if t.state != fail or not t.user_attrs.get("interrupted"):
-            continue
+        # over-budget trials of another process: their grid point or enqueued values were never scored
+        unscored = t.user_attrs.get("unclaimed") == "over budget" and t.params and (
+            "grid_id" in t.system_attrs or t.system_attrs.get("fixed_params"))
+        if not t.params or (not unscored and (t.state != fail or not t.user_attrs.get("interrupted"))):
+            continue  # (no params: stopped before its values were drawn; nothing to repeat)
         later = [u for u in trials if u.number > t.number and u.system_attrs.get("fixed_params") == t.params]
         if not later:
             study.enqueue_trial(t.params, skip_if_exists=False)
@@ -301,11 +416,23 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
         if start is not None:  # trial 0 is the paper's defaults: tuning never reports worse than them on validation
             study.enqueue_trial(start)
     stopping = threading.Event()
+    quiet = _QuietTrials()
+    over_budget = threading.Event()
 
     def objective(trial):
+        why = _claim(study, trial, budget, optuna)
+        if why:  # another process holds the budget (or this point): not run, not counted
+            suggest(trial, space)  # records the point, so a resume can enqueue it again
+            trial.set_user_attr("unclaimed", why)
+            if why == "over budget":
+                over_budget.set()
+                study.stop()
+            raise optuna.TrialPruned(why)
+        trial.set_user_attr("owner", _owner())  # a trial left running by a killed process is released (release_orphans)
         try:
             return run_trial(trial)
         except KeyboardInterrupt:  # Ctrl-C: a resumed study reruns this trial
+            quiet.numbers.add(trial.number)
             trial.set_user_attr("interrupted", True)
             raise
 
@@ -332,6 +459,7 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
     complete = optuna.trial.TrialState.COMPLETE
     done = lambda: [t for t in study.trials if t.state == complete]  # noqa: E731
     t0 = time.perf_counter()
+    release_orphans(study, optuna)
     counted = len([t for t in study.trials if _counted(t)])
     left = budget - counted
     if left > 0:  # a resumed study runs only what is left of the budget
@@ -340,8 +468,14 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
 
         def after_trial(st, tr):
             best = max((t.value for t in st.get_trials(deepcopy=False, states=(complete,))), default=None)
-            bar.trial_finished(best)
+            if not tr.user_attrs.get("unclaimed"):
+                bar.trial_finished(best)
 
+        import logging
+
+        handlers = logging.getLogger("optuna").handlers
+        for h in handlers:
+            h.addFilter(quiet)
         try:
             # Enqueued trials (the defaults, interrupted ones) run one at a time first: with threads,
             # two workers can take the same waiting trial and the second one's result is refused
@@ -350,14 +484,24 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
             first = min(left, waiting) if jobs > 1 else 0
             if first:
                 study.optimize(objective, n_trials=first, n_jobs=1, catch=(Exception,), callbacks=[after_trial])
-            if left - first > 0:
+            counted_now = lambda: sum(_counted(t) for t in study.get_trials(deepcopy=False))  # noqa: E731
+            while not over_budget.is_set():
+                before = counted_now()
+                if before >= budget:
+                    break
                 with _stop_workers_on_ctrl_c(stopping, jobs > 1):
-                    study.optimize(objective, n_trials=left - first, n_jobs=jobs, catch=(Exception,), callbacks=[after_trial])
+                    study.optimize(objective, n_trials=budget - before, n_jobs=jobs, catch=(Exception,), callbacks=[after_trial])
+                if counted_now() == before:  # only unclaimed trials (another process has the rest)
+                    break
         finally:
+            for h in handlers:
+                h.removeFilter(quiet)
             bar.close()
             # wall time summed over every invocation, interrupted ones too (a resumed study once
             # recorded only its last part: SDEH 238 s of ~25 min)
             study.set_user_attr("seconds", float(study.user_attrs.get("seconds", 0.0)) + time.perf_counter() - t0)
+            # TPE's picks depend on how many trials ran at once: every --jobs used is recorded
+            study.set_user_attr("jobs", sorted({*study.user_attrs.get("jobs", []), jobs}))
     if not done():
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
         why = failed[-1].system_attrs.get("fail_reason", "") if failed else ""
@@ -368,7 +512,8 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
     return {
         "method": name, "dataset": dataset.name, "data": data, "protocol": proto.name, "bits": bits,
         "objective": OBJECTIVES[database], "value": float(best.value), "trials": len(done()), "budget": budget,
-        "pruned": len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
+        "pruned": len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED and not t.user_attrs.get("unclaimed")]),
+        "jobs": list(study.user_attrs.get("jobs", [jobs])),
         "sampler": "grid" if is_grid(space) else "tpe", "seed": seed, "val_fraction": val_fraction,
         "version": __version__, "seconds": round(float(study.user_attrs.get("seconds", time.perf_counter() - t0)), 1), "tuned": sorted(picked),
         "config": cls.resolve_config({**picked, **(pin or {})}, dataset=dataset.name),
@@ -492,6 +637,6 @@ def tuned_record(method: str, dataset, bits: int | None = None, tuned_dir=None) 
     tuned = read_tuned(path)
     import hashlib
 
-    keep = ("value", "trials", "budget", "sampler", "seed", "val_fraction", "version", "objective")
+    keep = ("value", "trials", "budget", "sampler", "seed", "val_fraction", "version", "objective", "jobs")
     return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             **{k: tuned[k] for k in keep if k in tuned}}

@@ -769,6 +769,414 @@ def test_unreadable_run_files_are_corrupt_not_a_crash(one_run, run_cli, monkeypa
     assert code == 0 and "skipping corrupt run" in err
 
 
+# --- issue 30 (ugly): experiment files, option values, manifests -----------------------------
+
+EXPERIMENT = 'name = "x"\ndataset = "synthetic"\n[[grids]]\n{grid}\n'
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ('methods = ["cca", "cca"]', "more than once"),
+    ('methods = ["cca", " CCA"]', "more than once"),
+    ('methods = ["*"]', "matches every registered method"),
+    ('methods = ["cca"]\nseeds = 9223372036854775808', "below 2**63"),
+    ('methods = ["cca"]\nseeds = "9223372036854775808"', "below 2**63"),
+    ('methods = ["cca"]\nseeds = "0,9223372036854775808"', "below 2**63"),
+])
+def test_experiment_file_methods_and_seeds_are_checked(tmp_path, run_cli, grid, expected):
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT.format(grid=grid))
+    code, out, err = run_cli("reproduce", path, "--dry-run", "--results-dir", tmp_path / "r")
+    assert_one_line(code, err, expected)
+    assert not (tmp_path / "r").exists()
+
+
+def test_experiment_file_globs_narrower_than_everything_still_work(tmp_path, run_cli):
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT.format(grid='methods = ["cc*"]\nseeds = "0-1"'))
+    code, out, err = run_cli("reproduce", path, "--dry-run", "--results-dir", tmp_path / "r")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("command", ["run", "reproduce"])
+def test_absurd_thread_counts_are_one_line(tmp_path, run_cli, command):
+    target = ["--methods", "cca", "--dataset", "synthetic"] if command == "run" else [Path(__file__).parents[1] / "experiments" / "hashing.toml", "--dry-run"]
+    code, out, err = run_cli(command, *target, "--threads", "100000", "--results-dir", tmp_path / "r")
+    assert_one_line(code, err, "--threads: at most 1024")
+    assert not (tmp_path / "r").exists()
+
+
+BAD_LABELS = {
+    "description a number": lambda: _synth().replace('name = "tiny"', 'name = "tiny"\ndescription = 5'),
+    "citation a table": lambda: _synth().replace('name = "tiny"', 'name = "tiny"\ncitation = { a = 1 }'),
+    "protocol description a list": lambda: _synth() + "description = [1]\n",
+    "synthetic num_classes disagrees": lambda: _synth(num_classes=7),
+    "synthetic multilabel for single labels": lambda: _synth(multilabel="true"),
+    "synthetic one training item": lambda: _synth(n_train=1),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LABELS))
+def test_manifests_whose_text_or_labels_disagree_are_refused(tmp_path, run_cli, case):
+    path = tmp_path / "tiny.toml"
+    path.write_text(BAD_LABELS[case]())
+    code, out, err = run_cli("data", "info", path)
+    assert_one_line(code, err, "malformed manifest")
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", path, "--results-dir", tmp_path / "r", "--no-progress")
+    assert_one_line(code, err, "malformed manifest")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_fixed_split_training_on_one_item_is_refused(tmp_path, run_cli):
+    m = write_user_dataset(tmp_path / "d", n_train=1, checksums=False)
+    m.write_text(m.read_text().replace("train = 30", "train = 1"))
+    code, out, err = run_cli("run", "--methods", "cca", "--dataset", m, "--results-dir", tmp_path / "r", "--no-progress")
+    assert_one_line(code, err, "trains on 1 item")
+
+
+@pytest.mark.parametrize("command", [["data", "list"], ["list", "datasets"], ["list", "datasets", "--json"]])
+def test_listing_datasets_names_the_bad_manifest_and_lists_the_others(tmp_path, run_cli, command):
+    root = tmp_path / "root"
+    (root / "bad").mkdir(parents=True)
+    (root / "bad" / "manifest.toml").write_text(BAD_LABELS["description a number"]().replace('"tiny"', '"bad"'))
+    (root / "good.toml").write_text(_synth().replace('"tiny"', '"good"'))
+    code, out, err = run_cli("--data-root", root, *command)
+    assert code == 0 and "Traceback" not in err, err
+    assert "good" in out and "synthetic" in out and "wiki" in out
+    assert "bad" in out and "malformed" in out and "'description' must be a string" in out
+
+
+# --- issue 30 (ugly): a tampered run is refused by `eval --run` and never reaches a table ----
+
+def _rewrite_run(folder: Path, edit, redigest: bool) -> None:
+    """Edit run.json; `redigest`: also recompute its digest, as a careful forger would."""
+    from cmr_bench.runner.store import DIGEST_KEY, run_digest
+
+    run = json.loads((folder / "run.json").read_text())
+    assert DIGEST_KEY in run  # written by this version
+    edit(run)
+    if redigest:
+        run[DIGEST_KEY] = run_digest(run)
+    (folder / "run.json").write_text(json.dumps(run))
+
+
+def _move_to_method(folder: Path, method: str) -> Path:
+    """The run folder copied under another method's folder (same tag and seed)."""
+    import shutil
+
+    target = folder.parents[2] / method / folder.parent.name / folder.name
+    target.parent.mkdir(parents=True)
+    shutil.copytree(folder, target)
+    shutil.rmtree(folder.parents[1])
+    return target
+
+
+TAMPERED = {
+    "codes checksum entry removed": lambda f: (_rewrite_run(f, lambda r: r["files"].pop("arrays.npz"), redigest=False), f)[1],
+    "codes checksum entry removed, digest redone": lambda f: (_rewrite_run(f, lambda r: r["files"].pop("arrays.npz"), redigest=True), f)[1],
+    "one value edited": lambda f: (_rewrite_run(f, lambda r: r["spec"]["config"].update(reg=0.5), redigest=False), f)[1],
+    "timestamp edited": lambda f: (_rewrite_run(f, lambda r: r.update(finished="2020-01-01T00:00:00"), redigest=False), f)[1],
+    "method edited, digest redone": lambda f: (_rewrite_run(f, lambda r: r["spec"].update(method="kcca"), redigest=True), f)[1],
+    "folder moved to another method": lambda f: _move_to_method(f, "kcca"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_a_tampered_run_is_refused_by_eval_and_left_out_of_tables(one_run, run_cli, tmp_path, case):
+    results, folder = one_run
+    folder = TAMPERED[case](folder)
+    code, out, err = run_cli("eval", "--run", folder)
+    assert_one_line(code, err, "corrupt")
+    code, out, err = run_cli("table", "--table", "2", "--dataset", "synthetic", "--results-dir", results,
+                             "--out", tmp_path / "t", "--format", "csv")
+    assert code == 0 and "skipping corrupt run" in err, err
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("plugin")  # the method column holds display names
+    for method in ("cca", "kcca"):
+        assert table.loc[method, "runs"] in (0, "0") or pd.isna(table.loc[method, "runs"]), table.loc[method]
+
+
+def test_a_run_written_before_the_digest_is_accepted_when_its_files_and_folder_agree(one_run, run_cli, tmp_path):
+    """Legacy runs (no digest in run.json) stay valid on the other checks: every file listed
+    with a matching sha256, nothing unlisted, dataset/protocol/method matching the folder."""
+    from cmr_bench.runner.store import DIGEST_KEY
+
+    results, folder = one_run
+    run = json.loads((folder / "run.json").read_text())
+    del run[DIGEST_KEY]
+    (folder / "run.json").write_text(json.dumps(run))
+    code, out, err = run_cli("eval", "--run", folder)
+    assert code == 0 and "Traceback" not in err, err
+    run["spec"]["method"] = "kcca"  # ... and refused when the method is not its folder's
+    (folder / "run.json").write_text(json.dumps(run))
+    code, out, err = run_cli("eval", "--run", folder)
+    assert_one_line(code, err, "its folder for 'cca'")
+
+
+# --- issue 30 (ugly): tune under Ctrl-C, concurrent invocations, foreign study storages ------
+
+DRIVER = Path(__file__).parent / "tune_driver.py"
+
+
+def _tune_process(tmp_path, *extra):
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TUNE_STARTED": str(tmp_path / "started"), "PYTHONPATH": str(Path(__file__).parent)}
+    return subprocess.Popen([sys.executable, str(DRIVER), "tune", "--methods", "test-slow-tune", "--dataset", "synthetic",
+                             "--trials", "4", "--out", str(tmp_path / "tuned"), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell ignores SIGINT
+
+
+@pytest.mark.parametrize("jobs, how", [("1", "SIGINT"), ("2", "SIGINT"),
+                                       pytest.param("1", "SIGKILL", marks=pytest.mark.slow)])  # fast: ..._is_released
+def test_ctrl_c_during_tune_is_one_line_and_the_study_resumes(tmp_path, run_cli, monkeypatch, slow_grid_method, jobs, how):
+    """Ctrl-C: one line, the trial it stopped is rerun by the same command. SIGKILL: nothing
+    can be said, but the trial left running does not hold a slot of the budget for ever."""
+    import signal
+
+    optuna = pytest.importorskip("optuna")
+    proc = _tune_process(tmp_path, "--jobs", jobs)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "started").exists(), proc.communicate()
+    proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=120)
+    if how == "SIGINT":
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "interrupted while tuning test-slow-tune" in err and "resumes" in err
+    assert not (tmp_path / "tuned" / "synthetic" / "test-slow-tune.toml").exists()
+    monkeypatch.setenv("TUNE_STARTED", str(tmp_path / "started"))
+    monkeypatch.setenv("TUNE_STEPS", "2")
+    code, out, err = run_cli("tune", "--methods", "test-slow-tune", "--dataset", "synthetic", "--trials", "4",
+                             "--out", tmp_path / "tuned", "--jobs", jobs)  # the same command finishes the study
+    assert code == 0, err
+    tuned = (tmp_path / "tuned" / "synthetic" / "test-slow-tune.toml").read_text()
+    assert "trials = 4\n" in tuned and f"jobs = [{jobs}]\n" in tuned
+    study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=f"sqlite:///{tmp_path / 'tuned' / 'synthetic' / 'studies.db'}")
+    scored = [t.params["x"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(scored) == 4 and len(set(scored)) == 4
+
+
+@pytest.fixture
+def slow_grid_method():
+    from test_tuning import _registered
+    from tune_driver import SlowGrid
+
+    yield from _registered(SlowGrid)
+
+
+def test_a_trial_left_running_by_a_killed_process_is_released(tmp_path, monkeypatch, slow_grid_method):
+    """A SIGKILLed `tune` leaves its trial "running"; it held a slot of the budget for ever
+    (3 trials scored of 4). The next `tune` on this host fails it and reruns its values first."""
+    import socket
+    import subprocess
+    import sys
+
+    optuna = pytest.importorskip("optuna")
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import tune_method
+
+    monkeypatch.setenv("TUNE_STARTED", str(tmp_path / "started"))
+    monkeypatch.setenv("TUNE_STEPS", "1")
+    ds = load_dataset("synthetic")
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    tune_method("test-slow-tune", ds, 2, storage)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=storage)
+    orphan = study.ask()
+    orphan.suggest_categorical("x", [0.1, 0.3, 0.5, 0.7, 0.9, 1.1])
+    study._storage.set_trial_user_attr(orphan._trial_id, "owner", {"host": socket.gethostname(), "pid": dead.pid})
+    res = tune_method("test-slow-tune", ds, 4, storage)
+    study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=storage)
+    scored = [t.params["x"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert res["trials"] == 4 and len(scored) == 4 and len(set(scored)) == 4
+    assert orphan.params["x"] in scored  # its values were run again
+
+
+@pytest.mark.parametrize("jobs, fresh", [(1, False), (2, True)])
+def test_two_tune_invocations_on_one_study_keep_the_budget_and_never_repeat_a_point(tmp_path, monkeypatch, slow_grid_method,
+                                                                                   jobs, fresh):
+    """Two `tune` of one study at once (here two threads, each with its own study object on one
+    SQLite file, as two processes would have): 8 trials finished for a budget of 4, and grid
+    points repeated, before trials were claimed in the storage. `fresh`: both also create the
+    file's tables at once (one of them failed with an IntegrityError)."""
+    optuna = pytest.importorskip("optuna")
+    from cmr_bench.data.loader import load_dataset
+    from cmr_bench.tuning import tune_method
+
+    monkeypatch.setenv("TUNE_STARTED", str(tmp_path / "started"))
+    monkeypatch.setenv("TUNE_STEPS", "6")
+    ds = load_dataset("synthetic")
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    if not fresh:
+        optuna.storages.RDBStorage(storage)  # the tables exist: only the budget is contended
+    results, errors = [], []
+    gate = threading.Barrier(2)
+
+    def tune():
+        gate.wait()
+        try:
+            results.append(tune_method("test-slow-tune", ds, 4, storage, jobs=jobs))
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    workers = [threading.Thread(target=tune) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+    assert not errors, errors
+    study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=storage)
+    scored = [t.params["x"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(scored) == 4 and len(set(scored)) == 4, [(t.number, t.state, t.params, t.user_attrs) for t in study.trials]
+    assert [r["trials"] for r in results] and all(r["trials"] <= 4 for r in results)
+
+
+STUDY_EDITS = {
+    "score NaN": "update trial_values set value = 'nan'",
+    "score a string": "update trial_values set value = 'abc'",
+    "score 5": "update trial_values set value = 5",
+    "distribution garbage": "update trial_params set distribution_json = 'garbage'",
+    "distribution of another space": "update trial_params set distribution_json = "
+                                     "'{\"name\": \"FloatDistribution\", \"attributes\": {\"low\": 0, \"high\": 1, \"log\": false, \"step\": null}}'",
+    "parameter a string": "update trial_params set param_value = 'x'",
+    "parameter out of its choices": "update trial_params set param_value = 99",
+    "state garbage": "update trials set state = 'XYZ'",
+}
+
+
+@pytest.fixture(scope="module")
+def tuned_study(tmp_path_factory):
+    """A finished 2-trial CCA study (tuned file and studies.db), made once."""
+    pytest.importorskip("optuna")
+    from cmr_bench.cli import main
+
+    out = tmp_path_factory.mktemp("study") / "tuned"
+    assert main(["tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "2", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("case", list(STUDY_EDITS))
+def test_a_corrupt_or_foreign_study_file_is_one_line(tmp_path, run_cli, tuned_study, case):
+    import shutil
+    import sqlite3
+
+    out = tmp_path / "tuned"
+    shutil.copytree(tuned_study, out)
+    before = (out / "synthetic" / "cca.toml").read_bytes()
+    with sqlite3.connect(out / "synthetic" / "studies.db") as con:
+        con.execute(STUDY_EDITS[case])
+    code, stdout, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "3", "--out", out)
+    assert_one_line(code, err, "use another --storage or delete it")
+    assert (out / "synthetic" / "cca.toml").read_bytes() == before  # the last good result is kept
+
+
+@pytest.mark.parametrize("query", ["?mode=ro", "?foo=bar", "?x", "?timeout=5&cache=shared"])
+def test_a_storage_query_sqlite_would_ignore_is_refused(tmp_path, run_cli, query):
+    pytest.importorskip("optuna")
+    code, out, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "1", "--out", tmp_path / "t",
+                             "--storage", f"sqlite:///{tmp_path / 's.db'}{query}")
+    assert_one_line(code, err, "--storage: SQLite ignores")
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "t").exists()
+
+
+def test_a_storage_query_sqlite_honours_is_honoured(tmp_path, run_cli):
+    pytest.importorskip("optuna")
+    code, out, err = run_cli("tune", "--methods", "cca", "--dataset", "synthetic", "--trials", "1", "--out", tmp_path / "t",
+                             "--storage", f"sqlite:///{tmp_path / 's.db'}?timeout=5")
+    assert code == 0 and "Traceback" not in err and "Warning" not in err, err
+    assert (tmp_path / "s.db").is_file()
+
+
+# --- issue 30 (ugly): data import and fetch leave nothing behind ------------------------------
+
+def _import_setup(tmp_path):
+    src = tmp_path / "mine"
+    manifest = write_user_dataset(src, checksums=False)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "mydata.toml").write_text('folder = "mydata"\n' + manifest.read_text())
+    return src, root
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_import_refuses_a_link_out_of_the_source_folder(tmp_path, run_cli, link):
+    src, root = _import_setup(tmp_path)
+    outside = tmp_path / "elsewhere" / "secret.npz"
+    outside.parent.mkdir()
+    os.replace(src / "features.npz", outside)
+    os.symlink(outside, src / "features.npz")
+    code, out, err = run_cli("--data-root", root, "data", "import", "mydata", src, *(["--link"] if link else []))
+    assert code == 2 and "Traceback" not in err and "outside" in out and "not imported" in out, out + err
+    assert not os.path.lexists(root / "mydata" / "features.npz")
+
+
+def test_import_does_not_keep_an_unverifiable_file_that_does_not_load(tmp_path, run_cli):
+    src, root = _import_setup(tmp_path)
+    (src / "features.npz").write_bytes(b"not an npz")
+    code, out, err = run_cli("--data-root", root, "data", "import", "mydata", src)
+    assert code == 2 and "Traceback" not in err and "removed again" in out, out + err
+    assert not os.path.lexists(root / "mydata" / "features.npz")
+
+
+def _fetch_process(manifest: Path, url: str):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "cmr_bench.cli", "data", "fetch", str(manifest), "--base-url", url, "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_killed_fetch_leaves_no_part_file(tmp_path, run_cli, monkeypatch, how):
+    """SIGTERM: the fetch removes its temporary file on the way out; SIGKILL cannot be caught,
+    so the next fetch or import removes a temporary file whose process is gone."""
+    import signal
+
+    server = RawServer(_slow, lifetime=40)
+    manifest = write_user_dataset(tmp_path / "user", checksums=False)
+    (tmp_path / "user" / "features.npz").unlink()
+    proc = _fetch_process(manifest, server.url)
+    deadline = time.monotonic() + 60
+    parts = []
+    while not parts and proc.poll() is None and time.monotonic() < deadline:
+        parts = [p for p in (tmp_path / "user").iterdir() if ".part-" in p.name]
+        time.sleep(0.05)
+    assert parts, proc.communicate()
+    proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    if how == "SIGTERM":
+        assert proc.returncode == 143 and len(err.strip().splitlines()) == 1, err
+        assert not [p for p in (tmp_path / "user").iterdir() if ".part-" in p.name]
+        return
+    assert [p for p in (tmp_path / "user").iterdir() if ".part-" in p.name]  # what SIGKILL leaves ...
+    monkeypatch.setenv("CMR_BENCH_FETCH_DEADLINE", "1")
+    run_cli("data", "fetch", manifest, "--base-url", RawServer(_reply(b"HTTP/1.1 404 Not Found\r\n\r\n", b"")).url, "--no-progress")
+    assert sorted(p.name for p in (tmp_path / "user").iterdir()) == ["manifest.toml"]  # ... the next fetch removes
+
+
+def test_fetch_has_an_overall_deadline(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("CMR_BENCH_FETCH_DEADLINE", "100")
+    monkeypatch.setenv("CMR_BENCH_FETCH_TOTAL_DEADLINE", "2")
+    server = RawServer(_slow, lifetime=40)
+    manifest = write_user_dataset(tmp_path / "user", checksums=False)
+    text = manifest.read_text()
+    manifest.write_text(text + '\n[[files]]\npath = "extra.npz"\nsha256 = ""\n')
+    (tmp_path / "user" / "features.npz").unlink()
+    start = time.monotonic()
+    code, out, err = run_cli("data", "fetch", manifest, "--base-url", server.url, "--no-progress")
+    assert time.monotonic() - start < 30, "the overall deadline was not applied"
+    assert code == 2 and "Traceback" not in err and "the whole fetch may take 2 s" in out, out + err
+    assert sorted(p.name for p in (tmp_path / "user").iterdir()) == ["manifest.toml"]
+
+
 # --- issue 30: grids counted before they are expanded ----------------------------------------
 
 HUGE_EXPERIMENT = '''

@@ -25,12 +25,19 @@ def cmd_list(args) -> int:
         from cmr_bench.data.manifest import all_manifests
 
         root = root_of(args)
+        bad: dict[str, str] = {}  # one malformed manifest is named, never hides the others
         rows = [{"name": n, "title": m.title, "label_kind": m.label_kind, "num_classes": m.num_classes,
-                 "state": dataset_state(m, root), "protocols": list(m.protocols)} for n, m in all_manifests(root).items()]
+                 "state": dataset_state(m, root), "protocols": list(m.protocols)}
+                for n, m in all_manifests(root, errors=bad).items()]
+        rows += [{"name": n, "title": "", "label_kind": "", "num_classes": "", "state": "malformed", "protocols": [],
+                  "problem": problem} for n, problem in bad.items()]
         if args.json:
             print_json(rows)
         else:
-            print_table([{**r, "protocols": ", ".join(r["protocols"])} for r in rows])
+            print_table([{**{k: v for k, v in r.items() if k != "problem"}, "protocols": ", ".join(r["protocols"])} for r in rows])
+            for r in rows:
+                if r["state"] == "malformed":
+                    print(f"{r['name']}: {r['problem']}")
         return 0
     from cmr_bench.registry import all_methods, method_source
 

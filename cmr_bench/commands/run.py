@@ -66,6 +66,9 @@ def add_limit_args(p) -> None:
 
 
 EXECUTORS = ("local", "ray")
+# A fixed cap, not one from this machine's cores: --threads is part of a run's identity, so an
+# experiment must mean the same everywhere. 100,000 made OpenMP fail allocating thread stacks.
+MAX_THREADS = 1024
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -82,6 +85,8 @@ def executor_options(args):
     # peaks (runner/capacity.py); ray: None leaves it to the cluster
     jobs = parse_jobs(args.jobs) if args.jobs is not None else (None if ray else parse_jobs(jobs_default(), "$CMR_BENCH_JOBS"))
     threads = positive_int(args.threads, "--threads")
+    if threads > MAX_THREADS:
+        raise CmrBenchError(f"--threads: at most {MAX_THREADS}, got {threads} (torch threads per run; more only thrash)")
     timeout = getattr(args, "run_timeout", None)
     timeout = non_negative_float(timeout, "--run-timeout", positive=True) if timeout is not None else None
     if ray and timeout is not None:

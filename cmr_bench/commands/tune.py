@@ -71,6 +71,8 @@ def cmd_tune(args) -> int:
         check_validation_split(all_methods()[n], dataset, args.val_fraction, args.seed)
     out = Path(args.out)
     storage = args.storage
+    if storage is not None:
+        check_storage_query(storage)
     if storage is None:
         from cmr_bench.safe_io import check_regular, make_folder
 
@@ -88,8 +90,13 @@ def cmd_tune(args) -> int:
         own_datasets_only(storage, dataset.name)
     for n in names:
         jobs = trial_jobs(n, args.trials, dataset, jobs_given)
-        res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=jobs, bits=args.bits,
-                          val_fraction=args.val_fraction, progress=sys.stdout.isatty())  # a bar on a TTY, quiet off one
+        try:
+            res = tune_method(n, dataset, args.trials, storage, seed=args.seed, jobs=jobs, bits=args.bits,
+                              val_fraction=args.val_fraction, progress=sys.stdout.isatty())  # a bar on a TTY, quiet off one
+        except KeyboardInterrupt:
+            print(f"cmr-bench: interrupted while tuning {n}; its finished trials are kept in {storage}: "
+                  "the same command resumes it", file=sys.stderr)
+            return 130
         path = write_tuned(res, out)
         picked = ", ".join(f"{k}={res['config'][k]}" for k in res["tuned"])
         print(f"{n}: best validation {res['value']:.4f} after {res['trials']} trials ({res['sampler']}, "
@@ -133,3 +140,21 @@ def trial_jobs(method: str, trials: int, dataset, given: int | None) -> int:
         jobs = given
     torch.set_num_threads(threads_per_job(jobs))
     return jobs
+
+
+# What SQLAlchemy's SQLite dialect honours in a URL's query; it warns about anything else and
+# ignores it, so a user's `?mode=ro` or typo would silently not apply: refused instead.
+SQLITE_QUERY_KEYS = ("timeout",)
+
+
+def check_storage_query(storage: str) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(storage)
+    if not parts.scheme.lower().startswith("sqlite") or not parts.query:
+        return  # other databases pass their query to the driver, which honours or refuses it
+    keys = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - set(SQLITE_QUERY_KEYS)) or \
+        ([] if parse_qs(parts.query, keep_blank_values=True) else [parts.query])
+    if keys:
+        raise CmrBenchError(f"--storage: SQLite ignores '{keys[0]}' in the URL's query (it honours only "
+                            f"{', '.join(SQLITE_QUERY_KEYS)}); drop it")

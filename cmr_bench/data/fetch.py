@@ -3,9 +3,13 @@ checksum verification, atomically; import a user's folder; verify what is there.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +38,9 @@ class Report:
 
 DEADLINE_ENV = "CMR_BENCH_FETCH_DEADLINE"  # seconds for one file, headers to last byte
 DEFAULT_DEADLINE = 3600.0
+TOTAL_DEADLINE_ENV = "CMR_BENCH_FETCH_TOTAL_DEADLINE"  # seconds for a whole `data fetch`
+DEFAULT_TOTAL_DEADLINE = 4 * 3600.0
+PART = re.compile(r"^\.(?P<name>.+)\.part-(?P<pid>\d+)$")
 SCHEMES = ("http://", "https://", "file://")
 
 
@@ -63,15 +70,61 @@ def _checked_base(url: str, what: str, schemes=SCHEMES) -> str:
     return text.rstrip("/")
 
 
-def _deadline() -> float:
-    raw = os.environ.get(DEADLINE_ENV, "")
+def _deadline(env: str = DEADLINE_ENV, default: float = DEFAULT_DEADLINE) -> float:
+    raw = os.environ.get(env, "")
     try:
-        value = float(raw) if raw else DEFAULT_DEADLINE
+        value = float(raw) if raw else default
     except ValueError:
-        raise CmrBenchError(f"{DEADLINE_ENV}: expected seconds, got {raw!r}") from None
-    if not value > 0:
-        raise CmrBenchError(f"{DEADLINE_ENV}: expected a positive number of seconds, got {raw!r}")
+        raise CmrBenchError(f"{env}: expected seconds, got {raw!r}") from None
+    if not value > 0 or value != value:
+        raise CmrBenchError(f"{env}: expected a positive number of seconds, got {raw!r}")
     return value
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**31  # another user's process: alive
+    return True
+
+
+def remove_stale_parts(dest: Path) -> None:
+    """`.<name>.part-<pid>` beside `dest` left by a fetch or import that was killed (its
+    process is gone): removed, never followed (unlink of the name only)."""
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return
+    for n in names:
+        m = PART.match(n)
+        if m and m.group("name") == dest.name and (int(m.group("pid")) == os.getpid() or not _alive(int(m.group("pid")))):
+            try:
+                os.unlink(dest.parent / n)
+            except OSError:
+                pass
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """SIGTERM while fetching unwinds like Ctrl-C, so the temporary file is removed (a
+    SIGKILL's is removed by the next fetch: remove_stale_parts)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        print("cmr-bench: terminated (SIGTERM); files not finished were removed", file=sys.stderr)
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stream(url: str, out, state: dict, timeout: float, max_bytes: int | None) -> None:
@@ -193,24 +246,12 @@ def fetch(manifest: Manifest, root: Path, base_url: str | None = None, force: bo
     folder = _writable_folder(manifest, root, "fetch")
     report = Report(manifest.name)
     unchecked = []  # downloaded without a sha256: removed again if the dataset then fails to load
-    for f in manifest.files:
-        dest = _dest(folder, f.path)
-        if dest.is_file() and not force and (not f.sha256 or checked_sha256(dest, manifest.name) == f.sha256):
-            report.add(f"{f.path}: present")
-            continue
-        url = _file_url(manifest, f.path, base_url) if (f.fetch or base_url or os.environ.get(MIRROR_ENV)) else None
-        if url is None:
-            report.add(f"{f.path}: no public download; bring your own (see `cmr-bench data info {manifest.name}`)", ok=False)
-            continue
-        try:
-            download(url, dest, f.sha256, progress=progress, expected_bytes=f.bytes)
-        except DataError as exc:
-            report.add(f"{f.path}: {exc}", ok=False)
-            continue
-        if not f.sha256:
-            unchecked.append(dest)
-        note = "" if f.sha256 else " (no checksum recorded: size and shape checked only)"
-        report.add(f"{f.path}: downloaded{note}")
+    per_file, total = _deadline(), _deadline(TOTAL_DEADLINE_ENV, DEFAULT_TOTAL_DEADLINE)
+    start = time.monotonic()
+    with _terminate_cleanly():
+        for f in manifest.files:
+            _fetch_one(manifest, folder, f, base_url, force, progress, report, unchecked,
+                       min(per_file, total - (time.monotonic() - start)), total)
     if report.ok:
         _check_loads(manifest, root, report)
         if not report.ok:
@@ -220,8 +261,33 @@ def fetch(manifest: Manifest, root: Path, base_url: str | None = None, force: bo
     return report
 
 
+def _fetch_one(manifest, folder, f, base_url, force, progress, report, unchecked, deadline, total) -> None:
+    """One manifest file: present, downloaded within `deadline` seconds, or reported."""
+    dest = _dest(folder, f.path)
+    remove_stale_parts(dest)
+    if dest.is_file() and not force and (not f.sha256 or checked_sha256(dest, manifest.name) == f.sha256):
+        report.add(f"{f.path}: present")
+        return
+    if deadline <= 0:
+        report.add(f"{f.path}: not fetched: the whole fetch may take {total:g} s (set {TOTAL_DEADLINE_ENV})", ok=False)
+        return
+    url = _file_url(manifest, f.path, base_url) if (f.fetch or base_url or os.environ.get(MIRROR_ENV)) else None
+    if url is None:
+        report.add(f"{f.path}: no public download; bring your own (see `cmr-bench data info {manifest.name}`)", ok=False)
+        return
+    try:
+        download(url, dest, f.sha256, progress=progress, expected_bytes=f.bytes, deadline=deadline)
+    except DataError as exc:
+        report.add(f"{f.path}: {exc}", ok=False)
+        return
+    if not f.sha256:
+        unchecked.append(dest)
+    note = "" if f.sha256 else " (no checksum recorded: size and shape checked only)"
+    report.add(f"{f.path}: downloaded{note}")
+
+
 def import_folder(manifest: Manifest, root: Path, source: Path, link: bool = False) -> Report:
-    from cmr_bench.paths import confined
+    from cmr_bench.paths import confined, is_within
 
     if manifest.split_kind == "synthetic":
         raise CmrBenchError(f"dataset '{manifest.name}' is generated: nothing to import")
@@ -234,10 +300,16 @@ def import_folder(manifest: Manifest, root: Path, source: Path, link: bool = Fal
         raise DataError(f"import source {source} is not a folder")
     folder = _writable_folder(manifest, root, "import")
     report = Report(manifest.name)
+    unchecked = []  # imported without a sha256
     for f in manifest.files:
         # the file itself may be a link the user made in their folder; its folder may not leave it
         src = confined(source, f.path, "manifest file path", final_may_link=True)
         dest = _dest(folder, f.path)
+        remove_stale_parts(dest)
+        if src.is_symlink() and not is_within(src, source):  # only what the user's folder holds comes in
+            report.add(f"{f.path}: a link to {os.path.realpath(src)}, outside {source}: not imported "
+                       "(import the folder that holds the file)", ok=False)
+            continue
         if not src.is_file():
             present = dest.is_file()
             report.add(f"{f.path}: not in {source}" + (" (already in the data root)" if present else ""), ok=present)
@@ -265,8 +337,14 @@ def import_folder(manifest: Manifest, root: Path, source: Path, link: bool = Fal
             report.add(f"{f.path}: not imported ({exc.strerror or exc})", ok=False)
             continue
         report.add(f"{f.path}: {'linked' if link else 'copied'}")
+        if not f.sha256:
+            unchecked.append(dest)
     if report.ok:
         _check_loads(manifest, root, report)
+        if not report.ok:
+            for dest in unchecked:  # as fetch: an unverifiable file that does not even load is not kept
+                dest.unlink(missing_ok=True)
+                report.add(f"{dest.name}: removed again (no checksum, and the dataset does not load with it)", ok=False)
     return report
 
 

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cmr_bench.data.synthetic import MIN_TRAIN, TRAIN_WHY
 from cmr_bench.data.types import Protocol
 from cmr_bench.errors import CmrBenchError, DataError, UnknownNameError
 
@@ -23,6 +24,8 @@ MAX_COLUMN = 10_000
 MAX_MANIFEST_BYTES = 1 << 20
 
 SPLIT_KINDS = ("fixed", "sampled", "synthetic")
+# optional top-level keys shown as text (`data info`, tables): a string or absent
+TEXT_KEYS = ("title", "folder", "description", "citation", "terms", "homepage", "image_features", "text_features")
 LABEL_KINDS = ("single", "multi")
 MODALITY_KEYS = ("image", "text", "labels")
 
@@ -112,7 +115,7 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
     for key in ("image_dim", "text_dim"):
         if key in data:
             _bounded_int(data[key], key, where, 1, MAX_ROWS)
-    for key in ("title", "folder"):
+    for key in TEXT_KEYS:
         if key in data and not isinstance(data[key], str):
             raise DataError(f"malformed manifest {where}: '{key}' must be a string")
     source = data.get("source", {})
@@ -203,6 +206,13 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
             synthetic = dict(raw_synthetic)
         except ValueError as exc:
             raise DataError(f"malformed manifest {where} [synthetic]: {exc}") from None
+        # the generated labels follow [synthetic]: the manifest's own label description must agree
+        if synthetic.get("num_classes", num_classes) != num_classes:
+            raise DataError(f"malformed manifest {where} [synthetic]: num_classes = {synthetic['num_classes']}, "
+                            f"the manifest says {num_classes}")
+        if synthetic.get("multilabel", label_kind == "multi") != (label_kind == "multi"):
+            raise DataError(f"malformed manifest {where} [synthetic]: multilabel = "
+                            f"{str(synthetic['multilabel']).lower()} for label_kind '{label_kind}'")
 
     protocols = {}
     for pname, p in _need(data, "protocols", dict, where).items():
@@ -214,12 +224,17 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
             train=_need(p, "train", str, f"{where} [protocols.{pname}]"),
             query=_need(p, "query", str, f"{where} [protocols.{pname}]"),
             retrieval=_need(p, "retrieval", str, f"{where} [protocols.{pname}]"),
-            description=str(p.get("description", "")),
+            description=p.get("description", ""),
         )
+        if not isinstance(spec.description, str):
+            raise DataError(f"malformed manifest {where}: protocols.{pname}.description must be a string")
         for role in ("train", "query", "retrieval"):
             split_name = getattr(spec, role)
             if sizes and split_name not in sizes:
                 raise DataError(f"malformed manifest {where}: protocol '{pname}' uses unknown split '{split_name}'")
+        train_size = split.get("train") if kind == "sampled" else sizes.get(spec.train)
+        if isinstance(train_size, int) and train_size < MIN_TRAIN:
+            raise DataError(f"malformed manifest {where}: protocol '{pname}' trains on {train_size} item(s){TRAIN_WHY}")
         protocols[pname] = spec
     if not protocols:
         raise DataError(f"malformed manifest {where}: no protocols declared")

@@ -23,6 +23,9 @@ def _labels(rng, n, num_classes, multilabel):
 
 # Largest synthetic dataset: cells of the (n x (image_dim + text_dim + classes)) arrays built.
 MAX_CELLS = 200_000_000
+# One training item fits nothing (no spread to centre, scale or correlate): refused up front.
+MIN_TRAIN = 2
+TRAIN_WHY = " (a method cannot fit one training item)"
 _INTS = ("n_train", "n_test", "image_dim", "text_dim", "num_classes", "seed")
 
 
@@ -38,9 +41,9 @@ def check_params(params: dict) -> dict:
     for key in _INTS:
         if key in params:
             value = params[key]
-            lo = 0 if key == "seed" else 1
+            lo = {"seed": 0, "n_train": MIN_TRAIN}.get(key, 1)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= 2**62:
-                raise ValueError(f"'{key}' must be an integer >= {lo}")
+                raise ValueError(f"'{key}' must be an integer >= {lo}" + (TRAIN_WHY if key == "n_train" else ""))
     if "multilabel" in params and not isinstance(params["multilabel"], bool):
         raise ValueError("'multilabel' must be true or false")
     if "noise" in params:

@@ -3,7 +3,8 @@ place when complete, so a crash never leaves a half-written run under its final 
 
 <runs>/<dataset>/<protocol>/<method>/<variant>[-<bits>bits]-<config hash>/seed-<k>/
     run.json      spec, resolved config, environment, split, timings, status (+ reason),
-                  and the sha256 of the other files ("files")
+                  the sha256 of the other files ("files") and its own "digest" (over its
+                  canonical form; runs written before it existed are checked without it)
     metrics.json  Img2Txt and Txt2Img: map@all, map@50, p@R, PR curves
     log.jsonl     the training log, one JSON object per line
     arrays.npz    codes of the query and retrieval splits, per-query APs, split indices
@@ -13,11 +14,14 @@ place when complete, so a crash never leaves a half-written run under its final 
 Beside a run folder there may be, for a moment, `.seed-<k>.tmp-<pid>-<ns>` (being written),
 `.seed-<k>.old-<pid>-<ns>` (being replaced) and `.seed-<k>.lock` (the run's lock, see
 lock.py). A run folder that fails validation (unreadable or incomplete files, checksums that
-do not match, a run.json that belongs to another folder) is "corrupt": reported and redone.
+do not match, a file without a checksum, a run.json edited after it was written or whose
+dataset/protocol/method/config/seed is not its folder's) is "corrupt": reported and redone,
+never scored by `eval --run` and never in a table.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -96,6 +100,15 @@ def json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+DIGEST_KEY = "digest"
+
+
+def run_digest(run: dict) -> str:
+    """sha256 of run.json's canonical form (sorted keys, no spaces), its own digest left out."""
+    body = {k: v for k, v in run.items() if k != DIGEST_KEY}
+    return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -151,8 +164,11 @@ def _write_run(folder: Path, run: dict[str, Any], metrics: dict | None, log: lis
         for name in written:
             _fsync_file(tmp / name)
             files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-        # run.json last, with the checksums of the others: a folder is only as good as it says.
-        (tmp / "run.json").write_text(json.dumps({**run, "files": files}, indent=2, sort_keys=True, default=json_default))
+        # run.json last, with the checksums of the others: a folder is only as good as it says;
+        # its digest (over its canonical form) makes an edit of run.json itself show.
+        body = json.loads(json.dumps({**run, "files": files}, default=json_default))
+        body[DIGEST_KEY] = run_digest(body)
+        (tmp / "run.json").write_text(json.dumps(body, indent=2, sort_keys=True))
         _fsync_file(tmp / "run.json")
         _fsync_dir(tmp)
         if folder.exists():  # replacing a failed, corrupt or forced run
@@ -191,6 +207,16 @@ def _expected_identity(folder: Path) -> dict:
     return out
 
 
+def _expected_place(folder: Path) -> dict:
+    """Dataset, protocol and method a folder in the store's layout must hold
+    (<dataset>/<protocol>/<method>/<tag>-<hash>/seed-k); nothing for a folder elsewhere."""
+    folder = Path(os.path.abspath(folder))  # "." and ".." spelled out, links not followed
+    parents = folder.parents
+    if len(parents) < 4 or not CONFIG_DIR.match(folder.parent.name):
+        return {}
+    return {"method": parents[1].name, "protocol": parents[2].name, "dataset": parents[3].name}
+
+
 def _metric_ok(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0.0 <= value <= 1.0
 
@@ -222,6 +248,14 @@ def validate_run(folder: Path, checksums: bool = True) -> RunState:
     if not isinstance(run, dict) or run.get("status") not in (STATUS_DONE, STATUS_FAILED) or not isinstance(run.get("spec"), dict):
         return RunState(STATUS_CORRUPT, "run.json lacks a valid status or spec")
     spec = run["spec"]
+    if DIGEST_KEY in run and run[DIGEST_KEY] != run_digest(run):
+        return RunState(STATUS_CORRUPT, "run.json does not match its digest (edited after it was written)")
+    # Runs written before the digest existed are accepted on the checks below alone: every
+    # file listed with a matching sha256, nothing unlisted, and the folder's names matching.
+    where = _expected_place(folder)
+    for key, name in where.items():
+        if spec.get(key) != name:
+            return RunState(STATUS_CORRUPT, f"run.json is for {key} {spec.get(key)!r}, its folder for {name!r}")
     expected = _expected_identity(folder)
     if "seed" in expected and spec.get("seed") != expected["seed"]:
         return RunState(STATUS_CORRUPT, f"run.json is for seed {spec.get('seed')}, the folder for seed {expected['seed']}")
@@ -231,6 +265,12 @@ def validate_run(folder: Path, checksums: bool = True) -> RunState:
     # No legacy path: a run.json without checksums cannot vouch for its metrics.
     if not isinstance(files, dict) or (run["status"] == STATUS_DONE and "metrics.json" not in files):
         return RunState(STATUS_CORRUPT, "run.json has no valid 'files' checksums (edited or written by an old version)")
+    try:  # a file the record does not vouch for (its entry removed) would be read unchecked
+        unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name not in ("run.json", MARKER))
+    except OSError as exc:
+        return RunState(STATUS_CORRUPT, f"unreadable ({exc.strerror or exc})")
+    if unlisted:
+        return RunState(STATUS_CORRUPT, f"{unlisted[0]} has no checksum in run.json (entry removed or file added)")
     for name, meta in files.items():
         if not isinstance(name, str) or "/" in name or name.startswith(".") or name == "run.json":
             return RunState(STATUS_CORRUPT, "run.json 'files' is malformed")
