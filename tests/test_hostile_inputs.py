@@ -989,8 +989,12 @@ def test_a_trial_left_running_by_a_killed_process_is_released(tmp_path, monkeypa
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=storage)
+    grid = [0.1, 0.3, 0.5, 0.7, 0.9, 1.1]
+    # the orphan is what a killed `tune` leaves: a trial of tune's own grid sampler (seed 0),
+    # holding the next grid point (load_study's default TPE could draw a point already scored)
+    study.sampler = optuna.samplers.GridSampler({"x": grid}, seed=0)
     orphan = study.ask()
-    orphan.suggest_categorical("x", [0.1, 0.3, 0.5, 0.7, 0.9, 1.1])
+    orphan.suggest_categorical("x", grid)
     study._storage.set_trial_user_attr(orphan._trial_id, "owner", {"host": socket.gethostname(), "pid": dead.pid})
     res = tune_method("test-slow-tune", ds, 4, storage)
     study = optuna.load_study(study_name="synthetic/test-slow-tune", storage=storage)
