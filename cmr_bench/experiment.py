@@ -196,7 +196,7 @@ def _name(w, where, value, what) -> str:
 
 def _ints(w, where, value, what, minimum=0) -> tuple[int, ...]:
     """A list of integers, or a string like '0-4' / '0,1,2' (as `run --seeds` takes it)."""
-    from cmr_bench.commands.run import int_list
+    from cmr_bench.runner.values import int_list
 
     if isinstance(value, str):
         try:
@@ -273,7 +273,19 @@ def _overrides(w, where, value, methods) -> dict[str, Any]:
             raise w.error(where, f"set {key}: '{target}' is not one of this grid's methods")
         if not any(name in get_method(m).defaults for m in owners):
             raise w.error(where, f"set {key}: no method of this grid has a hyperparameter '{name}'")
+        for m in owners:  # each value as the methods declare it, before any run
+            _declared(w, where, get_method(m), name, value[key])
     return dict(value)
+
+
+def _declared(w, where, cls, name, value) -> None:
+    from cmr_bench.hparams import validate_config
+
+    if name in cls.params:
+        try:
+            validate_config(cls, {name: value}, "set")
+        except CmrBenchError as exc:
+            raise w.error(where, str(exc)) from None
 
 
 def _number(value) -> bool:
@@ -341,6 +353,9 @@ def _parse(raw: dict, path: Path) -> Experiment:
         values = s["values"]
         if not isinstance(values, list) or not values or not all(_number(v) for v in values):
             raise w.error(where, "values must be a non-empty list of finite numbers")
+        for p in params:
+            for v in values:
+                _declared(w, where, cls, p, v)
         variant = s.get("variant", "")
         if variant and variant not in cls.variants:
             raise w.error(where, str(UnknownNameError(f"variant of method '{cls.name}'", str(variant), cls.variants or ["(no variants)"])))
