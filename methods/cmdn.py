@@ -158,8 +158,7 @@ class CMDN(TorchMethod):
         "stage1_epochs": Param(15, low=0, high=MAX_EPOCHS, smoke=1,
             doc="epochs of the first (separate-representation) stage, within epochs"),
         "standardize": Param(True, doc="z-score inputs with training statistics (false: raw features)"),
-        "labels": Param(True, doc="train with labels as the official configuration does: a label layer on each separate "
-                        "representation feeding the second stage, and codes that reconstruct it (false: variant 'unsupervised')"),
+        "labels": Param(True, doc="train with labels, as the official configuration does (false: variant 'unsupervised')"),
         "beta": Param(10.0, low=0.0, doc="weight of the label terms (chosen on validation among 0.1, 1, 10, 30)"),
     }
     variants = {"unsupervised": {"labels": False}}
