@@ -52,9 +52,9 @@ class JFSSL(LinearCodes):
             "Intra-modal graph: k nearest same-class neighbours with heat-kernel weights (t = mean kNN distance), our reading.",
             "lambda1, lambda2, k and feature centring chosen on a validation split carved from wiki's training set "
             "(docs/methods.md); the paper tunes them without saying on what.",
-            "Linear on the raw features, which on wiki stays near 0.274 / 0.213 against the published 0.3063 / 0.2275: no "
-            "official code exists, the paper's preprocessing could not be read, and an RBF Nystrom map that would reach "
-            "0.301 / 0.233 was found because of the test-set gap, so it is not applied (docs/methods.md).",
+            "Linear on the raw features (0.274 / 0.213 on wiki against the published 0.3063 / 0.2275): no official code "
+            "exists, the paper's preprocessing could not be read, and an RBF map reaching 0.301 / 0.233 was found through "
+            "the test-set gap, so it is not applied (docs/methods.md).",
         ),
     )
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
