@@ -50,6 +50,28 @@ def run_checks(cls: type[Method], device: str = "cpu", multilabel: bool | None =
         return _run_checks(cls, device, multilabel)
 
 
+def check_declarations(cls: type[Method]) -> None:
+    """The hyperparameter contract (cmr_bench.hparams): every declaration a Param whose default,
+    smoke value and search range it accepts itself, every variant and dataset default a valid
+    value of a declared hyperparameter, and every string hyperparameter names its choices (so
+    that a typo in --set is a one-line error before the grid instead of a failed run)."""
+    from cmr_bench.hparams import Param, check_search, validate_config
+
+    assert isinstance(cls.params, dict), "params must be a dict of cmr_bench.hparams.Param"
+    for key, p in cls.params.items():
+        assert isinstance(p, Param), f"params[{key!r}] is not a cmr_bench.hparams.Param"
+        assert p.type is not str or p.choices, (
+            f"string hyperparameter {key}={p.default!r} declares no choices (Param(..., choices=(...)))")
+        if p.search is not None:
+            check_search(p, key, p.search, f"params[{key!r}].search")
+    validate_config(cls, dict(cls.defaults), "defaults")
+    validate_config(cls, dict(cls.smoke_config), "smoke values")
+    for name, overrides in cls.dataset_defaults.items():
+        validate_config(cls, dict(overrides), f"dataset_defaults[{name}]")
+    for name, overrides in cls.variants.items():
+        validate_config(cls, dict(overrides), f"variant {name!r}")
+
+
 def _run_checks(cls: type[Method], device: str, multilabel: bool | None) -> list[CheckResult]:
     results: list[CheckResult] = []
 
@@ -68,23 +90,7 @@ def _run_checks(cls: type[Method], device: str, multilabel: bool | None) -> list
         assert cls.code_type in ("real", "binary"), f"code_type {cls.code_type!r}"
         for field_name in ("full_name", "paper", "venue", "year", "status", "supervision"):
             assert getattr(info, field_name), f"MethodInfo.{field_name} is empty"
-        assert isinstance(cls.defaults, dict), "defaults must be a dict"
-        for ds_name, overrides in cls.dataset_defaults.items():
-            unknown = set(overrides) - set(cls.defaults)
-            assert not unknown, f"dataset_defaults[{ds_name}] has keys not in defaults: {sorted(unknown)}"
-        for v, overrides in cls.variants.items():
-            unknown = set(overrides) - set(cls.defaults)
-            assert not unknown, f"variant {v!r} has keys not in defaults: {sorted(unknown)}"
-        # a string hyperparameter names its allowed values (`choices`), so that a typo in --set is
-        # a one-line error before the grid instead of a failed run
-        choices = getattr(cls, "choices", None) or {}
-        for where, values in [("defaults", cls.defaults), *((f"dataset_defaults[{d}]", o) for d, o in cls.dataset_defaults.items()),
-                              *((f"variant {v!r}", o) for v, o in cls.variants.items())]:
-            for key, value in values.items():
-                if isinstance(value, str):
-                    assert value in choices.get(key, ()), (
-                        f"{where}: string hyperparameter {key}={value!r} is not in choices[{key!r}] "
-                        f"(declare choices = {{{key!r}: (...)}})")
+        check_declarations(cls)
         return f"{cls.info.full_name} ({cls.info.venue} {cls.info.year}), status {cls.info.status}"
 
     if not check("metadata", metadata):

@@ -25,7 +25,7 @@ MAX_FILE_BYTES = 1 << 20
 MAX_BITS = 4096  # as `run --bits`
 
 _TOP_KEYS = {"name", "title", "description", "dataset", "report", "grids", "sweeps", "tables", "figures"}
-_GRID_KEYS = {"name", "methods", "seeds", "variants", "bits", "protocol", "config", "set"}
+_GRID_KEYS = {"name", "methods", "seeds", "variants", "bits", "protocol", "config", "set", "datasets"}
 _SWEEP_KEYS = {"name", "method", "parameters", "values", "seeds", "variant", "protocol", "bits"}
 _TABLE_KEYS = {"table", "metric", "name", "hide_missing"}
 _FIGURE_KEYS = {"figure", "protocol", "bits", "metric", "sweep", "method", "name", "caption", "config"}
@@ -41,6 +41,8 @@ class Grid:
     protocol: str | None
     config: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Only on these datasets (e.g. a tuned grid: tuned configurations are made per dataset); None: any.
+    datasets: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,12 @@ def _keys(w: _Where, where: str, table, allowed: set[str], required: tuple[str, 
     return table
 
 
+def _datasets(w, where, value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise w.error(where, "datasets must be a non-empty list of dataset names")
+    return tuple(value)
+
+
 def _string(w, where, value, what) -> str:
     if not isinstance(value, str) or not value.strip():
         raise w.error(where, f"{what} must be a non-empty string")
@@ -188,7 +196,7 @@ def _name(w, where, value, what) -> str:
 
 def _ints(w, where, value, what, minimum=0) -> tuple[int, ...]:
     """A list of integers, or a string like '0-4' / '0,1,2' (as `run --seeds` takes it)."""
-    from cmr_bench.commands.run import int_list
+    from cmr_bench.runner.values import int_list
 
     if isinstance(value, str):
         try:
@@ -265,7 +273,19 @@ def _overrides(w, where, value, methods) -> dict[str, Any]:
             raise w.error(where, f"set {key}: '{target}' is not one of this grid's methods")
         if not any(name in get_method(m).defaults for m in owners):
             raise w.error(where, f"set {key}: no method of this grid has a hyperparameter '{name}'")
+        for m in owners:  # each value as the methods declare it, before any run
+            _declared(w, where, get_method(m), name, value[key])
     return dict(value)
+
+
+def _declared(w, where, cls, name, value) -> None:
+    from cmr_bench.hparams import validate_config
+
+    if name in cls.params:
+        try:
+            validate_config(cls, {name: value}, "set")
+        except CmrBenchError as exc:
+            raise w.error(where, str(exc)) from None
 
 
 def _number(value) -> bool:
@@ -306,7 +326,8 @@ def _parse(raw: dict, path: Path) -> Experiment:
         protocol = _name(w, where, g["protocol"], "protocol") if "protocol" in g else None
         grids.append(Grid(gname, methods, _ints(w, where, g.get("seeds", [0]), "seeds"),
                           _variants(w, where, g.get("variants", "none"), methods), bits, protocol,
-                          _config(w, where, g.get("config", "default")), _overrides(w, where, g.get("set", {}), methods)))
+                          _config(w, where, g.get("config", "default")), _overrides(w, where, g.get("set", {}), methods),
+                          _datasets(w, where, g["datasets"]) if "datasets" in g else None))
 
     sweeps = []
     for i, s in enumerate(raw.get("sweeps", [])):
@@ -332,6 +353,9 @@ def _parse(raw: dict, path: Path) -> Experiment:
         values = s["values"]
         if not isinstance(values, list) or not values or not all(_number(v) for v in values):
             raise w.error(where, "values must be a non-empty list of finite numbers")
+        for p in params:
+            for v in values:
+                _declared(w, where, cls, p, v)
         variant = s.get("variant", "")
         if variant and variant not in cls.variants:
             raise w.error(where, str(UnknownNameError(f"variant of method '{cls.name}'", str(variant), cls.variants or ["(no variants)"])))
@@ -483,6 +507,8 @@ def experiment_specs(exp: Experiment, dataset, runs_dir: Path, tuned_dir=None, m
     check_grid_size(total, max_runs, f"experiment {exp.name}")
     seen: dict[Path, Any] = {}
     for g in exp.grids:
+        if g.datasets is not None and dataset.name not in g.datasets:
+            continue  # e.g. tuned configurations exist for these datasets only
         for sp in grid_specs(g, dataset, tuned_dir, max_runs=total):
             seen.setdefault(sp.folder(runs_dir), sp)
     for s in exp.sweeps:

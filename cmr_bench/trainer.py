@@ -16,7 +16,8 @@ steps the named optimisers only) or, for schedules made of stages over the whole
 Log schema: one row per iteration (`schedule = "iterations"`, key `iteration`) or per epoch
 (key `epoch`, terms averaged over the epoch's batches), counted from 1, plus what
 `start_epoch` returns; `val_map_i2t`, `val_map_t2i` where validation ran and `selected_epoch` on
-the last row of a selecting method. No timings: the runner measures fit time, once.
+the last row of a selecting method, with `refit_epochs` and `refit_items` when it was then refitted
+on the whole training split (`fit`). No timings: the runner measures fit time, once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmr_bench.data.splits import rejoin
 from cmr_bench.data.types import Split, label_matrix  # noqa: F401 (methods import it from here)
 from cmr_bench.plugin import Method
 
@@ -39,6 +41,14 @@ STANDARDIZE_NOTE = (
     "Inputs are z-scored per dimension with training-split statistics (standardize=true; the "
     "papers feed raw features), a choice made on a validation split carved from Wikipedia's "
     "training set (docs/methods.md); standardize=false gives raw inputs."
+)
+
+# Recorded into run.json of every run that selects its epoch on validation (`TorchMethod.notes`).
+REFIT_NOTE = (
+    "The number of epochs was selected on a validation split carved from the training split; the "
+    "model was then retrained from the same seed on the whole training split for that many epochs "
+    "(logged as selected_epoch, refit_epochs, refit_items), so it has seen every training item, as "
+    "every other row has."
 )
 
 
@@ -188,6 +198,10 @@ class TorchMethod(Method):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.multilabel = self.label_kind == "multi"
+        # Refit on train + validation after selecting the epoch (fit); `tune` sets it False.
+        self.refit_after_selection = True
+        # Stop after this many steps of the configured schedule (None: all of it); set for a refit.
+        self.stop_after: int | None = None
         if self.code_type == "binary":
             if self.bits is None or int(self.bits) <= 0:
                 raise ValueError(f"method '{self.name}' needs a positive code length (bits), got {self.bits}")
@@ -200,7 +214,8 @@ class TorchMethod(Method):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
     def notes(self) -> list[str]:
-        return [STANDARDIZE_NOTE] if self.config.get("standardize") else []
+        return ([STANDARDIZE_NOTE] if self.config.get("standardize") else []) + (
+            [REFIT_NOTE] if self.config.get("select_on_validation") and self.uses_validation else [])
 
     # --- to implement ---------------------------------------------------------------------
     def build(self) -> nn.Module | dict[str, nn.Module]:
@@ -293,6 +308,32 @@ class TorchMethod(Method):
         return Inputs(x, y, split, self.device)
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
+        """Train on `train`. A method that selects its epoch on `val` (carved from the training
+        split) is then refitted from the same seed on train + val for the selected number of
+        epochs, so that its final model, like every other row's, has seen every training item
+        (logged as `refit_epochs` / `refit_items` on the last row). `refit_after_selection =
+        False` keeps the selected weights: what `tune` sets, since it scores the model on `val`."""
+        log = self._train(train, val, stop=self.stop_after)
+        if self.refit_after_selection and self._selects(val) and log:
+            epochs = int(log[-1]["selected_epoch"])
+            full = rejoin(train, val)
+            again = type(self).create(
+                seed=self.seed, image_dim=self.image_dim, text_dim=self.text_dim, num_classes=self.num_classes,
+                label_kind=self.label_kind, config=self.config, bits=self.bits, device=self.device)
+            again.stop_after = epochs
+            again.hooks = self.hooks  # the refit's progress is shown too (no validation: nothing for tune)
+            again.fit(full, None)  # through the plugin's own fit, if it wraps this one
+            self.load_state_dict(again.state_dict())
+            self.net.eval()
+            log[-1].update(refit_epochs=float(epochs), refit_items=float(len(full)))
+        return log
+
+    def _selects(self, val: Split | None) -> bool:
+        return bool(self.config.get("select_on_validation")) and val is not None and len(val) > 0
+
+    def _train(self, train: Split, val: Split | None, stop: int | None = None) -> list[dict[str, Any]]:
+        """The loop: the schedule's length from the config (learning-rate schedules see it),
+        run for `stop` steps when given (a refit), the best validation epoch kept when selecting."""
         c = self.config
         self.inputs = self.prepare(train)
         self.order = torch.Generator().manual_seed(int(self.seed))  # batch order
@@ -300,7 +341,7 @@ class TorchMethod(Method):
         self.optimizers = self.make_optimizers()
         self.total = int(c[self.schedule])
         unit = "iteration" if self.schedule == "iterations" else "epoch"
-        select = bool(c.get("select_on_validation")) and val is not None and len(val) > 0
+        select = self._selects(val)
         # A method that does not select on validation is still scored there for `tune`'s pruner
         # (about 10 times per fit, nothing logged, the model unchanged): no listener, no cost.
         watch = not select and val is not None and len(val) > 0 and self.hooks.wants_validation
@@ -309,7 +350,8 @@ class TorchMethod(Method):
         best, best_state, best_at = -np.inf, None, 0
         self._last_loss = None
         log: list[dict[str, Any]] = []
-        for self.done in range(self.total):
+        steps = self.total if stop is None else min(int(stop), self.total)
+        for self.done in range(steps):
             self.net.train()
             row: dict[str, Any] = {unit: self.done + 1, **self.start_epoch()}
             terms = self.step(Batch.rows(self.inputs, next(stream).to(self.device))) if stream else self.train_epoch()
@@ -324,7 +366,7 @@ class TorchMethod(Method):
                 self.hooks.validation_score(self.done + 1, self._tune_score(val))
             log.append(row)
             loss = self._last_loss
-            self.hooks.training_step(self.done + 1, self.total,
+            self.hooks.training_step(self.done + 1, steps,
                                      float(loss.detach()) if loss is not None and self.device == "cpu" else None, unit)
         if best_state is not None:
             self.net.load_state_dict(best_state)

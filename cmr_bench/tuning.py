@@ -1,15 +1,14 @@
 """Tuning a method's hyperparameters on validation data carved from the training split (Optuna).
 
-A plugin declares its search space next to its defaults, as plain data (no optuna import):
+A plugin declares each hyperparameter's search range in its declaration, as plain data (no
+optuna import), gathered in the derived `search_space`:
 
-    search_space = {
-        "lr": ("logfloat", 1e-5, 1e-2),   # log-uniform
-        "alpha": ("float", 0.0, 1.0),     # uniform
-        "hidden": ("int", 256, 2048),     # integers, inclusive
-        "power": ("choice", [0.0, 0.5]),  # categorical
-    }
+    "lr": Param(1e-4, low=0.0, search=("logfloat", 1e-5, 1e-2)),   # log-uniform
+    "alpha": Param(0.5, low=0.0, high=1.0, search=("float", 0.0, 1.0)),  # uniform
+    "hidden": Param(512, low=1, search=("int", 256, 2048)),        # integers, inclusive
+    "power": Param(0.0, low=0.0, search=("choice", [0.0, 0.5])),   # categorical
 
-Keys must be hyperparameters in `defaults`. A space made only of choices is searched on its
+Every value of a range is one its hyperparameter accepts (cmr_bench.hparams). A space made only of choices is searched on its
 full grid (deterministic closed-form methods: a few knobs); otherwise TPE, seeded. Objective:
 the mean of Img2Txt and Txt2Img mAP@all, validation queries against the validation set, where
 validation is `carve_validation(train, val_fraction, seed)` as the runner carves it. `cmr-bench
@@ -72,56 +71,19 @@ class _NoTraceback(logging.Filter):
 
 
 def search_space(cls) -> dict[str, tuple]:
-    """The plugin's space, checked: a user error (one line) when empty or malformed."""
-    space = getattr(cls, "search_space", None) or {}
+    """The plugin's space (the `search` of its declarations), checked: a user error (one line)
+    when empty or malformed, or when a range reaches values the hyperparameter refuses."""
+    from cmr_bench.hparams import check_search
+
+    space = cls.search_space
     if not isinstance(space, dict) or not space:
-        raise CmrBenchError(f"method '{cls.name}' declares no search space (a `search_space` dict next to its defaults)")
+        raise CmrBenchError(f"method '{cls.name}' declares no search space (`search=` on a hyperparameter in its `params`)")
     for key, entry in space.items():
         where = f"method '{cls.name}': search_space['{key}']"
-        if key not in cls.defaults:
+        if key not in cls.params:
             raise CmrBenchError(f"{where}: not a hyperparameter in its defaults")
-        if not isinstance(entry, tuple) or not entry or entry[0] not in KINDS:
-            raise CmrBenchError(f"{where}: expected (kind, ...) with kind one of {', '.join(KINDS)}, got {entry!r}")
-        if entry[0] == "choice":
-            if len(entry) != 2 or not isinstance(entry[1], (list, tuple)) or not entry[1]:
-                raise CmrBenchError(f"{where}: ('choice', [values...]) with at least one value")
-        else:
-            ok = len(entry) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in entry[1:])
-            if not ok or entry[1] >= entry[2] or (entry[0] == "logfloat" and entry[1] <= 0):
-                raise CmrBenchError(f"{where}: ({entry[0]!r}, low, high) with low < high{' and low > 0' if entry[0] == 'logfloat' else ''}")
-        _check_types(where, entry, cls.defaults[key])
+        check_search(cls.params[key], key, entry, where)
     return dict(space)
-
-
-def _same_type(value, default) -> bool:
-    """A value the hyperparameter accepts: the default's type (ints where floats are expected)."""
-    if default is None:
-        return True
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, int):
-        return isinstance(value, int)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
-
-
-def _check_types(where: str, entry: tuple, default) -> None:
-    """Caught when the space is read, not as failed trials: a trial's value must have the
-    default's type, and a hyperparameter whose default is >= 0 never gets a negative value."""
-    kind = entry[0]
-    if kind == "int" and (isinstance(default, bool) or not isinstance(default, int) or not all(isinstance(v, int) for v in entry[1:])):
-        raise CmrBenchError(f"{where}: 'int' needs an integer hyperparameter and integer bounds (default {default!r})")
-    if kind in ("float", "logfloat") and (isinstance(default, bool) or not isinstance(default, float)):
-        raise CmrBenchError(f"{where}: {kind!r} needs a float hyperparameter (default {default!r}); use 'int' or 'choice'")
-    values = list(entry[1]) if kind == "choice" else list(entry[1:])
-    for v in values:
-        if not _same_type(v, default):
-            raise CmrBenchError(f"{where}: value {v!r} is not of the default's type ({type(default).__name__})")
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(default, (int, float)) and default >= 0 > v:
-            raise CmrBenchError(f"{where}: value {v!r} < 0 for a hyperparameter whose default is {default!r}")
 
 
 def is_grid(space: dict) -> bool:
@@ -166,6 +128,18 @@ def default_params(cls, space: dict, dataset: str) -> dict[str, Any] | None:
     return params
 
 
+def check_validation_split(cls, dataset, val_fraction: float, seed: int, protocol: str | None = None) -> None:
+    """--val-fraction must leave items on both sides of the carve (one line otherwise)."""
+    from cmr_bench.data.splits import carve_validation
+    from cmr_bench.runner.grid import DEFAULT_PROTOCOL
+
+    proto = dataset.protocol(protocol or DEFAULT_PROTOCOL[cls.code_type])
+    fit, val = carve_validation(dataset.split(proto.train), val_fraction, seed)
+    if len(val) == 0 or len(fit) == 0:
+        raise CmrBenchError(f"--val-fraction {val_fraction}: carving validation from the {len(fit) + len(val)} training items of "
+                            f"'{dataset.name}' leaves {len(val)} validation and {len(fit)} training items; both need at least one")
+
+
 def validation_score(cls, dataset, train_full, config: dict, bits: int | None, seed: int, val_fraction: float,
                      database: str = "validation", on_score=None) -> float:
     """Fit on train minus validation, rank validation queries against `database` ("validation":
@@ -184,6 +158,9 @@ def validation_score(cls, dataset, train_full, config: dict, bits: int | None, s
     method.hooks = TrainHooks(validation=on_score, validation_database=db if database == "fit" else None)
     # A trainer method gets the validation split even when it does not select on it: it reports
     # its score there during training, which is what the pruner needs (the fit is unchanged).
+    # No refit on train + validation after an epoch is selected: the score is read on validation.
+    if isinstance(method, TorchMethod):
+        method.refit_after_selection = False
     method.fit(train, val if cls.uses_validation or isinstance(method, TorchMethod) else None)
     query = {m: np.asarray(method.encode(val.features(m), m)) for m in ("image", "text")}
     codes = query if db is val else {m: np.asarray(method.encode(db.features(m), m)) for m in ("image", "text")}
@@ -437,7 +414,6 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
         start = default_params(cls, space, dataset.name)
         if start is not None:  # trial 0 is the paper's defaults: tuning never reports worse than them on validation
             study.enqueue_trial(start)
-    check = getattr(cls, "check_config", None)
     stopping = threading.Event()
     quiet = _QuietTrials()
     over_budget = threading.Event()
@@ -460,9 +436,9 @@ def tune_method(name: str, dataset, trials: int, storage: str, seed: int = 0, jo
             raise
 
     def run_trial(trial):
-        config = cls.resolve_config({**suggest(trial, space), **(pin or {})}, dataset=dataset.name)
-        if callable(check):  # a combination the plugin refuses is a failed trial, not a crash
-            check(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
+        config = cls.resolve_config({**suggest(trial, space), **(pin or {})}, dataset=dataset.name, where=f"trial {trial.number}")
+        # a combination the plugin refuses is a failed trial, not a crash
+        cls.check_config(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
 
         def intermediate(step, score):
             if stopping.is_set():  # Ctrl-C in the main thread: stop this worker's trial now (rerun on resume)

@@ -208,4 +208,4 @@ def side_optimizers(config: dict, **sides) -> dict[str, torch.optim.Optimizer]:
     """One Adam per side of an alternating (adversarial) game: `name=(parameters, lr_key)`, the
     learning rate read from config[lr_key], the config's betas for every side."""
     betas = config["betas"]
-    return {name: adam(params, float(config[lr_key]), betas) for name, (params, lr_key) in sides.items()}
+    return {name: adam(params, config[lr_key], betas) for name, (params, lr_key) in sides.items()}

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmr_bench.hparams import MAX_EPOCHS, Param
 from cmr_bench.methods._blocks import Modal, dann_lambda, frobenius, grad_reverse, label_loss, modality_targets
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -107,31 +108,31 @@ class ACMR(TorchMethod):
             "Multi-label datasets use a binary cross-entropy with logits for the label classifier; positives / negatives are items sharing / not sharing a label.",
         ),
     )
-    defaults = {
-        "k": 40,  # common space (official demo semantic_emb_dim)
-        "image_hidden": [512, 100],  # official demo visual_feature_embed
-        "text_hidden": [40, 100],  # official demo label_embed
-        "alpha": 1.0,  # triplet weight
-        "beta": 100.0,  # label-classification weight (official demo: 100 * label_loss)
-        "reg": 1.0,  # weight of L_reg (L_emb = alpha L_imi + beta L_imd + L_reg)
-        "margin": 0.1,  # mu (official demo margin)
-        "lambda_hinge": 1.0,  # lambda
-        "adversarial": True,
-        "lr": 1e-4,
-        "betas": [0.5, 0.999],
-        "batch_size": 64,
-        "epochs": 200,  # official demo for Wikipedia
-        "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
+    # tune searches: loss weights, learning rate, width, training length (<= 2x default)
+    params = {
+        "k": Param(40, low=1, search=("choice", [20, 40, 80]), smoke=8,
+            doc="common space (official demo semantic_emb_dim)"),
+        "image_hidden": Param([512, 100], item=int, low=1, smoke=[16], doc="official demo visual_feature_embed"),
+        "text_hidden": Param([40, 100], item=int, low=1, smoke=[16], doc="official demo label_embed"),
+        "alpha": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="triplet weight"),
+        "beta": Param(100.0, low=0.0, search=("logfloat", 1.0, 1000.0),
+            doc="label-classification weight (official demo: 100 * label_loss)"),
+        "reg": Param(1.0, low=0.0, doc="weight of L_reg (L_emb = alpha L_imi + beta L_imd + L_reg)"),
+        "margin": Param(0.1, low=0.0, search=("float", 0.02, 0.5), doc="mu (official demo margin)"),
+        "lambda_hinge": Param(1.0, low=0.0, doc="lambda"),
+        "adversarial": Param(True, doc="train the modality classifier adversarially (false: no L_adv, an ablation)"),
+        "lr": Param(0.0001, low=0.0, search=("logfloat", 1e-05, 0.001), doc="learning rate"),
+        "betas": Param([0.5, 0.999], item=float, low=0.0, high=1.0, length=2, doc="Adam betas"),
+        "batch_size": Param(64, low=1, smoke=16, doc="minibatch size"),
+        "epochs": Param(200, low=1, high=MAX_EPOCHS, search=("int", 50, 400), smoke=2,
+            doc="official demo for Wikipedia"),
+        "standardize": Param(True, doc="z-score inputs with training statistics (false: raw features, as the paper)"),
     }
-    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
-    search_space = {"lr": ("logfloat", 1e-5, 1e-3), "alpha": ("logfloat", 0.1, 10.0), "beta": ("logfloat", 1.0, 1000.0),
-                    "margin": ("float", 0.02, 0.5), "k": ("choice", [20, 40, 80]), "epochs": ("int", 50, 400)}
-    smoke_config = {"epochs": 2, "image_hidden": [16], "text_hidden": [16], "k": 8, "batch_size": 16}
 
     def build(self) -> nn.Module:
         c = self.config
-        hidden = {"image": [int(h) for h in c["image_hidden"]], "text": [int(h) for h in c["text_hidden"]]}
-        return ACMRNet({"image": self.image_dim, "text": self.text_dim}, hidden, int(c["k"]), self.num_classes)
+        hidden = {"image": c["image_hidden"], "text": c["text_hidden"]}
+        return ACMRNet({"image": self.image_dim, "text": self.text_dim}, hidden, c["k"], self.num_classes)
 
     def encoder(self, modality: str) -> nn.Module:
         return Modal(self.net, modality)
@@ -145,11 +146,11 @@ class ACMR(TorchMethod):
         lam_adv = self.adv_factor
         ev, et = net(v, "image"), net(t, "text")
         s = label_similarity(y, y)
-        margin, lam = float(c["margin"]), float(c["lambda_hinge"])
+        margin, lam = c["margin"], c["lambda_hinge"]
         l_imi = triplet_term(ev, et, s, margin, lam) + triplet_term(et, ev, s, margin, lam)
         l_imd = label_loss(net.label_classifier(ev), y, self.multilabel) + label_loss(net.label_classifier(et), y, self.multilabel)
         l_reg = sum(frobenius(p) for proj in net.projector.values() for name, p in proj.named_parameters() if name.endswith("weight"))
-        l_emb = float(c["alpha"]) * l_imi + float(c["beta"]) * l_imd + float(c["reg"]) * l_reg
+        l_emb = c["alpha"] * l_imi + c["beta"] * l_imd + c["reg"] * l_reg
         row = {"L_imi": l_imi, "L_imd": l_imd, "L_reg": l_reg, "L_emb": l_emb}
         objective = l_emb
         if c["adversarial"]:

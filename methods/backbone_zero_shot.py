@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmr_bench.data.types import Split
+from cmr_bench.hparams import Param
 from cmr_bench.plugin import Method, MethodInfo
 from cmr_bench.registry import register_method
 
@@ -36,11 +37,13 @@ class BackboneZeroShot(Method):
              "the 32 normalised query embeddings, where BLIP-2's ITC takes the max similarity over the queries."),
         ),
     )
-    choices = {"mismatch": ("error", "pad")}  # string hyperparameters: checked before the grid
-    defaults = {"normalize": True, "mismatch": "error"}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
-    search_space = {"normalize": ("choice", [True, False])}
-    smoke_config = {"mismatch": "pad"}
+    params = {
+        "normalize": Param(True, search=("choice", [True, False]),
+            doc="L2-normalise the backbone embeddings before ranking"),
+        "mismatch": Param("error", choices=("error", "pad"), smoke="pad",
+            doc="image and text embeddings of different lengths: error, or zero-pad the shorter"),
+    }
 
     def fit(self, train: Split, val: Split | None = None):
         mode = self.config["mismatch"]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from cmr_bench.data.types import Split
+from cmr_bench.hparams import Param
 from cmr_bench.plugin import Method, MethodInfo
 from cmr_bench.registry import register_method
 
@@ -24,13 +25,14 @@ class RandomProjection(Method):
         full_name="Random projections (floor)", paper="sanity baseline", venue="cmr-bench", year=2026,
         status="baseline", supervision="unsupervised",
     )
-    defaults = {"dims": 64}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
-    search_space = {"dims": ("choice", [16, 32, 64, 128])}
+    params = {
+        "dims": Param(64, low=1, search=("choice", [16, 32, 64, 128]), doc="length of the random codes"),
+    }
 
     def fit(self, train: Split, val: Split | None = None):
         g = torch.Generator().manual_seed(self.seed)
-        k = int(self.config["dims"])
+        k = self.config["dims"]
         self.proj = {
             "image": torch.randn(self.image_dim, k, generator=g, dtype=torch.float64),
             "text": torch.randn(self.text_dim, k, generator=g, dtype=torch.float64),

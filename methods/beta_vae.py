@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from cmr_bench.hparams import MAX_ITERATIONS, Param
 from cmr_bench.methods._blocks import (
     Modal,
     classifier_head,
@@ -58,28 +59,26 @@ class BetaVAE(TorchMethod):
         status="baseline",
         supervision="supervised",
         deviations=(
-            "beta-VAE is a single-modality, unsupervised model; its cross-modal transfer (SDCMR Table IV) is not described, so it is embedded in SDCMR's framework: SDCMR's shared semantic encoder as the VAE encoder, SDCMR's L_sim (Eq. 7) and semantic classifier C^s as the cross-modal and label signals (docs/methods.md).",
+            "beta-VAE (single-modality, unsupervised) is embedded in SDCMR's framework for cross-modal retrieval: SDCMR's shared encoder as its encoder, SDCMR's L_sim and C^s as the cross-modal and label signals (docs/methods.md).",
         ),
     )
-    defaults = {
-        "k": 32,
-        "hidden": [2048, 1024],
-        "beta": 5.0,  # KL weight (SDCMR Table IV: beta = 5)
-        "sim": 5.0,  # SDCMR's beta (L_sim weight)
-        "cls": 10.0,  # SDCMR's gamma (classifier weight)
-        "lr": 2e-4,
-        "batch_size": 64,
-        "iterations": 500,
-        "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
+    # tune searches: loss weights, learning rate, width, training length (<= 2x default)
+    params = {
+        "k": Param(32, low=1, search=("choice", [16, 32, 64]), smoke=8, doc="latent dimension"),
+        "hidden": Param([2048, 1024], item=int, low=1, smoke=[32, 16], doc="encoder hidden widths (decoders reversed)"),
+        "beta": Param(5.0, low=0.0, search=("logfloat", 0.5, 20.0), doc="KL weight (SDCMR Table IV: beta = 5)"),
+        'sim': Param(5.0, low=0.0, search=('logfloat', 0.5, 20.0), doc="SDCMR's beta (L_sim weight)"),
+        'cls': Param(10.0, low=0.0, search=('logfloat', 1.0, 50.0), doc="SDCMR's gamma (classifier weight)"),
+        "lr": Param(0.0002, low=0.0, search=("logfloat", 5e-05, 0.001), doc="learning rate"),
+        "batch_size": Param(64, low=1, smoke=16, doc="minibatch size"),
+        "iterations": Param(500, low=1, high=MAX_ITERATIONS, search=("int", 250, 1000), smoke=3,
+            doc="training iterations (minibatch steps)"),
+        "standardize": Param(True, doc="z-score inputs with training statistics (false: raw features, as the paper)"),
     }
-    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
-    search_space = {"lr": ("logfloat", 5e-5, 1e-3), "beta": ("logfloat", 0.5, 20.0), "sim": ("logfloat", 0.5, 20.0),
-                    "cls": ("logfloat", 1.0, 50.0), "k": ("choice", [16, 32, 64]), "iterations": ("int", 250, 1000)}
-    smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
 
     def build(self) -> nn.Module:
         c = self.config
-        return BetaVAENet({"image": self.image_dim, "text": self.text_dim}, int(c["k"]), [int(h) for h in c["hidden"]], self.num_classes)
+        return BetaVAENet({"image": self.image_dim, "text": self.text_dim}, c["k"], c["hidden"], self.num_classes)
 
     def encoder(self, modality: str) -> nn.Module:
         return Modal(self.net.enc, modality, output=0)
@@ -95,5 +94,5 @@ class BetaVAE(TorchMethod):
             kl = kl + kl_standard_normal(mu, logvar)
             cls = cls + label_loss(net.cls(z[m]), y, self.multilabel)
         sim = (z["image"] - z["text"]).pow(2).mean()
-        objective = rec + float(c["beta"]) * kl + float(c["sim"]) * sim + float(c["cls"]) * cls
+        objective = rec + c["beta"] * kl + c["sim"] * sim + c["cls"] * cls
         return objective, {"L": objective, "L_rec": rec, "KL": kl, "L_sim": sim, "L_cls": cls}

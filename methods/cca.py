@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from cmr_bench.data.types import Split
+from cmr_bench.hparams import Param
 from cmr_bench.plugin import Method, MethodInfo
 from cmr_bench.registry import register_method
 
@@ -40,9 +41,14 @@ class CCA(Method):
         supervision="unsupervised",
         deviations=("A small scale-free ridge (reg * trace/d) is added to both covariances for numerical stability.",),
     )
-    defaults = {"dims": 0, "reg": 1e-4, "power": 0.0}  # dims 0 = min(image_dim, text_dim)
     # `cmr-bench tune`: closed form, so a grid over its two knobs (cmr_bench/tuning.py)
-    search_space = {"reg": ("choice", [1e-6, 1e-4, 1e-2, 1e-1]), "power": ("choice", [0.0, 0.5, 1.0])}
+    params = {
+        "dims": Param(0, low=0, doc="dims 0 = min(image_dim, text_dim)"),
+        "reg": Param(0.0001, low=0.0, search=("choice", [1e-06, 0.0001, 0.01, 0.1]),
+            doc="ridge added to both covariances (scaled by trace/d)"),
+        "power": Param(0.0, low=0.0, search=("choice", [0.0, 0.5, 1.0]),
+            doc="canonical directions scaled by eigenvalue ** power (0 = plain CCA)"),
+    }
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         x = torch.as_tensor(train.image, dtype=torch.float64, device=self.device)
@@ -51,14 +57,14 @@ class CCA(Method):
         x, y = x - self.mean_x, y - self.mean_y
         n = x.shape[0]
         cxx, cyy, cxy = x.T @ x / (n - 1), y.T @ y / (n - 1), x.T @ y / (n - 1)
-        reg = float(self.config["reg"])
+        reg = self.config["reg"]
         cxx += reg * torch.trace(cxx) / cxx.shape[0] * torch.eye(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
         cyy += reg * torch.trace(cyy) / cyy.shape[0] * torch.eye(cyy.shape[0], dtype=cyy.dtype, device=cyy.device)
         wx, wy = _inv_sqrt(cxx), _inv_sqrt(cyy)
         u, s, vh = torch.linalg.svd(wx @ cxy @ wy)
-        k = int(self.config["dims"]) or min(x.shape[1], y.shape[1])
+        k = self.config["dims"] or min(x.shape[1], y.shape[1])
         k = min(k, len(s))
-        scale = s[:k].clamp_min(0) ** float(self.config["power"])
+        scale = s[:k].clamp_min(0) ** self.config["power"]
         self.proj_x = (wx @ u[:, :k]) * scale
         self.proj_y = (wy @ vh.T[:, :k]) * scale
         self.correlations = s[:k]

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.linalg
 
 from cmr_bench.data.types import Split
+from cmr_bench.hparams import Param
 from cmr_bench.methods._classical import LinearCodes, label_matrix
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -36,9 +37,13 @@ class CCA3V(LinearCodes):
         ),
     )
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
-    defaults = {"dims": 80, "reg": 1e-2, "power": 4.0}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
-    search_space = {"dims": ("choice", [10, 20, 40, 80]), "reg": ("choice", [1e-4, 1e-2]), "power": ("choice", [1.0, 4.0])}
+    params = {
+        "dims": Param(80, low=1, search=("choice", [10, 20, 40, 80]), doc="dimension of the common space"),
+        "reg": Param(0.01, low=0.0, search=("choice", [0.0001, 0.01]), doc="ridge added to the covariances"),
+        "power": Param(4.0, low=0.0, search=("choice", [1.0, 4.0]),
+            doc="directions scaled by eigenvalue ** power (Gong et al. use 4)"),
+    }
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         views = [np.asarray(train.image, np.float64), np.asarray(train.text, np.float64),
@@ -47,7 +52,7 @@ class CCA3V(LinearCodes):
         z = np.concatenate([v - m for v, m in zip(views, means)], 1)
         s = z.T @ z / (len(z) - 1)
         sizes = np.cumsum([0] + [v.shape[1] for v in views])
-        reg = float(self.config["reg"])
+        reg = self.config["reg"]
         for a, b in zip(sizes[:-1], sizes[1:]):  # the same ridge on S's and D's diagonal blocks
             s[a:b, a:b] += (reg * np.trace(s[a:b, a:b]) / (b - a) + 1e-12) * np.eye(b - a)
         d = np.zeros_like(s)
@@ -55,9 +60,9 @@ class CCA3V(LinearCodes):
             d[a:b, a:b] = s[a:b, a:b]
         vals, vecs = scipy.linalg.eigh(s, d)
         order = np.argsort(vals)[::-1]
-        k = min(int(self.config["dims"]) or len(vals), len(vals))
+        k = min(self.config["dims"] or len(vals), len(vals))
         vals, vecs = vals[order[:k]], vecs[:, order[:k]]
-        scale = np.maximum(vals, 0.0) ** float(self.config["power"])
+        scale = np.maximum(vals, 0.0) ** self.config["power"]
         w = vecs * scale
         self._set(means[0], w[sizes[0]:sizes[1]], means[1], w[sizes[1]:sizes[2]], eigenvalues=vals)
         return [{"step": 0, "top_eigenvalue": float(vals[0]), "mean_eigenvalue": float(vals.mean())}]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmr_bench.data.types import Split
+from cmr_bench.hparams import Param
 from cmr_bench.methods._classical import LinearCodes
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -33,15 +34,16 @@ class CFA(LinearCodes):
             "(wiki features are already histograms / topic proportions).",
         ),
     )
-    defaults = {"dims": 0}  # 0 = min(image_dim, text_dim)
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
-    search_space = {"dims": ("choice", [0, 5, 10, 20])}
+    params = {
+        "dims": Param(0, low=0, search=("choice", [0, 5, 10, 20]), doc="0 = min(image_dim, text_dim)"),
+    }
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         x, y = np.asarray(train.image, np.float64), np.asarray(train.text, np.float64)
         mx, my = x.mean(0), y.mean(0)
         u, s, vt = np.linalg.svd((x - mx).T @ (y - my), full_matrices=False)
-        k = int(self.config["dims"]) or min(x.shape[1], y.shape[1])
+        k = self.config["dims"] or min(x.shape[1], y.shape[1])
         k = min(k, len(s))
         self._set(mx, u[:, :k], my, vt.T[:, :k], singular_values=s[:k])
         resid = float(((x - mx) @ u[:, :k] - (y - my) @ vt.T[:, :k]).var(0).sum())

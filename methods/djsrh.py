@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmr_bench.hparams import MAX_EPOCHS, Param
 from cmr_bench.methods._blocks import image_backbone, mlp
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -81,39 +82,38 @@ class DJSRH(TorchMethod):
         status="faithful",
         supervision="unsupervised",
         deviations=(
-            "Image input is a precomputed feature vector: the fine-tuned AlexNet (whose fc7 feeds both "
-            "S_I and the hash layer) is replaced by an MLP on the feature vector (features -> 4096 -> K), "
-            "S_I is computed from the given features, and an `image_backbone` seam accepts only "
-            "'features' for now.",
+            "Images enter as precomputed feature vectors: an MLP (features -> 4096 -> K) replaces the fine-tuned AlexNet, S_I is computed from the given features, and the `image_backbone` seam accepts only 'features' for now.",
             "Network inputs are z-scored per dimension on the training split (the affinities S_I, S_T "
             "use the features as given, as the paper).",
         ),
     )
-    choices = {"image_backbone": ("features",), "alpha_schedule": ("sqrt", "constant")}  # string hyperparameters: checked before the grid
-    defaults = {
-        "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
-        "standardize": True,  # z-score the network inputs (the affinities use raw features)
-        "img_hidden": 4096,  # stands in for AlexNet's 4096-d fc7 under the hash layer
-        "txt_hidden": 4096,  # official TxtNet: bag of words -> 4096 -> K
-        "beta": 0.6,  # weight of S_I in S~ (official: WIKI 0.3, MIRFlickr 0.9, NUS-WIDE 0.6)
-        "eta": 0.4,  # weight of the second-order term S~ S~^T / m (official)
-        "mu": 1.5,  # scale of the target S (official)
-        "lambda1": 0.1,  # image-image reconstruction weight (cross-modal weight is 1)
-        "lambda2": 0.1,  # text-text reconstruction weight
-        "alpha_schedule": "sqrt",  # tanh(alpha h): alpha = sqrt(epoch + 1) ('constant': alpha = 1)
-        "affinity_rescale": True,  # S_I, S_T = 2 cos - 1 (official code)
-        "epochs": 80,  # official: MIRFlickr / NUS-WIDE 80, WIKI 200
-        "batch_size": 32,  # official
-        "lr_img": 0.001,  # official SGD learning rates (MIRFlickr / NUS-WIDE)
-        "lr_txt": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
+    # tune searches: loss weights, learning rates, training length (wiki default 200 included)
+    params = {
+        "image_backbone": Param("features", choices=("features",),
+            doc="seam for a raw-pixel CNN; only precomputed features now"),
+        "standardize": Param(True, doc="z-score the network inputs (the affinities use raw features)"),
+        'img_hidden': Param(4096, low=1, smoke=32, doc="stands in for AlexNet's 4096-d fc7 under the hash layer"),
+        "txt_hidden": Param(4096, low=1, smoke=32, doc="official TxtNet: bag of words -> 4096 -> K"),
+        "beta": Param(0.6, low=0.0, search=("float", 0.1, 0.9),
+            doc="weight of S_I in S~ (official: WIKI 0.3, MIRFlickr 0.9, NUS-WIDE 0.6)"),
+        "eta": Param(0.4, low=0.0, search=("float", 0.1, 0.9),
+            doc="weight of the second-order term S~ S~^T / m (official)"),
+        "mu": Param(1.5, low=0.0, search=("float", 1.0, 2.0), doc="scale of the target S (official)"),
+        "lambda1": Param(0.1, low=0.0, search=("logfloat", 0.01, 1.0),
+            doc="image-image reconstruction weight (cross-modal weight is 1)"),
+        "lambda2": Param(0.1, low=0.0, search=("logfloat", 0.01, 1.0), doc="text-text reconstruction weight"),
+        "alpha_schedule": Param("sqrt", choices=("sqrt", "constant"),
+            doc="tanh(alpha h): alpha = sqrt(epoch + 1) ('constant': alpha = 1)"),
+        "affinity_rescale": Param(True, doc="S_I, S_T = 2 cos - 1 (official code)"),
+        "epochs": Param(80, low=1, high=MAX_EPOCHS, search=("int", 40, 200), smoke=2,
+            doc="official: MIRFlickr / NUS-WIDE 80, WIKI 200"),
+        "batch_size": Param(32, low=1, doc="official"),
+        "lr_img": Param(0.001, low=0.0, search=("logfloat", 0.0001, 0.1),
+            doc="official SGD learning rates (MIRFlickr / NUS-WIDE)"),
+        "lr_txt": Param(0.01, low=0.0, search=("logfloat", 0.001, 0.1), doc="text network learning rate (SGD)"),
+        "momentum": Param(0.9, low=0.0, high=1.0, doc="SGD momentum"),
+        "weight_decay": Param(0.0005, low=0.0, doc="weight decay"),
     }
-    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rates, training length (wiki default 200 included)
-    search_space = {"beta": ("float", 0.1, 0.9), "eta": ("float", 0.1, 0.9), "mu": ("float", 1.0, 2.0),
-                    "lambda1": ("logfloat", 0.01, 1.0), "lambda2": ("logfloat", 0.01, 1.0), "lr_img": ("logfloat", 1e-4, 1e-1),
-                    "lr_txt": ("logfloat", 1e-3, 1e-1), "epochs": ("int", 40, 200)}
-    smoke_config = {"epochs": 2, "img_hidden": 32, "txt_hidden": 32}
     dataset_defaults = {
         # official settings.py, WIKI's 200 epochs included (about 50 s per fit on one idle core)
         "wiki": {"beta": 0.3, "lambda1": 0.3, "lambda2": 0.3, "lr_img": 0.01, "lr_txt": 0.01, "epochs": 200},
@@ -136,7 +136,7 @@ class DJSRH(TorchMethod):
     def build(self):
         c = self.config
         backbone, img_dim = image_backbone(c["image_backbone"], self.image_dim)
-        hi, ht = int(c["img_hidden"]), int(c["txt_hidden"])
+        hi, ht = c["img_hidden"], c["txt_hidden"]
         return {
             "img": _CodeNet(nn.Sequential(backbone, mlp([img_dim, hi])), hi, self.bits),
             "txt": _CodeNet(mlp([self.text_dim, ht]), ht, self.bits),
@@ -148,9 +148,9 @@ class DJSRH(TorchMethod):
     def target_affinity(self, raw_img: torch.Tensor, raw_txt: torch.Tensor) -> torch.Tensor:
         """The joint-semantics affinity S of one batch, from the original features only."""
         c = self.config
-        rescale = bool(c["affinity_rescale"])
+        rescale = c["affinity_rescale"]
         return joint_semantics_affinity(
-            cosine_affinity(raw_img, rescale), cosine_affinity(raw_txt, rescale), float(c["beta"]), float(c["eta"]), float(c["mu"])
+            cosine_affinity(raw_img, rescale), cosine_affinity(raw_txt, rescale), c["beta"], c["eta"], c["mu"]
         )
 
     def loss_terms(self, code_img: torch.Tensor, code_txt: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -162,17 +162,17 @@ class DJSRH(TorchMethod):
             "img_img": F.mse_loss(bi @ bi.t(), s),
             "txt_txt": F.mse_loss(bt @ bt.t(), s),
         }
-        terms["total"] = terms["cross"] + float(c["lambda1"]) * terms["img_img"] + float(c["lambda2"]) * terms["txt_txt"]
+        terms["total"] = terms["cross"] + c["lambda1"] * terms["img_img"] + c["lambda2"] * terms["txt_txt"]
         return terms
 
     def make_optimizers(self):
         c = self.config
-        sgd = dict(momentum=float(c["momentum"]), weight_decay=float(c["weight_decay"]))
-        return {"img": torch.optim.SGD(self.net["img"].parameters(), lr=float(c["lr_img"]), **sgd),
-                "txt": torch.optim.SGD(self.net["txt"].parameters(), lr=float(c["lr_txt"]), **sgd)}
+        sgd = dict(momentum=c["momentum"], weight_decay=c["weight_decay"])
+        return {"img": torch.optim.SGD(self.net["img"].parameters(), lr=c["lr_img"], **sgd),
+                "txt": torch.optim.SGD(self.net["txt"].parameters(), lr=c["lr_txt"], **sgd)}
 
     def start_epoch(self):
-        alpha = alpha_at(self.done, str(self.config["alpha_schedule"]))
+        alpha = alpha_at(self.done, self.config["alpha_schedule"])
         self.net["img"].alpha = self.net["txt"].alpha = alpha
         return {"alpha": alpha}
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmr_bench.hparams import MAX_EPOCHS, Param
 from cmr_bench.methods._blocks import Modal, SharedTrunk
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -83,26 +84,26 @@ class DSCMR(TorchMethod):
             "The pairwise similarity S_ij is 'share at least one label' (the official code uses the label dot product, identical for single-label data, a count for multi-hot rows).",
         ),
     )
-    defaults = {
-        "hidden": 2048,  # ImgNN / TextNN output (official IDCM_NN img_output_dim / text_output_dim)
-        "common": 1024,  # common representation (official minus_one_dim)
-        "alpha": 1e-3,  # weight of J2 (official main.py)
-        "beta": 1e-1,  # weight of J3 (official main.py)
-        "lr": 1e-4,
-        "betas": [0.5, 0.999],
-        "batch_size": 100,
-        "epochs": 500,  # official train_model default (main.py's MAX_EPOCH never reaches it)
-        "select_on_validation": True,
-        "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
+    # tune searches: the two loss weights the paper tunes, lr, width, length
+    params = {
+        "hidden": Param(2048, low=1, smoke=32,
+            doc="ImgNN / TextNN output (official IDCM_NN img_output_dim / text_output_dim)"),
+        "common": Param(1024, low=1, search=("choice", [256, 512, 1024]), smoke=16,
+            doc="common representation (official minus_one_dim)"),
+        "alpha": Param(0.001, low=0.0, search=("logfloat", 0.0001, 1.0), doc="weight of J2 (official main.py)"),
+        "beta": Param(0.1, low=0.0, search=("logfloat", 0.001, 1.0), doc="weight of J3 (official main.py)"),
+        "lr": Param(0.0001, low=0.0, search=("logfloat", 1e-05, 0.001), doc="learning rate"),
+        "betas": Param([0.5, 0.999], item=float, low=0.0, high=1.0, length=2, doc="Adam betas"),
+        "batch_size": Param(100, low=1, smoke=16, doc="minibatch size"),
+        "epochs": Param(500, low=1, high=MAX_EPOCHS, search=("int", 20, 500), smoke=2,
+            doc="official train_model default (main.py's MAX_EPOCH never reaches it)"),
+        "select_on_validation": Param(True, doc="keep the epoch with the best validation score"),
+        "standardize": Param(True, doc="z-score inputs with training statistics (false: raw features, as the paper)"),
     }
-    smoke_config = {"epochs": 2, "hidden": 32, "common": 16, "batch_size": 16}
-    # `cmr-bench tune` (cmr_bench/tuning.py): the two loss weights the paper tunes, lr, width, length
-    search_space = {"alpha": ("logfloat", 1e-4, 1.0), "beta": ("logfloat", 1e-3, 1.0), "lr": ("logfloat", 1e-5, 1e-3),
-                    "common": ("choice", [256, 512, 1024]), "epochs": ("int", 20, 500)}
 
     def build(self) -> nn.Module:
         c = self.config
-        return DSCMRNet({"image": self.image_dim, "text": self.text_dim}, int(c["hidden"]), int(c["common"]), self.num_classes)
+        return DSCMRNet({"image": self.image_dim, "text": self.text_dim}, c["hidden"], c["common"], self.num_classes)
 
     def encoder(self, modality: str) -> nn.Module:
         return Modal(self.net.encoder, modality)
@@ -115,5 +116,5 @@ class DSCMR(TorchMethod):
         s = label_similarity(y, y)
         j2 = pair_nll(half_cosine(fv, fv), s) + pair_nll(half_cosine(fv, ft), s) + pair_nll(half_cosine(ft, ft), s)
         j3 = (fv - ft).norm(dim=1).mean()
-        total = j1 + float(c["alpha"]) * j2 + float(c["beta"]) * j3
+        total = j1 + c["alpha"] * j2 + c["beta"] * j3
         return total, {"J": total, "J1": j1, "J2": j2, "J3": j3}

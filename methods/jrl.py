@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmr_bench.data.types import Split
+from cmr_bench.hparams import MAX_ITERATIONS, Param
 from cmr_bench.methods._classical import BLOCK, LinearCodes, knn_graph, l21, l21_weights, label_matrix
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -48,17 +49,26 @@ class JRL(LinearCodes):
             "gamma, sigma, lambda, mu, k chosen on a validation split carved from wiki's training set (docs/methods.md).",
         ),
     )
-    # chosen on validation carved from wiki train (the authors' code defaults: 1000, 1000, 1, 1, k 100)
-    choices = {"retrieval": ("cosine", "knn-labels")}  # string hyperparameters: checked before the grid
-    defaults = {"gamma": 100.0, "sigma": 1.0, "lambda": 1.0, "mu": 1.0, "k": 10, "iterations": 5,
-                "tol": 0.02, "eps": 1e-8, "retrieval": "cosine", "retrieval_k": 100}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
-    search_space = {"gamma": ("choice", [1.0, 10.0, 100.0]), "sigma": ("choice", [1.0, 10.0, 100.0])}
+    # chosen on validation carved from wiki train (the authors' code defaults: 1000, 1000, 1, 1, k 100)
+    params = {
+        "gamma": Param(100.0, low=0.0, search=("choice", [1.0, 10.0, 100.0]), doc="weight of the l2,1 sparsity norms"),
+        "sigma": Param(1.0, low=0.0, search=("choice", [1.0, 10.0, 100.0]),
+            doc="weight of the graph (Laplacian) terms"),
+        "lambda": Param(1.0, low=0.0, doc="weight of the cross-modal agreement term"),
+        "mu": Param(1.0, low=0.0, doc="weight of the label regression terms"),
+        "k": Param(10, low=1, smoke=5, doc="nearest neighbours in each modality's graph"),
+        "iterations": Param(5, low=1, high=MAX_ITERATIONS, doc="alternating-optimisation iterations"),
+        "tol": Param(0.02, low=0.0, doc="stop when the objective improves by less than this fraction"),
+        "eps": Param(1e-08, low=0.0, doc="numerical floor in the iteratively reweighted updates"),
+        "retrieval": Param("cosine", choices=("cosine", "knn-labels"),
+            doc="ranking: cosine of the projections, or label histograms of nearest training items"),
+        "retrieval_k": Param(100, low=1, doc="nearest training items per query for knn-labels ranking"),
+    }
     # The authors' ranking: an item's code is the label histogram of its retrieval_k nearest
     # training items (both modalities, projected), weighted by the sigmoid kernel; per item,
     # from training data only, so still not transductive.
     variants = {"knn-labels": {"retrieval": "knn-labels", "retrieval_k": 50}}  # k chosen on validation
-    smoke_config = {"k": 5}
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         xi, xt = np.asarray(train.image, np.float64), np.asarray(train.text, np.float64)
@@ -66,8 +76,8 @@ class JRL(LinearCodes):
         si, st = np.maximum(xi.std(0), 1e-12), np.maximum(xt.std(0), 1e-12)
         xi, xt = (xi - mi) / si, (xt - mt) / st  # z-normalisation, as in the authors' code
         y = label_matrix(train.labels, self.num_classes)
-        g, s, lam, mu = (float(self.config[k]) for k in ("gamma", "sigma", "lambda", "mu"))
-        eps, k = float(self.config["eps"]), int(self.config["k"])
+        g, s, lam, mu = (self.config[k] for k in ("gamma", "sigma", "lambda", "mu"))
+        eps, k = self.config["eps"], self.config["k"]
         li, lt = normalized_laplacian_form(xi, k), normalized_laplacian_form(xt, k)
         cii, ctt, cit = xi.T @ xi, xt.T @ xt, xi.T @ xt
         ai, at = s * li + (lam + mu) * cii, s * lt + (lam + mu) * ctt
@@ -81,11 +91,11 @@ class JRL(LinearCodes):
                          + lam * ((xi @ pi - xt @ pt) ** 2).sum() + g * (l21(pi, eps) + l21(pt, eps)))
 
         log = [{"step": 0, "objective": objective(pi, pt)}]
-        for it in range(int(self.config["iterations"])):
+        for it in range(self.config["iterations"]):
             pi = np.linalg.solve(ai + g * np.diag(l21_weights(pi, eps)), bi + lam * cit @ pt)
             pt = np.linalg.solve(at + g * np.diag(l21_weights(pt, eps)), bt + lam * cit.T @ pi)
             log.append({"step": it + 1, "objective": objective(pi, pt)})
-            if (log[-2]["objective"] - log[-1]["objective"]) / max(log[-2]["objective"], 1e-300) < float(self.config["tol"]):
+            if (log[-2]["objective"] - log[-1]["objective"]) / max(log[-2]["objective"], 1e-300) < self.config["tol"]:
                 break
         self._set(mi, pi / si[:, None], mt, pt / st[:, None])
         if self.config["retrieval"] == "knn-labels":
@@ -100,7 +110,7 @@ class JRL(LinearCodes):
         if "bank" not in self.params:
             return z.astype(np.float32)
         bank, out = self.params["bank"], []
-        k = min(int(self.config["retrieval_k"]), len(bank))
+        k = min(self.config["retrieval_k"], len(bank))
         for s in range(0, len(z), BLOCK):
             zb = z[s:s + BLOCK]
             d = np.sqrt(np.maximum((zb * zb).sum(1)[:, None] + (bank * bank).sum(1)[None, :] - 2 * zb @ bank.T, 0))

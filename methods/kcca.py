@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmr_bench.data.types import Split
+from cmr_bench.hparams import Param
 from cmr_bench.methods._classical import LinearCodes, ridge_cca
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -63,22 +64,30 @@ class KCCA(LinearCodes):
             "dimension chosen on a validation split carved from wiki's training set (docs/methods.md).",
         ),
     )
-    # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
-    choices = {"kernel": ("rbf", "poly")}  # string hyperparameters: checked before the grid
-    defaults = {"kernel": "rbf", "gamma_scale": 4.0, "degree": 3.0, "coef0": 1.0, "reg": 1.0, "dims": 10,
-                "exact_max": 5000, "landmarks": 2000, "eig_tol": 1e-10}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
-    search_space = {"gamma_scale": ("choice", [0.25, 1.0, 4.0, 16.0]), "reg": ("choice", [0.1, 1.0, 10.0])}
+    # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
+    params = {
+        "kernel": Param("rbf", choices=("rbf", "poly"), doc="kernel: rbf or poly"),
+        "gamma_scale": Param(4.0, low=0.0, search=("choice", [0.25, 1.0, 4.0, 16.0]),
+            doc="RBF width: gamma = 1 / (gamma_scale * median squared distance)"),
+        "degree": Param(3.0, low=0.0, doc="polynomial kernel degree"),
+        "coef0": Param(1.0, doc="polynomial kernel offset"),
+        "reg": Param(1.0, low=0.0, search=("choice", [0.1, 1.0, 10.0]), doc="ridge of the kernel CCA"),
+        "dims": Param(10, low=1, doc="number of canonical directions kept"),
+        "exact_max": Param(5000, low=1, doc="exact kernel up to this many training items, Nystrom beyond"),
+        "landmarks": Param(2000, low=1, doc="Nystrom landmarks (random training items) beyond exact_max"),
+        "eig_tol": Param(1e-10, low=0.0, doc="eigenvalues below this are dropped"),
+    }
     variants = {"poly": {"kernel": "poly", "degree": 3.0, "reg": 1.0}}
 
     def _map_params(self, x: np.ndarray, rng_pick: np.random.Generator) -> dict[str, np.ndarray]:
         n = len(x)
-        exact = n <= int(self.config["exact_max"])
-        z = x if exact else x[np.sort(rng_pick.choice(n, int(self.config["landmarks"]), replace=False))]
+        exact = n <= self.config["exact_max"]
+        z = x if exact else x[np.sort(rng_pick.choice(n, self.config["landmarks"], replace=False))]
         sub = x[np.random.default_rng(0).choice(n, min(n, 1000), replace=False)]  # fixed: width is not random
         d2 = (sub * sub).sum(1)[:, None] + (sub * sub).sum(1)[None, :] - 2.0 * sub @ sub.T
         med = float(np.median(d2[np.triu_indices(len(sub), 1)])) if len(sub) > 1 else 1.0
-        gamma = 1.0 / (float(self.config["gamma_scale"]) * max(med, 1e-12))
+        gamma = 1.0 / (self.config["gamma_scale"] * max(med, 1e-12))
         scale = max(float((sub * sub).sum(1).mean()), 1e-12)
         p = {"landmarks": z, "gamma": np.array(gamma), "scale": np.array(scale)}
         kzz = self._k(z, p)
@@ -88,14 +97,14 @@ class KCCA(LinearCodes):
             p["all_mean"] = np.array(kzz.mean())
             kzz = kzz - p["col_mean"][None, :] - p["col_mean"][:, None] + p["all_mean"]
         vals, vecs = np.linalg.eigh(kzz)
-        keep = vals > float(self.config["eig_tol"]) * vals.max()
+        keep = vals > self.config["eig_tol"] * vals.max()
         p["map"] = vecs[:, keep] / np.sqrt(vals[keep])
         p["eigenvalues"] = vals[keep]
         return p
 
     def _k(self, a, p):
         c = self.config
-        return kernel(a, p["landmarks"], c["kernel"], float(p["gamma"]), float(c["degree"]), float(c["coef0"]), float(p["scale"]))
+        return kernel(a, p["landmarks"], c["kernel"], float(p["gamma"]), c["degree"], c["coef0"], float(p["scale"]))
 
     def _phi(self, a, p):
         k = self._k(a, p)
@@ -106,12 +115,12 @@ class KCCA(LinearCodes):
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         x, y = np.asarray(train.image, np.float64), np.asarray(train.text, np.float64)
         n = len(x)
-        exact = n <= int(self.config["exact_max"])
+        exact = n <= self.config["exact_max"]
         rng = np.random.default_rng(self.seed)
         px, py = self._map_params(x, rng), self._map_params(y, rng)
         rx, ry = px["map"].shape[1], py["map"].shape[1]
-        k = min(int(self.config["dims"]) or min(rx, ry), rx, ry)
-        reg = float(self.config["reg"])
+        k = min(self.config["dims"] or min(rx, ry), rx, ry)
+        reg = self.config["reg"]
         if exact:
             # phi(X) = V sqrt(lambda) (centred): C_xx = diag(lambda)/n, whitening is diagonal and
             # only the top-k singular pairs of the whitened cross-covariance are needed

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cmr_bench.hparams import MAX_EPOCHS, Param
 from cmr_bench.methods._blocks import label_loss, mlp
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -39,21 +40,19 @@ class LabelSoftmax(TorchMethod):
         status="baseline",
         supervision="supervised",
     )
-    defaults = {
-        "hidden": 0,  # 0: linear classifier; > 0: one hidden ReLU layer of this width
-        "epochs": 60,
-        "batch_size": 64,
-        "lr": 1e-3,
-        "weight_decay": 1e-4,
-        "standardize": True,  # z-score inputs with training statistics
+    # tune searches: loss weights, learning rate, width, training length (<= 2x default)
+    params = {
+        "hidden": Param(0, low=0, doc="0: linear classifier; > 0: one hidden ReLU layer of this width"),
+        "epochs": Param(60, low=1, high=MAX_EPOCHS, search=("int", 20, 120), smoke=2, doc="training epochs"),
+        "batch_size": Param(64, low=1, smoke=16, doc="minibatch size"),
+        "lr": Param(0.001, low=0.0, search=("logfloat", 0.0001, 0.01), doc="learning rate"),
+        "weight_decay": Param(0.0001, low=0.0, search=("logfloat", 1e-06, 0.01), doc="weight decay"),
+        "standardize": Param(True, doc="z-score inputs with training statistics"),
     }
-    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
-    search_space = {"lr": ("logfloat", 1e-4, 1e-2), "weight_decay": ("logfloat", 1e-6, 1e-2), "epochs": ("int", 20, 120)}
-    smoke_config = {"epochs": 2, "batch_size": 16}
     variants = {"mlp": {"hidden": 512}}
 
     def build(self) -> nn.Module:
-        h = int(self.config["hidden"])
+        h = self.config["hidden"]
         dims = {"image": self.image_dim, "text": self.text_dim}
         return nn.ModuleDict({m: mlp([d, h, self.num_classes] if h > 0 else [d, self.num_classes], final_activation=False)
                               for m, d in dims.items()})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmr_bench.data.types import Split
+from cmr_bench.hparams import MAX_ITERATIONS, Param
 from cmr_bench.methods._classical import LinearCodes, centred, l21, l21_weights, label_matrix
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -43,16 +44,22 @@ class LCFS(LinearCodes):
         ),
     )
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
-    defaults = {"lambda1": 0.1, "lambda2": 1.0, "iterations": 20, "center": True, "eps": 1e-8}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
-    search_space = {"lambda1": ("choice", [1e-2, 0.1, 1.0]), "lambda2": ("choice", [0.1, 1.0, 10.0])}
-    smoke_config = {"iterations": 3}
+    params = {
+        "lambda1": Param(0.1, low=0.0, search=("choice", [0.01, 0.1, 1.0]),
+            doc="weight of the l2,1 feature-selection norms"),
+        "lambda2": Param(1.0, low=0.0, search=("choice", [0.1, 1.0, 10.0]),
+            doc="weight of the trace-norm coupling term"),
+        "iterations": Param(20, low=1, high=MAX_ITERATIONS, smoke=3, doc="alternating-optimisation iterations"),
+        "center": Param(True, doc="center the features with training means"),
+        "eps": Param(1e-08, low=0.0, doc="numerical floor in the iteratively reweighted updates"),
+    }
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         (xa, ma), (xb, mb) = centred(train.image, self.config["center"]), centred(train.text, self.config["center"])
         y = label_matrix(train.labels, self.num_classes)
         c = y.shape[1]
-        l1, l2, eps = float(self.config["lambda1"]), float(self.config["lambda2"]), float(self.config["eps"])
+        l1, l2, eps = self.config["lambda1"], self.config["lambda2"], self.config["eps"]
         caa, cbb, cab = xa.T @ xa, xb.T @ xb, xa.T @ xb
         ba, bb = xa.T @ y, xb.T @ y
         ua = np.linalg.solve(caa + 1e-6 * np.trace(caa) / len(caa) * np.eye(len(caa)), ba)
@@ -75,7 +82,7 @@ class LCFS(LinearCodes):
             return out @ vecs.T
 
         log = [{"step": 0, "objective": objective(ua, ub)}]
-        for it in range(int(self.config["iterations"])):
+        for it in range(self.config["iterations"]):
             q = _inv_sqrt_psd(gram(ua, ub), eps)
             ua = solve_block(caa, l21_weights(ua, eps), ba - 0.5 * l2 * cab @ ub @ q[c:, :c], q[:c, :c])
             q = _inv_sqrt_psd(gram(ua, ub), eps)

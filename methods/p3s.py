@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmr_bench.hparams import MAX_ITERATIONS, Param
 from cmr_bench.methods._blocks import (
     Modal,
     classifier_head,
@@ -79,35 +80,33 @@ class P3S(TorchMethod):
             "Multi-label datasets use a binary cross-entropy with logits for the label classifier.",
         ),
     )
-    defaults = {
-        "k": 32,
-        "hidden": [2048, 1024],
-        "rec": 1.0,
-        "cls": 1.0,
-        "adv": 1.0,
-        "orth": 1.0,
-        "sim": 1.0,
-        "lr": 2e-4,
-        "batch_size": 64,
-        "iterations": 500,
-        "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
+    # tune searches: loss weights, learning rate, width, training length (<= 2x default)
+    params = {
+        "k": Param(32, low=1, search=("choice", [16, 32, 64]), smoke=8,
+            doc="dimension of the shared and private parts"),
+        "hidden": Param([2048, 1024], item=int, low=1, smoke=[32, 16], doc="encoder hidden widths (decoders reversed)"),
+        "rec": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="reconstruction loss weight"),
+        "cls": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="classification loss weight"),
+        "adv": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="adversarial (modality) loss weight"),
+        "orth": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="orthogonality loss weight"),
+        "sim": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="cross-modal similarity loss weight"),
+        "lr": Param(0.0002, low=0.0, search=("logfloat", 5e-05, 0.001), doc="learning rate"),
+        "batch_size": Param(64, low=1, smoke=16, doc="minibatch size"),
+        "iterations": Param(500, low=1, high=MAX_ITERATIONS, search=("int", 250, 1000), smoke=3,
+            doc="training iterations (minibatch steps)"),
+        "standardize": Param(True, doc="z-score inputs with training statistics (false: raw features, as the paper)"),
     }
-    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
-    search_space = {"lr": ("logfloat", 5e-5, 1e-3), "rec": ("logfloat", 0.1, 10.0), "cls": ("logfloat", 0.1, 10.0),
-                    "adv": ("logfloat", 0.1, 10.0), "orth": ("logfloat", 0.1, 10.0), "sim": ("logfloat", 0.1, 10.0),
-                    "k": ("choice", [16, 32, 64]), "iterations": ("int", 250, 1000)}
-    smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
 
     def build(self) -> nn.Module:
         c = self.config
-        return P3SNet({"image": self.image_dim, "text": self.text_dim}, int(c["k"]), [int(h) for h in c["hidden"]], self.num_classes)
+        return P3SNet({"image": self.image_dim, "text": self.text_dim}, c["k"], c["hidden"], self.num_classes)
 
     def encoder(self, modality: str) -> nn.Module:
         return Modal(self.net.shared, modality)
 
     def loss(self, batch: Batch):
         c, net, x, y = self.config, self.net, batch.x, batch.y
-        w = {key: float(c[key]) for key in ("rec", "cls", "adv", "orth", "sim")}
+        w = {key: c[key] for key in ("rec", "cls", "adv", "orth", "sim")}
         zero = y.new_zeros(())
         terms = {key: zero for key in w}
         s = {}

@@ -9,6 +9,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from cmr_bench.data.types import Split
+from cmr_bench.hparams import MAX_ITERATIONS, Param
 from cmr_bench.methods._classical import LinearCodes, label_matrix, ridge_cca
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -75,11 +76,19 @@ class SCM(LinearCodes):
         ),
     )
     # chosen on validation carved from wiki train (benchmarks/tune_classical_wiki.py, docs/methods.md)
-    defaults = {"cca": True, "dims": 10, "reg": 1e-4, "l2": 1e-4, "center_posteriors": True, "max_iter": 500}
     # `cmr-bench tune`: deterministic, so a grid over its few knobs (cmr_bench/tuning.py)
-    search_space = {"l2": ("choice", [1e-6, 1e-5, 1e-4, 1e-2]), "center_posteriors": ("choice", [False, True])}
+    params = {
+        "cca": Param(True, doc="correlation matching first (false: semantic matching on raw features, the SM variant)"),
+        "dims": Param(10, low=1, doc="canonical directions kept"),
+        "reg": Param(0.0001, low=0.0, doc="ridge of the CCA step"),
+        "l2": Param(0.0001, low=0.0, search=("choice", [1e-06, 1e-05, 0.0001, 0.01]),
+            doc="L2 penalty of the logistic regressions"),
+        "center_posteriors": Param(True, search=("choice", [False, True]),
+            doc="centre the class posteriors by 1/c before ranking"),
+        "max_iter": Param(500, low=1, high=MAX_ITERATIONS, smoke=50,
+            doc="iterations of the logistic regression solver"),
+    }
     variants = {"SM": {"cca": False, "l2": 1e-2}}
-    smoke_config = {"max_iter": 50}
 
     def fit(self, train: Split, val: Split | None = None) -> list[dict[str, float]]:
         x, y = np.asarray(train.image, np.float64), np.asarray(train.text, np.float64)
@@ -88,17 +97,17 @@ class SCM(LinearCodes):
         xc, yc = x - mx, y - my
         if self.config["cca"]:
             n = len(x)
-            px, py, corr = ridge_cca(xc.T @ xc / (n - 1), yc.T @ yc / (n - 1), xc.T @ yc / (n - 1), float(self.config["reg"]))
-            k = min(int(self.config["dims"]) or len(corr), len(corr))
+            px, py, corr = ridge_cca(xc.T @ xc / (n - 1), yc.T @ yc / (n - 1), xc.T @ yc / (n - 1), self.config["reg"])
+            k = min(self.config["dims"] or len(corr), len(corr))
             px, py = px[:, :k], py[:, :k]
         else:  # SM: standardise so one l2 penalty suits every feature
             px = np.diag(1.0 / np.maximum(xc.std(0), 1e-12))
             py = np.diag(1.0 / np.maximum(yc.std(0), 1e-12))
         multi = train.multilabel
-        wx = fit_logistic(xc @ px, lab, float(self.config["l2"]), multi, int(self.config["max_iter"]))
-        wy = fit_logistic(yc @ py, lab, float(self.config["l2"]), multi, int(self.config["max_iter"]))
+        wx = fit_logistic(xc @ px, lab, self.config["l2"], multi, self.config["max_iter"])
+        wy = fit_logistic(yc @ py, lab, self.config["l2"], multi, self.config["max_iter"])
         self._set(mx, px, my, py, lr_image=wx, lr_text=wy, multilabel=np.array(float(multi)),
-                  center=np.array(float(bool(self.config["center_posteriors"]))))
+                  center=np.array(float(self.config["center_posteriors"])))
         acc = {m: float((self._posterior(f, m).argmax(1) == lab.argmax(1)).mean()) for m, f in (("image", x), ("text", y))}
         return [{"step": 0, "train_acc_image": acc["image"], "train_acc_text": acc["text"]}]
 

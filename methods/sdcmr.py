@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmr_bench.hparams import MAX_ITERATIONS, Param
 from cmr_bench.methods._blocks import (
     Modal,
     classifier_head,
@@ -120,35 +121,34 @@ class SDCMR(TorchMethod):
             "Per-block gradients as printed in Eqs. 16-20 (E_v, E_t: L_rec and L_ind only; decoders: L_rec; classifiers: L_ad; E_s: all terms); routing=full (variant 'full-gradient') gives every block the gradient of the whole Eq. 15.",
             "The ELBO likelihood term is the cross-reconstruction L_rec (the decoders are trained by L_rec alone, Eq. 17); set elbo_self_recon=true for a separate self-reconstruction term.",
             "Algorithm 1's five block updates use the gradients of one forward/backward pass per iteration instead of re-evaluating the loss between block updates.",
-            "L_sim (Eq. 7) is averaged over the k latent dimensions and L_ind (Eq. 14) divided by the batch size; the printed sums collapse z^s (chance-level codes on synthetic data and a Wikipedia validation split, contradicting Table III); literal_scale=true restores them.",
+            "L_sim (Eq. 7) is averaged over the k latent dimensions and L_ind (Eq. 14) divided by the batch size, because the printed sums collapse z^s to chance-level codes, contradicting Table III (docs/methods.md); literal_scale=true restores them.",
             "Multi-label datasets use a binary cross-entropy with logits for the semantic classifier.",
         ),
     )
-    choices = {"routing": ("per-block", "full"), "sim_ind_on": ("samples", "means")}  # string hyperparameters: checked before the grid
-    defaults = {
-        "k": 32,  # dimension of z^s and z^u (Sec. IV-A2)
-        "hidden": [2048, 1024],  # encoder hidden widths; decoders use them reversed (Sec. IV-A2)
-        "alpha": 1.0,  # L_rec weight
-        "beta": 5.0,  # L_sim weight
-        "gamma": 10.0,  # L_ad weight
-        "eta": 1.0,  # L_ind weight
-        "lr": 2e-4,
-        "batch_size": 64,
-        "iterations": 500,
-        "elbo_self_recon": False,
+    # tune searches: loss weights, learning rate, width, training length (<= 2x default)
+    params = {
+        "k": Param(32, low=1, search=("choice", [16, 32, 64]), smoke=8, doc="dimension of z^s and z^u (Sec. IV-A2)"),
+        "hidden": Param([2048, 1024], item=int, low=1, smoke=[32, 16],
+            doc="encoder hidden widths; decoders use them reversed (Sec. IV-A2)"),
+        "alpha": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="L_rec weight"),
+        "beta": Param(5.0, low=0.0, search=("logfloat", 0.5, 50.0), doc="L_sim weight"),
+        "gamma": Param(10.0, low=0.0, search=("logfloat", 1.0, 100.0), doc="L_ad weight"),
+        "eta": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="L_ind weight"),
+        "lr": Param(0.0002, low=0.0, search=("logfloat", 5e-05, 0.001), doc="learning rate"),
+        "batch_size": Param(64, low=1, smoke=16, doc="minibatch size"),
+        "iterations": Param(500, low=1, high=MAX_ITERATIONS, search=("int", 250, 1000), smoke=3,
+            doc="training iterations (minibatch steps)"),
+        "elbo_self_recon": Param(False,
+            doc="add the literal self-reconstruction likelihood of Eqs. 2-3 as a separate term"),
         # True: Eq. 7 summed over the k dimensions and Eq. 14 summed over the batch, exactly as
         # printed; False (default): per-element means, see the module docstring.
-        "literal_scale": False,
-        "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
-        # "per-block": Eqs. 16-20 as printed; "full": every block gets the gradient of Eq. 15
-        "routing": "per-block",
-        "sim_ind_on": "samples",  # L_sim and L_ind on reparameterised "samples" or posterior "means"
+        "literal_scale": Param(False, doc="L_sim and L_ind as the printed sums (false: per-element means)"),
+        "standardize": Param(True, doc="z-score inputs with training statistics (false: raw features, as the paper)"),
+        "routing": Param("per-block", choices=("per-block", "full"),
+            doc='"per-block": Eqs. 16-20 as printed; "full": every block gets the gradient of Eq. 15'),
+        "sim_ind_on": Param("samples", choices=("samples", "means"),
+            doc='L_sim and L_ind on reparameterised "samples" or posterior "means"'),
     }
-    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
-    search_space = {"alpha": ("logfloat", 0.1, 10.0), "beta": ("logfloat", 0.5, 50.0), "gamma": ("logfloat", 1.0, 100.0),
-                    "eta": ("logfloat", 0.1, 10.0), "lr": ("logfloat", 5e-5, 1e-3), "k": ("choice", [16, 32, 64]),
-                    "iterations": ("int", 250, 1000)}
-    smoke_config = {"iterations": 3, "hidden": [32, 16], "k": 8, "batch_size": 16}
     # Table III: one loss term removed at a time (L_ELBO is never removed, Sec. IV-C1).
     variants = {
         "w/o L_rec": {"alpha": 0.0},
@@ -161,7 +161,7 @@ class SDCMR(TorchMethod):
 
     def build(self) -> nn.Module:
         c = self.config
-        return SDCMRNet({"image": self.image_dim, "text": self.text_dim}, int(c["k"]), [int(h) for h in c["hidden"]], self.num_classes)
+        return SDCMRNet({"image": self.image_dim, "text": self.text_dim}, c["k"], c["hidden"], self.num_classes)
 
     def encoder(self, modality: str) -> nn.Module:
         return Modal(self.net.enc_s, modality, output=0)
@@ -179,7 +179,7 @@ class SDCMR(TorchMethod):
         encoders maximise them, which is Eqs. 11-13's min-max. The logged L_ad is Eq. 13 as the
         encoders see it (cooperating terms minus adversarial terms)."""
         c, net = self.config, self.net
-        alpha, beta, gamma, eta = (float(c[key]) for key in ("alpha", "beta", "gamma", "eta"))
+        alpha, beta, gamma, eta = (c[key] for key in ("alpha", "beta", "gamma", "eta"))
         z_u, z_s, mu = {}, {}, {}
         kl = kl_cut = x["image"].new_zeros(())
         for m in MODALITIES:
@@ -264,4 +264,4 @@ class SDCMR(TorchMethod):
     def make_optimizers(self):
         # One Adam over the five blocks of Algorithm 1 (per-parameter Adam: the same update as
         # five optimizers stepped in the order of lines 3-7).
-        return {"net": adam([{"params": block.parameters()} for block in self.net.blocks()], lr=float(self.config["lr"]))}
+        return {"net": adam([{"params": block.parameters()} for block in self.net.blocks()], lr=self.config["lr"])}

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmr_bench.hparams import MAX_EPOCHS, Param
 from cmr_bench.methods._blocks import image_backbone, mlp
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -91,8 +92,8 @@ class _Branch(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.features = AttentionFeatureNet(in_dim, c["tokens"], c["token_dim"], c["heads"], c["global_hidden"])
-        self.decompose = SemanticDecomposer(int(c["token_dim"]), int(c["sem_dim"]), int(c["heads"]))
-        self.project = nn.Linear(self.features.out_dim, int(c["sem_dim"]))
+        self.decompose = SemanticDecomposer(c["token_dim"], c["sem_dim"], c["heads"])
+        self.project = nn.Linear(self.features.out_dim, c["sem_dim"])
 
     def forward(self, x, prototypes):
         f, tokens = self.features(self.backbone(x))
@@ -125,30 +126,29 @@ class SDEH(TorchMethod):
             "regions; an `image_backbone` seam accepts only 'features' for now.",
         ),
     )
-    choices = {"image_backbone": ("features",)}  # string hyperparameters: checked before the grid
-    defaults = {
-        "image_backbone": "features",  # seam for a raw-pixel CNN; only precomputed features now
-        "standardize": True,
-        "tokens": 8,  # local tokens per input vector
-        "token_dim": 64,
-        "heads": 4,
-        "global_hidden": 512,
-        "sem_dim": 128,  # prototype / common-feature dimension
-        "w_sim": 1.0,  # multi-level similarity preservation
-        "w_sem": 1.0,  # semantic decomposition (class presence + prototype alignment)
-        "w_dist": 1.0,  # feature-distribution consistency
-        "w_quant": 0.1,  # quantisation + bit balance
-        "tau": 0.2,  # temperature of the neighbourhood distributions
-        "graded_similarity": True,  # False: binary S_ij = [share a label] (ablation)
-        "epochs": 20,  # our choice (CPU budget: about 20-25 s on Wikipedia)
-        "batch_size": 128,
-        "lr": 1e-3,
-        "weight_decay": 1e-5,
+    # tune searches: lr, the loss weights and the schedule length
+    params = {
+        "image_backbone": Param("features", choices=("features",),
+            doc="seam for a raw-pixel CNN; only precomputed features now"),
+        "standardize": Param(True, doc="z-score inputs with training statistics (false: raw features)"),
+        "tokens": Param(8, low=1, smoke=4, doc="local tokens per input vector"),
+        "token_dim": Param(64, low=1, smoke=16, doc="width of each semantic token"),
+        "heads": Param(4, low=1, smoke=2, doc="attention heads"),
+        "global_hidden": Param(512, low=1, smoke=16, doc="hidden width of the global branch"),
+        "sem_dim": Param(128, low=1, smoke=16, doc="prototype / common-feature dimension"),
+        "w_sim": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="multi-level similarity preservation"),
+        "w_sem": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0),
+            doc="semantic decomposition (class presence + prototype alignment)"),
+        "w_dist": Param(1.0, low=0.0, doc="feature-distribution consistency"),
+        "w_quant": Param(0.1, low=0.0, search=("logfloat", 0.01, 1.0), doc="quantisation + bit balance"),
+        "tau": Param(0.2, low=0.0, search=("float", 0.05, 1.0), doc="temperature of the neighbourhood distributions"),
+        "graded_similarity": Param(True, doc="False: binary S_ij = [share a label] (ablation)"),
+        "epochs": Param(20, low=1, high=MAX_EPOCHS, search=("int", 5, 40), smoke=2,
+            doc="our choice (CPU budget: about 20-25 s on Wikipedia)"),
+        "batch_size": Param(128, low=1, smoke=32, doc="minibatch size"),
+        "lr": Param(0.001, low=0.0, search=("logfloat", 0.0001, 0.01), doc="learning rate"),
+        "weight_decay": Param(1e-05, low=0.0, doc="weight decay"),
     }
-    # `cmr-bench tune` (cmr_bench/tuning.py): lr, the loss weights and the schedule length
-    search_space = {"lr": ("logfloat", 1e-4, 1e-2), "w_sim": ("logfloat", 0.1, 10.0), "w_sem": ("logfloat", 0.1, 10.0),
-                    "w_quant": ("logfloat", 0.01, 1.0), "tau": ("float", 0.05, 1.0), "epochs": ("int", 5, 40)}
-    smoke_config = {"epochs": 2, "global_hidden": 16, "sem_dim": 16, "token_dim": 16, "tokens": 4, "heads": 2, "batch_size": 32}
     variants = {
         "binary similarity": {"graded_similarity": False},
         "w/o L_sem": {"w_sem": 0.0},
@@ -159,7 +159,7 @@ class SDEH(TorchMethod):
     def build(self):
         c = self.config
         backbone, img_dim = image_backbone(c["image_backbone"], self.image_dim)
-        sem = int(c["sem_dim"])
+        sem = c["sem_dim"]
         return {
             "img": _Branch(backbone, img_dim, c),
             "txt": _Branch(nn.Identity(), self.text_dim, c),
@@ -205,7 +205,7 @@ class SDEH(TorchMethod):
 
         # 3) feature-distribution consistency: in-batch neighbourhood distributions of image,
         #    text and cross-modal common features match the label-semantic one (KL).
-        tau = float(c["tau"])
+        tau = c["tau"]
         p_y = F.softmax(r / tau, dim=1)
         gi, gt = F.normalize(g_i, dim=1), F.normalize(g_t, dim=1)
         l_dist = 0.0

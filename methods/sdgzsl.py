@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmr_bench.hparams import MAX_ITERATIONS, Param
 from cmr_bench.methods._blocks import Modal, mlp, mlp_decoder, shared_encoder
 from cmr_bench.plugin import MethodInfo
 from cmr_bench.registry import register_method
@@ -89,42 +90,41 @@ class SDGZSL(TorchMethod):
         status="baseline",
         supervision="supervised",
         deviations=(
-            "Transferred from zero-shot classification to cross-modal retrieval (the SDCMR paper gives no details): the unseen-class feature generator is dropped, the disentangling auto-encoder takes SDCMR's encoder shape with a first layer per modality, the relation module scores h_s against one-hot class vectors, and SDCMR's L_sim links paired h_s (docs/methods.md).",
+            "Transferred from zero-shot classification to retrieval (the SDCMR paper gives no details): no unseen-class generator, SDCMR's encoder shape, a relation module scoring h_s against one-hot classes, and SDCMR's L_sim on paired h_s (docs/methods.md).",
             "The TC weight warms up linearly over the first half of training (SDGZSL: 0.001 per epoch, which would leave it near zero in 500 iterations).",
         ),
     )
-    defaults = {
-        "k": 32,
-        "hidden": [2048, 1024],
-        "relation_hidden": 2048,  # official RelationNet fc1 width
-        "relation": 15.0,  # official --ga
-        "tc": 1.0,  # official --beta
-        "dis": 3.0,  # official --dis
-        "dis_step": 2,  # official --dis_step: one discriminator step, then dis_step TC steps
-        "tc_warmup_fraction": 0.5,
-        "rec": 1.0,
-        "sim": 5.0,  # SDCMR's L_sim weight
-        "lr": 2e-4,
-        "batch_size": 64,
-        "iterations": 500,
-        "standardize": True,  # z-score inputs with training statistics (false: raw features, as the paper)
+    # tune searches: loss weights, learning rate, width, training length (<= 2x default)
+    params = {
+        "k": Param(32, low=1, search=("choice", [16, 32, 64]), smoke=8,
+            doc="dimension of the semantic and non-semantic parts"),
+        "hidden": Param([2048, 1024], item=int, low=1, smoke=[32, 16], doc="encoder hidden widths (decoders reversed)"),
+        "relation_hidden": Param(2048, low=1, smoke=16, doc="official RelationNet fc1 width"),
+        "relation": Param(15.0, low=0.0, search=("logfloat", 1.5, 150.0), doc="official --ga"),
+        "tc": Param(1.0, low=0.0, search=("logfloat", 0.1, 10.0), doc="official --beta"),
+        "dis": Param(3.0, low=0.0, search=("logfloat", 0.3, 30.0), doc="official --dis"),
+        "dis_step": Param(2, low=1, doc="official --dis_step: one discriminator step, then dis_step TC steps"),
+        "tc_warmup_fraction": Param(0.5, low=0.0, high=1.0,
+            doc="share of training over which the total-correlation weight ramps up"),
+        "rec": Param(1.0, low=0.0, doc="reconstruction loss weight"),
+        'sim': Param(5.0, low=0.0, search=('logfloat', 0.5, 50.0), doc="SDCMR's L_sim weight"),
+        "lr": Param(0.0002, low=0.0, search=("logfloat", 5e-05, 0.001), doc="learning rate"),
+        "batch_size": Param(64, low=1, smoke=16, doc="minibatch size"),
+        "iterations": Param(500, low=1, high=MAX_ITERATIONS, search=("int", 250, 1000), smoke=4,
+            doc="training iterations (minibatch steps)"),
+        "standardize": Param(True, doc="z-score inputs with training statistics (false: raw features, as the paper)"),
     }
-    # `cmr-bench tune` (cmr_bench/tuning.py): loss weights, learning rate, width, training length (<= 2x default)
-    search_space = {"lr": ("logfloat", 5e-5, 1e-3), "relation": ("logfloat", 1.5, 150.0), "tc": ("logfloat", 0.1, 10.0),
-                    "dis": ("logfloat", 0.3, 30.0), "sim": ("logfloat", 0.5, 50.0), "k": ("choice", [16, 32, 64]),
-                    "iterations": ("int", 250, 1000)}
-    smoke_config = {"iterations": 4, "hidden": [32, 16], "k": 8, "batch_size": 16, "relation_hidden": 16}
 
     def build(self) -> nn.Module:
         c = self.config
-        return SDGZSLNet({"image": self.image_dim, "text": self.text_dim}, int(c["k"]), [int(h) for h in c["hidden"]],
-                         self.num_classes, int(c["relation_hidden"]))
+        return SDGZSLNet({"image": self.image_dim, "text": self.text_dim}, c["k"], c["hidden"],
+                         self.num_classes, c["relation_hidden"])
 
     def encoder(self, modality: str) -> nn.Module:
         return Modal(_Semantic(self.net), modality)
 
     def make_optimizers(self):
-        lr = float(self.config["lr"])
+        lr = self.config["lr"]
         self.shuffle = torch.Generator().manual_seed(int(self.seed) + 2)
         model = [p for name, p in self.net.named_parameters() if not name.startswith("discriminator.")]
         return {"model": adam(model, lr=lr), "dis": adam(self.net.discriminator.parameters(), lr=lr)}
@@ -133,8 +133,8 @@ class SDGZSL(TorchMethod):
         """One iteration: a discriminator step every (dis_step + 1)-th iteration, an encoder step
         on the TC estimate otherwise; the model step follows either (official schedule)."""
         c, net, x, y = self.config, self.net, batch.x, batch.y
-        k, dis_step = int(c["k"]), max(int(c["dis_step"]), 0)
-        warmup = max(float(c["tc_warmup_fraction"]) * self.total, 1.0)
+        k, dis_step = c["k"], max(c["dis_step"], 0)
+        warmup = max(c["tc_warmup_fraction"] * self.total, 1.0)
         classes = torch.eye(self.num_classes, device=self.device)
         h, rec, rel = {}, y.new_zeros(()), y.new_zeros(())
         for m in MODALITIES:
@@ -142,7 +142,7 @@ class SDGZSL(TorchMethod):
             rec = rec + F.mse_loss(net.dec[m](h[m]), x[m])
             rel = rel + F.mse_loss(net.relation(h[m][:, :k], classes), y)
         sim = (h["image"][:, :k] - h["text"][:, :k]).pow(2).mean()
-        objective = float(c["rec"]) * rec + float(c["relation"]) * rel + float(c["sim"]) * sim
+        objective = c["rec"] * rec + c["relation"] * rel + c["sim"] * sim
         row = {"L_rec": rec, "L_relation": rel, "L_sim": sim}
         if self.done % (dis_step + 1) == 0:
             # discriminator step: joint samples (class 0) vs shuffled h_n (class 1)
@@ -152,7 +152,7 @@ class SDGZSL(TorchMethod):
                 product = torch.sigmoid(net.discriminator[m](permute_dims(h[m].detach(), k, self.shuffle)))
                 zeros = torch.zeros(len(y), dtype=torch.long, device=self.device)
                 dis_loss = dis_loss + F.cross_entropy(joint, zeros) + F.cross_entropy(product, zeros + 1)
-            self.update(float(c["dis"]) * dis_loss, "dis")
+            self.update(c["dis"] * dis_loss, "dis")
             row["L_dis"] = dis_loss
         else:
             # encoder step on the TC estimate: mean difference of the discriminator's (sigmoid)
@@ -161,7 +161,7 @@ class SDGZSL(TorchMethod):
             for m in MODALITIES:
                 scores = torch.sigmoid(net.discriminator[m](h[m]))
                 tc = tc + (scores[:, 0] - scores[:, 1]).mean()
-            objective = objective + float(c["tc"]) * min(1.0, (self.done + 1) / warmup) * tc
+            objective = objective + c["tc"] * min(1.0, (self.done + 1) / warmup) * tc
             row["L_tc"] = tc
         self.update(objective, "model")
         row["L"] = objective

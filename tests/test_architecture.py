@@ -28,9 +28,8 @@ LAYERS = [
     ("commands", ["cmr_bench.commands", "cmr_bench.cli"]),
 ]
 
-# The one known exception, removed by issue 29 part 1 (branch `params`: the CLI parsers that
-# experiment.py borrows move out of commands/run.py). Delete this entry when that lands.
-KNOWN_UPWARD = {("cmr_bench.experiment", "cmr_bench.commands.run")}
+# Imports allowed against the layering: none (experiment.py's CLI parsers moved to runner/values.py).
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def module_files() -> dict[str, Path]:

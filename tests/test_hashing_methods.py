@@ -311,8 +311,10 @@ def test_ssah_variants(multi):
 
 @pytest.mark.parametrize("name", HASHING)
 def test_image_backbone_is_features_only_for_now(name, multi):
+    from cmr_bench.hparams import HyperparameterError
+
     build(name, multi, overrides=dict(TINY[name], image_backbone="features"))
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(HyperparameterError, match="image_backbone = 'cnn-f': expected one of features"):
         build(name, multi, overrides=dict(TINY[name], image_backbone="cnn-f"))
 
 

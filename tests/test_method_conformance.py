@@ -69,12 +69,13 @@ def test_string_hyperparameters_must_declare_their_choices(run_cli, tmp_path):
     """A string option without `choices` let `--set ssah.pair_norm=foo` through to a failed run
     (ValueError inside fit); now the plugin check asks for the choices and the grid refuses the
     typo before anything runs."""
+    from cmr_bench.hparams import Param
     from cmr_bench.registry import get_method
 
     ssah = get_method("ssah")
-    Undeclared = type("Undeclared", (ssah,), {"choices": {k: v for k, v in ssah.choices.items() if k != "pair_norm"}})
+    Undeclared = type("Undeclared", (ssah,), {"params": {**ssah.params, "pair_norm": Param("balanced")}})
     failed = {r.name: r.detail for r in run_checks(Undeclared) if not r.ok}
-    assert "metadata" in failed and "pair_norm='balanced' is not in choices" in failed["metadata"]
+    assert "metadata" in failed and "pair_norm='balanced' declares no choices" in failed["metadata"]
     Variant = type("Variant", (ssah,), {"variants": {**ssah.variants, "typo": {"pair_norm": "summ"}}})
     failed = {r.name: r.detail for r in run_checks(Variant) if not r.ok}
     assert "variant 'typo'" in failed.get("metadata", "")

@@ -12,56 +12,8 @@ ORDER = 20
 DEFAULT_RESULTS = Path("results") / "runs"
 
 
-MAX_VALUES = 100_000
-MAX_BITS = 4096
-
-
-def int_list(text: str, what: str, minimum: int = 0) -> list[int]:
-    """'0,1,2' or '0-4' -> ints; anything else is a one-line error."""
-    out: list[int] = []
-    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, part)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise CmrBenchError(f"{what}: empty range '{part}' (write low-high)")
-                if hi - lo + 1 > MAX_VALUES:
-                    raise CmrBenchError(f"{what}: range '{part}' has more than {MAX_VALUES:,} values")
-                out += list(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise CmrBenchError(f"{what}: expected integers like 0,1,2 or 0-4, got '{text}'") from None
-        if len(out) > MAX_VALUES:
-            raise CmrBenchError(f"{what}: more than {MAX_VALUES:,} values")
-    if not out:
-        raise CmrBenchError(f"{what}: no values given")
-    if min(out) < minimum:
-        raise CmrBenchError(f"{what}: values must be >= {minimum}, got {min(out)}")
-    return list(dict.fromkeys(out))
-
-
-def positive_int(text, what: str) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise CmrBenchError(f"{what}: expected a whole number >= 1, got '{text}'") from None
-    if value < 1:
-        raise CmrBenchError(f"{what}: must be >= 1, got {value}")
-    return value
-
-
-def non_negative_float(text, what: str, positive: bool = False) -> float:
-    import math
-
-    try:
-        value = float(str(text).strip())
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise CmrBenchError(f"{what}: expected a {'positive' if positive else 'non-negative'} number, got '{text}'")
-    return value
+# the CLI's value parsers live in the library (experiment files use them too)
+from cmr_bench.runner.values import MAX_BITS, MAX_VALUES, int_list, non_negative_float, positive_int  # noqa: E402,F401
 
 
 def register(sub) -> None:

@@ -23,8 +23,8 @@ def register(sub) -> None:
                         "bounded by free memory and the method's measured peak")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL (default sqlite:///<out>/<dataset>/studies.db; any SQLAlchemy URL)")
-    p.add_argument("--bits", type=int, default=None, help="code length to tune binary methods at")
-    p.add_argument("--seed", type=int, default=0, help="sampler, validation split and training seed (default 0)")
+    p.add_argument("--bits", type=int, default=None, help="code length to tune binary methods at (1-4096; binary methods only)")
+    p.add_argument("--seed", type=int, default=0, help="sampler, validation split and training seed (0 to 2**63-1; default 0)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of train carved for validation (default 0.1)")
     p.add_argument("--out", default=str(Path("results") / "tuned"), help="folder for <dataset>/<method>.toml (default results/tuned)")
     p.set_defaults(handler=cmd_tune)
@@ -42,11 +42,16 @@ def cmd_tune(args) -> int:
     jobs_given = parse_jobs(args.jobs) if args.jobs is not None else parse_jobs(jobs_default(), "$CMR_BENCH_JOBS")
     if not 0 < args.val_fraction < 1:
         raise CmrBenchError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    from cmr_bench.runner.values import bits_value, seed_value
+
+    seed_value(args.seed, "--seed")
+    if args.bits is not None:
+        bits_value(args.bits, "--bits")
     need_optuna()
     from cmr_bench.registry import all_methods, resolve_methods
 
     if args.methods.strip().lower() == "all":
-        names = [n for n, c in all_methods().items() if c.in_all and getattr(c, "search_space", None)]
+        names = [n for n, c in all_methods().items() if c.in_all and c.search_space]
         if not names:
             raise CmrBenchError("no method declares a search space (a `search_space` dict next to its defaults)")
     else:
@@ -55,10 +60,16 @@ def cmd_tune(args) -> int:
         search_space(all_methods()[n])
         if all_methods()[n].code_type == "binary" and args.bits is None:
             raise CmrBenchError(f"method '{n}' makes binary codes: give the code length to tune at with --bits")
+        if all_methods()[n].code_type != "binary" and args.bits is not None:
+            raise CmrBenchError(f"--bits {args.bits}: method '{n}' makes real-valued codes (no code length); tune it without --bits")
     from cmr_bench.data.loader import load_dataset
 
     # train_only: the test split's files are never opened while tuning (tests/test_tuning.py proves it)
     dataset = load_dataset(args.dataset, root_of(args), train_only=True)
+    from cmr_bench.tuning import check_validation_split
+
+    for n in names:  # a validation split and a training part that both hold items, before anything is written
+        check_validation_split(all_methods()[n], dataset, args.val_fraction, args.seed)
     out = Path(args.out)
     storage = args.storage
     if storage is not None:

@@ -42,3 +42,15 @@ def carve_validation(train: Split, fraction: float = 0.1, seed: int = 0) -> tupl
     mask = np.zeros(n, dtype=bool)
     mask[val_rows] = True
     return train.subset(np.flatnonzero(~mask), name="train"), train.subset(np.flatnonzero(mask), name="val")
+
+
+def rejoin(train: Split, val: Split) -> Split:
+    """The whole training split again from (train without validation, validation): every item
+    of both, ordered by dataset row as the split it was carved from (used to refit a method on
+    every training item once its epoch count was chosen on the validation part)."""
+    image = np.concatenate([train.image, val.image])
+    text = np.concatenate([train.text, val.text])
+    labels = np.concatenate([train.labels, val.labels])
+    indices = np.concatenate([train.indices, val.indices])
+    order = np.argsort(indices, kind="stable")
+    return Split("train", image[order], text[order], labels[order], indices[order])

@@ -253,7 +253,7 @@ FIGURE_MARK = "cmr-bench figure"
 # --- training curves from log.jsonl -------------------------------------------------------
 
 X_KEYS = ("epoch", "iteration", "step")
-NOT_TERMS = set(X_KEYS) | {"val_map_i2t", "val_map_t2i", "selected_epoch"}
+NOT_TERMS = set(X_KEYS) | {"val_map_i2t", "val_map_t2i", "selected_epoch", "refit_epochs", "refit_items"}
 
 
 def read_logs(folders: list[Path]) -> list[dict]:

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from cmr_bench.errors import CmrBenchError
+from cmr_bench.plugin import STATUS_MEANING  # one status vocabulary, defined once
 
 DEFAULT_TABLES = ("2", "3", "4", "5", "hash", "djsrh-ablation")
 PAPER_TABLES = ("2", "3", "4", "5")
@@ -43,9 +44,17 @@ CAPTIONS = ((r"^fig_pr(_|$)", "Fig. 3: precision-recall curves"),
             (r"^fig_code_length", "mAP by code length"),
             (r"^curves", "Training curves"))
 SHOWN_VALUES = 4  # environment values listed in the table's cell; the rest are counted
-STATUS_MEANING = {"faithful": "from the paper and its official code",
-                  "re-implementation": "from the paper's description; no official code consulted or available",
-                  "baseline": "a reference point, not a published method"}
+# What the configurations of the rows are (issue 26.3): shown under the page's title.
+CONFIG_MEANING = (
+    "Configurations. Default: each method's published hyperparameters where its paper gives them; the others "
+    "(input z-scoring of the deep methods, the classical methods' regularisation weights such as JRL's and JFSSL's, "
+    "CAAL's 60 epochs and 1024 units, SSAH's learning rates and its two loss changes, schedules shorter than some "
+    "papers') were chosen once on a validation split carved from the training set, each named in its method's "
+    "deviations below. Tuned: the configuration `cmr-bench tune` chose on that validation split (by label-based "
+    "mAP, for the unsupervised methods too). Methods that select their epoch on validation are then retrained on "
+    "the whole training split for that many epochs, so every row trains on the same items. Nothing is chosen on "
+    "the test split."
+)
 
 
 @dataclass
@@ -546,6 +555,7 @@ def write_report(results_dir: Path, dataset: str, out_dir: Path, root: Path | No
              "(results/published/)."]
     if exp.get("description"):
         intro.insert(0, str(exp["description"]))
+    intro.insert(1 if exp.get("description") else 0, CONFIG_MEANING)
     page = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{_h(title)}</title><style>{CSS}</style></head><body>",

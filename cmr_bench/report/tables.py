@@ -54,6 +54,40 @@ def _status_text(runs: pd.DataFrame, has_plugin: bool) -> str:
     return f"{done} runs" + (f", {failed} failed" if failed else "")
 
 
+def implementation_notes(rows: list[tuple[str, str]]) -> list[str]:
+    """What the rows' implementations are (the README's status legend) and what they trained on,
+    for the rows (label, plugin key) that have a plugin."""
+    from cmr_bench.plugin import STATUS_MEANING
+    from cmr_bench.registry import all_methods
+
+    plugins, by_status, refit = all_methods(), {}, []
+    for label, key in rows:
+        cls = plugins.get(key.split(" {")[0].split("[")[0]) if key else None
+        if cls is None or cls.info.status == "baseline" or label in by_status.get(cls.info.status, []):
+            continue
+        by_status.setdefault(cls.info.status, []).append(label)
+        if cls.uses_validation and cls.defaults.get("select_on_validation") and label not in refit:
+            refit.append(label)
+    notes = []
+    if by_status:
+        gloss = {"modified": " (default loss departs from the paper's; the paper's form is its own row)",
+                 "partial": " (major parts of the paper left out)", "from abstract": " (approximated from the abstract only)"}
+        notes.append("Implementation status (README legend): " + "; ".join(
+            f"{s}{gloss.get(s, '')}: {', '.join(by_status[s])}" for s in STATUS_MEANING if s in by_status) + ".")
+    if refit:
+        notes.append(f"Every row trains on the whole training split: {', '.join(refit)} select their number of epochs on "
+                     "a validation split carved from it (10%), then are retrained from the same seed on all of it for "
+                     "that many epochs.")
+    return notes
+
+
+def default_note(chosen: str) -> str:
+    """What "default" means in a table whose validation-chosen defaults are `chosen`."""
+    return ("Each method's default configuration: its paper's hyperparameters where the paper gives them; where it gives "
+            "none, or where they fail on these features, the value was chosen once on a validation split carved from Wikipedia's "
+            f"training set (never the test split), listed per method in docs/methods.md: {chosen}.")
+
+
 def _features_note(dataset: str, pub: pd.DataFrame, root: Path | None = None) -> list[str]:
     from cmr_bench.data.manifest import find_manifest
 
@@ -185,9 +219,10 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     if has_tuned:  # marks per column: tuned entries are compared with each other
         notes += [n for n in annotate(records, display, tuned_folders, [("i2t", "tuned_img2txt", "Tuned Img2Txt"),
                                                                           ("t2i", "tuned_txt2img", "Tuned Txt2Img")], metric, keys=keys) if n not in notes]
-        notes.append("Default: each method's published configuration. Tuned: its best configuration from `cmr-bench tune` "
-                     "(the same trial budget per method, chosen on a validation split carved from train; the test split "
-                     "is never read), run with `--config tuned` on the same protocol.")
+        notes.append("Tuned: each method's best configuration from `cmr-bench tune` (the same trial budget per method, "
+                     "chosen by mAP on a validation split carved from train, for the unsupervised methods too: their "
+                     "training never reads labels, their selection does; the test split is never read), run with "
+                     "`--config tuned` on the same protocol.")
     ceiling = _label_ceiling(dataset, root, metric) if table == "2" else None
     if ceiling is not None:  # codes = the items' own labels: no method can rank better
         label = "Label oracle (ceiling)"  # "from labels": its status
@@ -196,6 +231,9 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         row_keys.append("label-oracle")
         display.append({"Method": label, f"{lab}Img2Txt": f"{ceiling[0]:.3f}", f"{lab}Txt2Img": f"{ceiling[1]:.3f}",
                         f"{lab}Avg": f"{sum(ceiling) / 2:.3f}", f"{lab}n": ""})
+    notes += [default_note(
+        "input z-scoring of the deep methods, the classical methods' regularisation weights (JRL, JFSSL, LCFS, LGCFL, "
+        "CCA-3V, SCM, KCCA), CAAL's 60 epochs and 1024 units, and schedules shorter than some papers' (CPU budget)")]
     notes += _features_note(dataset, pub, root) + reference_note(runs, keys + [k + TUNED_SUFFIX for k in keys if k])
     if len(same):
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})"
@@ -218,6 +256,7 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
         if len(keep) < len(records):
             notes.append(f"{len(records) - len(keep)} row(s) without a run of ours left out (--hide-missing).")
         records, display, row_keys = [records[i] for i in keep], [display[i] for i in keep], [row_keys[i] for i in keep]
+    notes += implementation_notes([(r["method"], r.get("plugin", "")) for r in records])  # the rows shown
     if include_overrides:
         notes.append("Rows with {key=value} are runs made with --set: not the method's published configuration.")
     return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes, row_keys)
@@ -264,9 +303,10 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     if variants:
         runs = runs[runs["method"] == "djsrh"] if not runs.empty else runs
     keys = sorted(set(runs["key"])) if not runs.empty else []
-    if not variants:
-        keys = [k for k in keys if "[" not in k] or keys
-        keys = sorted(set(keys) | ({n for n in binary if all_methods()[n].in_all} if not hide_missing else set()))
+    if not variants:  # a method's row variants (its paper's form beside its default) are rows too
+        shown = {f"{n}[{v}]" for n in binary for v in all_methods()[n].row_variants}
+        keys = [k for k in keys if "[" not in k or k.split(" {")[0] in shown] or keys
+        keys = sorted(set(keys) | ({n for n in binary if all_methods()[n].in_all} | shown if not hide_missing else set()))
     bits = sorted({int(b) for b in runs["bits"].dropna()}) if not runs.empty else []
     records, display, folders = [], [], {b: [] for b in bits}
     for key in keys:
@@ -290,6 +330,11 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
     for b in bits:  # each code length is its own comparison
         notes += [n for n in annotate(records, display, folders[b], [("i2t", f"i2t_{b}", f"I→T {b}"), ("t2i", f"t2i_{b}", f"T→I {b}")],
                                       metric, keys=keys) if n not in notes]
+    notes += implementation_notes([(display_name(k), k) for k in keys if "[" not in k])
+    if not variants and keys:
+        ssah = (", SSAH's balanced pair weights and code-length-scaled hash term" + (
+            f" (its paper's loss is the row {display_name('ssah[paper loss]')})" if "ssah[paper loss]" in keys else "")) if "ssah" in keys else ""
+        notes.append(default_note(f"input z-scoring, learning rates{ssah}, and schedules shorter than the papers' (CPU budget)"))
     notes += reference_note(runs, keys)
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
     return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes,

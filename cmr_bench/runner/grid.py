@@ -43,65 +43,6 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any] | Any]:
     return out
 
 
-def _typed(method: str, key: str, value: Any, default: Any) -> Any:
-    """An override in the type of the hyperparameter's default (one-line error otherwise)."""
-    import math
-
-    where = f"--set {method}.{key}={value!r}"
-    if default is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise CmrBenchError(f"{where}: expected true or false")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise CmrBenchError(f"{where}: expected an integer")
-        _in_range(where, value, default, MAX_INT_OVERRIDE)
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise CmrBenchError(f"{where}: expected a finite number")
-        _in_range(where, value, default, MAX_FLOAT_OVERRIDE)
-        return float(value) if isinstance(value, int) else value
-    if isinstance(default, str):
-        if isinstance(value, (list, dict)):
-            raise CmrBenchError(f"{where}: expected a string")
-        return value if isinstance(value, str) else json_text(value)
-    if isinstance(default, (list, tuple)):
-        if not isinstance(value, list):
-            raise CmrBenchError(f"{where}: expected a list like [1,2]")
-        return value
-    if isinstance(default, dict) and not isinstance(value, dict):
-        raise CmrBenchError(f"{where}: expected a table like {{\"a\": 1}}")
-    return value
-
-
-# Numeric overrides beyond these are user errors caught before the grid, not failed runs:
-# no hyperparameter of a published method is meaningfully 10^7 (dims, epochs) or 1e9.
-MAX_INT_OVERRIDE = 10**7
-MAX_FLOAT_OVERRIDE = 1e9
-
-
-def _in_range(where: str, value, default, limit) -> None:
-    """A hyperparameter whose default is >= 0 (sizes, rates, weights) is never negative."""
-    if default >= 0 and value < 0:
-        raise CmrBenchError(f"{where}: must be >= 0 (the default is {default})")
-    if abs(value) > limit:
-        raise CmrBenchError(f"{where}: {value:g} is out of range (at most {limit:g} in magnitude)")
-
-
-def _check_choice(cls, key: str, value: Any) -> None:
-    """A method may declare `choices = {"key": ("a", "b")}` for its string hyperparameters."""
-    allowed = (getattr(cls, "choices", None) or {}).get(key)
-    if allowed and value not in allowed:
-        from cmr_bench.errors import UnknownNameError
-
-        raise UnknownNameError(f"value of {cls.name}.{key}", str(value), [str(a) for a in allowed])
-
-
 def _check_targets(methods: list[str], overrides: dict[str, Any]) -> None:
     """`method.key=value` must name a selected method: a typo ('ccaa', 'CCA') is an error
     with suggestions, never silently ignored."""
@@ -119,22 +60,24 @@ def _check_targets(methods: list[str], overrides: dict[str, Any]) -> None:
         raise UnknownNameError("method in --set (not one of --methods)", target, methods)
 
 
-def json_text(value: Any) -> str:
+def _overrides_for(method: str, cls, overrides: dict[str, Any]) -> dict[str, Any]:
+    """This method's --set values, validated against its declarations (cmr_bench.hparams)."""
     import json
 
-    return json.dumps(value)
+    from cmr_bench.hparams import validate_config
 
-
-def _overrides_for(method: str, cls, overrides: dict[str, Any]) -> dict[str, Any]:
     mine = {}
     for key, value in overrides.items():
         if "." in key:
             target, name = key.split(".", 1)
             if target == method:
                 mine[name] = value
-        elif key in cls.defaults:
+        elif key in cls.params:
             mine[key] = value
-    return {k: _typed(method, k, v, cls.defaults[k]) if k in cls.defaults else v for k, v in mine.items()}
+    for key, value in mine.items():  # --set parses JSON: `--set kernel=1` means the string "1"
+        if key in cls.params and cls.params[key].type is str and not isinstance(value, (str, list, dict)):
+            mine[key] = json.dumps(value)
+    return validate_config(cls, mine, "--set")
 
 
 MAX_RUNS = 10_000  # a bigger grid is more often a typo (seeds "0-99999") than a plan: --max-runs lifts it
@@ -183,7 +126,7 @@ def expand(
         _check_tuned(methods, dataset, bits, tuned_dir)
     _check_targets(methods, overrides)
     for key in overrides:
-        if "." not in key and not any(key in get_method(m).defaults for m in methods):
+        if "." not in key and not any(key in get_method(m).params for m in methods):
             raise CmrBenchError(f"--set {key}: no selected method has a hyperparameter '{key}'")
     if variants not in ("none", "all"):
         wanted = [v.strip() for v in str(variants).split(",") if v.strip()]
@@ -212,15 +155,11 @@ def expand(
                 if config_source == "tuned":
                     base, record = tuned_config(name, dataset, b, tuned_dir), tuned_record(name, dataset, b, tuned_dir)
                 merged = {**base, **cls.variants.get(variant, {}), **user}
-                config = cls.resolve_config(merged, dataset=dataset.name)
-                for key, value in config.items():
-                    _check_choice(cls, key, value)
-                check = getattr(cls, "check_config", None)  # optional plugin hook: a user error before the grid
-                if callable(check):
-                    try:
-                        check(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
-                    except (ValueError, TypeError) as exc:
-                        raise CmrBenchError(f"--set for method '{name}': {exc}") from None
+                config = cls.resolve_config(merged, dataset=dataset.name, where=f"variant {variant!r}" if variant else "config")
+                try:  # a combination the plugin refuses is a user error before the grid
+                    cls.check_config(config, image_dim=dataset.image_dim, text_dim=dataset.text_dim, num_classes=dataset.num_classes)
+                except (ValueError, TypeError) as exc:
+                    raise CmrBenchError(f"--set for method '{name}': {exc}") from None
                 for seed in seeds:
                     specs.append(RunSpec(dataset.name, proto, name, seed, variant, b, user, config, data=dataset.fingerprint,
                                          config_source=config_source, tuned=record))

@@ -105,6 +105,9 @@ def tuned_config(method: str, dataset, bits: int | None = None, tuned_dir=None) 
     unknown = sorted(set(stored) - set(cls.defaults))
     if unknown:
         raise CmrBenchError(f"tuned config {path}: '{unknown[0]}' is no longer a hyperparameter of {method}; tune again")
+    from cmr_bench.hparams import validate_config
+
+    stored = validate_config(cls, stored, f"tuned config {path}")  # each value as the method declares it
     defaults = cls.resolve_config({}, dataset=name)
     norm = lambda v: json.loads(json.dumps(v, default=list))  # noqa: E731  (TOML has no tuples)
     picked = set(tuned.get("tuned", []))
@@ -112,7 +115,7 @@ def tuned_config(method: str, dataset, bits: int | None = None, tuned_dir=None) 
     if stale:
         raise CmrBenchError(f"tuned config {path}: {method}'s default for {', '.join(stale)} changed since tuning "
                             f"({stale[0]} = {stored[stale[0]]!r} there, {defaults[stale[0]]!r} now); tune again")
-    return cls.resolve_config({k: stored[k] for k in stored}, dataset=name)
+    return cls.resolve_config({k: stored[k] for k in stored}, dataset=name, where=f"tuned config {path}")
 
 
 def tuned_record(method: str, dataset, bits: int | None = None, tuned_dir=None) -> dict:

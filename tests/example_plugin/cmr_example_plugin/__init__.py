@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cmr_bench.hparams import Param
 from cmr_bench.plugin import Method, MethodInfo
 
 
@@ -16,7 +17,8 @@ class ExampleLinear(Method):
         paper="cmr-bench docs/adding-a-method.md", venue="cmr-bench", year=2026,
         status="baseline", supervision="supervised",
     )
-    defaults = {"reg": 1.0}  # every hyperparameter, with its published value
+    # every hyperparameter, declared once: published value, accepted range, one-line doc
+    params = {"reg": Param(1.0, low=0.0, doc="ridge of the regression onto the labels")}
 
     def fit(self, train, val=None):
         """Learn from the training split only; return the training log (a list of dicts)."""
