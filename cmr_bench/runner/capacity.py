@@ -119,15 +119,11 @@ def jobs_default() -> str:
 
 def parse_jobs(text, what: str = "--jobs") -> int | None:
     """'auto' -> None (chosen per grid by choose_jobs); a whole number >= 1 -> itself."""
-    value = str(text).strip().lower()
-    if value == "auto":
+    from cmr_bench.runner.values import positive_int
+
+    if str(text).strip().lower() == "auto":
         return None
-    try:
-        jobs = int(value)
-    except ValueError:
-        raise CmrBenchError(f"{what}: expected a whole number >= 1 or auto, got '{text}'") from None
-    if jobs < 1:
-        raise CmrBenchError(f"{what}: must be >= 1 or auto, got {jobs}")
+    jobs = positive_int(text, f"{what} (N or auto)")
     if jobs > 4096:
         raise CmrBenchError(f"{what}: {jobs} worker processes is more than any machine can hold (at most 4096)")
     return jobs
