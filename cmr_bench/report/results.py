@@ -68,6 +68,32 @@ def reference_note(runs: pd.DataFrame, shown) -> list[str]:
              "Rows with runs in this results dir use those instead (--no-reference: these runs alone).")]
 
 
+def code_version(run: dict) -> str:
+    """The run's git commit (12 hex digits), with ' (uncommitted changes)' when its tree was dirty."""
+    git = (run.get("environment") or {}).get("git")
+    commit = git.get("commit") if isinstance(git, dict) else None
+    if not commit:
+        return "unknown"
+    return str(commit)[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+
+
+def provenance_note(runs: pd.DataFrame, shown) -> list[str]:
+    """Which code made the finished runs behind a table's rows (keys in `shown`): one commit and a
+    clean tree is what a paper can cite; anything else is named, with its run counts."""
+    if runs.empty or "commit" not in runs:
+        return []
+    mine = runs[runs["key"].isin(list(shown)) & (runs["status"] == STATUS_DONE)]
+    if mine.empty:
+        return []
+    counts = mine["commit"].value_counts()
+    if len(counts) == 1 and "(" not in counts.index[0] and counts.index[0] != "unknown":
+        return [f"Code: all {len(mine)} runs behind this table were made at git commit {counts.index[0]}, "
+                "with no uncommitted changes."]
+    versions = "; ".join(f"{c} ({n} runs)" for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return [f"Code: the {len(mine)} runs behind this table were made at {len(counts)} code versions, not one "
+            f"clean commit: {versions}."]
+
+
 def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_overrides: bool = False,
             data: str | None = None, reference: Path | None = None, root: Path | None = None) -> pd.DataFrame:
     """Runs made with --set overrides are left out of paper tables unless asked for: a table
@@ -94,6 +120,7 @@ def collect(runs_dir: Path, dataset: str, protocol: str | None = None, include_o
             "data": str(spec.get("data") or ""),
             "source": "reference" if is_reference(folder, archive) else "store",
             "archive": archive.describe() if is_reference(folder, archive) else "",
+            "commit": code_version(run),
         }
         if data is not None and row["data"] != data:
             continue

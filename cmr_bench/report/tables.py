@@ -11,7 +11,7 @@ import pandas as pd
 
 from cmr_bench.registry import display_name
 from cmr_bench.report.published import published
-from cmr_bench.report.results import TUNED_SUFFIX, collect, reference_note
+from cmr_bench.report.results import TUNED_SUFFIX, collect, provenance_note, reference_note
 from cmr_bench.report.significance import annotate
 from cmr_bench.report.summary import mean_std
 
@@ -234,7 +234,8 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     notes += [default_note(
         "input z-scoring of the deep methods, the classical methods' regularisation weights (JRL, JFSSL, LCFS, LGCFL, "
         "CCA-3V, SCM, KCCA), CAAL's 60 epochs and 1024 units, and schedules shorter than some papers' (CPU budget)")]
-    notes += _features_note(dataset, pub, root) + reference_note(runs, keys + [k + TUNED_SUFFIX for k in keys if k])
+    shown_keys = keys + [k + TUNED_SUFFIX for k in keys if k]
+    notes += _features_note(dataset, pub, root) + reference_note(runs, shown_keys) + provenance_note(runs, shown_keys)
     if len(same):
         refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})"
                          for _, r in same.iterrows() if pd.notna(r["img2txt"]))
@@ -335,7 +336,7 @@ def hash_table(dataset: str, runs_dir: Path, metric: str = "map@all", variants: 
         ssah = (", SSAH's balanced pair weights and code-length-scaled hash term" + (
             f" (its paper's loss is the row {display_name('ssah[paper loss]')})" if "ssah[paper loss]" in keys else "")) if "ssah" in keys else ""
         notes.append(default_note(f"input z-scoring, learning rates{ssah}, and schedules shorter than the papers' (CPU budget)"))
-    notes += reference_note(runs, keys)
+    notes += reference_note(runs, keys) + provenance_note(runs, keys)
     name = "djsrh_ablation" if variants else f"hash_{metric.replace('@', '')}"
     return Table(name, dataset, TITLES["djsrh-ablation" if variants else "hash"], pd.DataFrame(records), pd.DataFrame(display), notes,
                  list(keys))
