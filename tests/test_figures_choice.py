@@ -28,6 +28,45 @@ def test_methods_pick_and_order_the_curves(store, tmp_path, monkeypatch):
     plt.close(fig)
 
 
+def test_highlight_draws_the_top_methods_thick(store, tmp_path, monkeypatch):
+    """The paper's Fig. 3 emphasis: the best by mAP solid and thick, the rest thin; the curves
+    still differ in colour and marker, and a small figure draws all alike by default."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from cmr_bench.report import figures
+    from cmr_bench.report.results import collect
+
+    runs = collect(store, "synthetic")
+    means = runs.groupby("key")[["i2t:map@all", "t2i:map@all"]].mean().mean(axis=1)
+    best = figures.display_name(means.idxmax())
+    seen = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out: seen.setdefault(out.name, fig) and out)
+    figures.plot_pr(store, "synthetic", tmp_path / "hl.png", protocol="real", highlight=1)
+    figures.plot_pr(store, "synthetic", tmp_path / "plain.png", protocol="real")
+    for ax in seen["hl.png"].axes:
+        widths = {line.get_label().split(" (n=")[0]: line.get_linewidth() for line in ax.get_lines()}
+        assert max(widths, key=widths.get) == best and sorted(widths.values())[-2] < widths[best]
+        pairs = [(tuple(np.round(matplotlib_colour(line), 3)), line.get_marker()) for line in ax.get_lines()]
+        assert len(set(pairs)) == len(pairs)
+    assert "thick: the top 1 by mAP" in seen["hl.png"].texts[0].get_text()
+    assert len({line.get_linewidth() for ax in seen["plain.png"].axes for line in ax.get_lines()}) == 1
+    for fig in seen.values():
+        plt.close(fig)
+
+
+def matplotlib_colour(line):
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(line.get_color())
+
+
+def test_highlight_must_be_a_count(store, run_cli, tmp_path):
+    code, _, err = run_cli("plot", "pr", "--dataset", "synthetic", "--results-dir", store, "--highlight", "-1",
+                           "--out", tmp_path / "f.png")
+    assert code == 2 and "--highlight -1" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("kind", ["pr", "precision-at-r"])
 def test_out_extension_picks_the_format(store, run_cli, tmp_path, kind):
     for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml"), (".png", b"\x89PNG")):

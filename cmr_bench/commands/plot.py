@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--metric", default="map@all", help="code-length: map@all (default) or map@50")
     p.add_argument("--methods", default=None, metavar="A,B,...",
                    help="pr, precision-at-r, code-length: only these methods (plugin names, or name[variant]), in this legend order")
+    p.add_argument("--highlight", type=int, default=None, metavar="K",
+                   help="pr: draw the top K methods by mAP solid and thick, the rest thin (default 3 when more than 8 "
+                        "curves share a panel, else 0: all alike)")
     p.add_argument("--method", default="sdcmr", help="tsne: the real-valued method whose common representations are shown "
                                                      "(a name or name[variant]; default sdcmr; its lowest-seed finished run)")
     p.add_argument("--term", default=None, help="curves with several runs: the log term to draw (default: 'loss', else the first term)")
@@ -62,7 +65,10 @@ def cmd_plot(args) -> int:
     out = Path(args.out) if args.out else user_output(args, dataset) / f"fig_{args.kind.replace('-', '_')}{suffix}.png"
     runs_dir = Path(args.results_dir)
     if args.kind == "pr":
-        paths = figures.plot_pr(runs_dir, dataset, out, args.protocol, args.bits, args.config, methods, reference=reference_of(args))
+        if args.highlight is not None and args.highlight < 0:
+            raise CmrBenchError(f"--highlight {args.highlight}: give a count of 0 or more")
+        paths = figures.plot_pr(runs_dir, dataset, out, args.protocol, args.bits, args.config, methods, reference=reference_of(args),
+                                highlight=args.highlight)
     elif args.kind == "precision-at-r":
         paths = figures.plot_precision_at_r(runs_dir, dataset, out, args.protocol, args.bits, args.config, methods,
                                             reference=reference_of(args))

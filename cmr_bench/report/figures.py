@@ -124,10 +124,28 @@ def _precision_at_r(m: dict):
     return sorted((int(k[2:]), v) for k, v in m.items() if k.startswith("p@") and isinstance(v, (int, float)))
 
 
+def top_labels(runs, k: int, methods: list[str] | None = None) -> set[str]:
+    """The `k` curves with the highest mAP (mean of both directions, over seeds): the ones a
+    figure draws solid and thick, the others thin, as the paper's Fig. 3 does (0: none)."""
+    scores = defaultdict(list)
+    for spec, metrics in runs:
+        values = [metrics[d].get("map@all") for d in DIRECTION_TITLES]
+        if all(isinstance(v, (int, float)) for v in values):
+            scores[display_name(method_key(spec["method"], spec.get("variant", "")) + source_text(spec))].append(sum(values) / 2)
+    ranked = sorted(scores, key=lambda label: (-float(np.mean(scores[label])), label))
+    return set(ranked[:max(0, k)])
+
+
+HIGHLIGHT = 3  # the paper's Fig. 3 draws its top three methods solid
+
+
 def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
-            config: str = "all", methods: list[str] | None = None, reference: Path | None = None) -> list[Path]:
+            config: str = "all", methods: list[str] | None = None, reference: Path | None = None,
+            highlight: int | None = None) -> list[Path]:
     """One figure per (protocol, code length): PR curves of both directions, mean over seeds.
-    `config`: all runs, or only the default / tuned ones; `methods`: only these, in this order."""
+    `config`: all runs, or only the default / tuned ones; `methods`: only these, in this order;
+    `highlight`: the top-k methods by mAP drawn solid and thick, the rest thin (default: top 3
+    when more than 8 curves share a panel, else none)."""
     groups = _groups(runs_dir, dataset, protocol, bits, config, methods, reference)
     if not groups:
         raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
@@ -136,14 +154,24 @@ def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None
         curves = _curves(runs, _pr_points, methods)
         if not curves:
             continue
+        k = highlight if highlight is not None else (HIGHLIGHT if len(curves) > 8 else 0)
+        top = top_labels(runs, k)
 
-        def draw(ax, i, label, runs):
+        def draw(ax, i, label, runs, top=top):
             recall = np.mean([c[0] for c in runs], axis=0)
             precision = np.mean([c[1] for c in runs], axis=0)
-            ax.plot(recall, precision, markersize=5, linewidth=1.6, markevery=max(1, len(recall) // 10), label=f"{label} (n={len(runs)})",
-                    **_style(i))
+            style = _style(i)
+            if top and label in top:  # on top, solid, thick: the paper's emphasis
+                style.update(linestyle="-", linewidth=2.6, markersize=6, zorder=3)
+            elif top:
+                style.update(linewidth=1.0, markersize=3.5, alpha=0.6, zorder=2)
+            else:
+                style.update(linewidth=1.6, markersize=5)
+            ax.plot(recall, precision, markevery=max(1, len(recall) // 10),
+                    label=f"{label} (n={len(runs)})", **style)
 
-        written.append(_two_panels(curves, draw, _title(dataset, proto, b), group_path(out, proto, b, len(groups) > 1),
+        title = _title(dataset, proto, b) + (f"; thick: the top {len(top)} by mAP" if top else "")
+        written.append(_two_panels(curves, draw, title, group_path(out, proto, b, len(groups) > 1),
                                    xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1)))
     if not written:
         raise CmrBenchError(f"no finished runs with PR curves for dataset '{dataset}' in {runs_dir}")
