@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from cmr_bench.errors import CmrBenchError
@@ -112,6 +114,19 @@ def write_bytes(path: Path, data: bytes, what: str = "output file") -> Path:
 
 def write_text(path: Path, text: str, what: str = "output file", encoding: str = "utf-8") -> Path:
     return write_bytes(path, text.encode(encoding, "surrogateescape"), what)
+
+
+def swap_folder(new: Path, final: Path) -> None:
+    """Put the complete folder `new` at `final` (same parent): what is already at `final` is
+    renamed aside first and deleted only once `new` is in place, so a crash leaves the old or the
+    new folder whole under one of the two names, never a mix. OSError is the caller's to word."""
+    if os.path.lexists(final):
+        old = Path(final).parent / f".{Path(final).name}.old-{os.getpid()}-{time.time_ns()}"
+        os.rename(final, old)
+        os.rename(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(new, final)
 
 
 def check_regular(path: Path, what: str, max_bytes: int = MAX_TEXT) -> os.stat_result:

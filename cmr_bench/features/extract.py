@@ -26,6 +26,7 @@ import numpy as np
 from cmr_bench.data.loader import sha256_file
 from cmr_bench.errors import CmrBenchError, DataError
 from cmr_bench.features.inputs import Items, check_images_open, load_image
+from cmr_bench.safe_io import swap_folder
 
 FEATURES_FILE = "features.npz"
 JOB_FILE = "job.json"
@@ -311,10 +312,5 @@ def extract(items: Items, out: Path, backbone_loader: Callable[[], object], *, b
     read_manifest(work / "manifest.toml")  # the data layer must accept what we wrote
     if os.path.lexists(out):  # --overwrite: the old dataset goes only once the new one is complete, and only if ours
         _refuse_unless_ours(out, INFO_FILE, "replace")
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.rename(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, out)
+    swap_folder(work, out)
     return Result(out, name, n, dims[0], dims[1], done_before, n_shards, images_per_s, texts_per_s, pairs_per_s)

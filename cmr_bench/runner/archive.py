@@ -27,6 +27,7 @@ import numpy as np
 
 from cmr_bench.data.loader import sha256_file
 from cmr_bench.errors import CmrBenchError
+from cmr_bench.safe_io import swap_folder
 
 FORMAT = 1
 INDEX = "archive.json"
@@ -134,13 +135,7 @@ def build_archive(store: Path, dataset: str, out: Path, float32: bool = False) -
         index = {"format": FORMAT, "dataset": dataset, "data": prints.pop(), "runs": len(runs), "commits": commits,
                  "clean": clean, "ap_dtype": "float32" if float32 else "float64", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
         (tmp / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True))
-        if target.exists():
-            old = out / f".{dataset}.old-{os.getpid()}-{time.time_ns()}"
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        swap_folder(tmp, target)
     except OSError as exc:
         raise CmrBenchError(f"cannot write the archive into {out}: {exc.strerror or exc}") from None
     finally:

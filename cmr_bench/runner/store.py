@@ -38,6 +38,7 @@ import numpy as np
 from cmr_bench.data.loader import sha256_file
 from cmr_bench.errors import CmrBenchError, StoreError
 from cmr_bench.runner.lock import RunLock, describe_owner, lock_path, probe, read_owner
+from cmr_bench.safe_io import swap_folder
 
 STATUS_DONE, STATUS_FAILED, STATUS_CORRUPT = "done", "failed", "corrupt"
 SEED_DIR = re.compile(r"^seed-(-?\d+)$")
@@ -167,13 +168,7 @@ def _write_run(folder: Path, run: dict[str, Any], metrics: dict | None, log: lis
         (tmp / "run.json").write_text(json.dumps(body, indent=2, sort_keys=True))
         _fsync_file(tmp / "run.json")
         _fsync_dir(tmp)
-        if folder.exists():  # replacing a failed, corrupt or forced run
-            old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.time_ns()}"
-            os.rename(folder, old)
-            os.rename(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, folder)
+        swap_folder(tmp, folder)  # replacing a failed, corrupt or forced run, or a first write
         _fsync_dir(folder.parent)
     finally:
         if tmp.exists():
