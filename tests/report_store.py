@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cmr_bench import registry
 from cmr_bench.plugin import Method, MethodInfo
+from registering import registered
 
 ODD_FULL_NAME = "Odd <b>method</b> & co"
 ODD_DEVIATION = "<script>alert('x')</script> & <img src=x> \"quoted\" *not bold* `tick` | pipe"
@@ -38,13 +38,8 @@ class Odd(Method):
 
 @contextlib.contextmanager
 def odd_method():
-    registry._load()
-    registry._add(Odd, "tests")
-    try:
+    with registered(Odd):
         yield Odd
-    finally:
-        registry._REGISTRY.pop("test-odd", None)
-        registry._SOURCES.pop("test-odd", None)
 
 
 def make_store(results: Path) -> Path:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmr_bench import registry
 from cmr_bench.plugin import Method, MethodInfo
 from cmr_bench.runner.lock import RunLock, lock_path, probe
 from cmr_bench.runner.store import validate_run
+from registering import registered
 
 
 
@@ -346,16 +346,11 @@ def _make_diverging(name: str, code_type: str, mode: str):
 
 @pytest.fixture
 def diverging_methods():
-    registry._load()
     made = [_make_diverging("test-div-real", "real", "nan-loss-numpy"),
             _make_diverging("test-div-torch", "real", "inf-loss-torch"),
             _make_diverging("test-div-hash", "binary", "nan-codes")]
-    for cls in made:
-        registry._add(cls, "tests")
-    yield made
-    for cls in made:
-        registry._REGISTRY.pop(cls.name, None)
-        registry._SOURCES.pop(cls.name, None)
+    with registered(*made):
+        yield made
 
 
 def test_diverged_runs_fail_with_reason_and_tables_show_failed(diverging_methods, run_cli, tmp_path):

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import sha256, write_user_dataset
 from test_bad_input import assert_one_line, snapshot
+from registering import registered
 
 # --- manifests ---------------------------------------------------------------------------------
 
@@ -1274,7 +1275,6 @@ def test_naming_a_broken_plugin_is_one_line_with_its_error(tmp_path, run_cli, br
 
 @pytest.fixture
 def misbehaving_method():
-    from cmr_bench import registry
     from cmr_bench.plugin import Method, MethodInfo
 
     class Misbehaving(Method):
@@ -1310,11 +1310,8 @@ def misbehaving_method():
                 return out.astype(object)
             return out
 
-    registry._load()
-    registry._add(Misbehaving, "tests")
-    yield Misbehaving
-    registry._REGISTRY.pop("test-misbehaving")
-    registry._SOURCES.pop("test-misbehaving")
+    with registered(Misbehaving):
+        yield Misbehaving
 
 
 @pytest.mark.parametrize("mode, extra, reason", [
@@ -1352,7 +1349,6 @@ def test_check_plugin_of_a_file_that_exits_at_import_is_one_line(tmp_path, run_c
 @pytest.mark.parametrize("mode", ["raise", "nan"])
 def test_tune_of_a_failing_plugin_is_one_line_per_trial(tmp_path, run_cli, caplog, mode):
     optuna = pytest.importorskip("optuna")
-    from cmr_bench import registry
     from cmr_bench.plugin import Method, MethodInfo
 
     class Failing(Method):
@@ -1369,18 +1365,15 @@ def test_tune_of_a_failing_plugin_is_one_line_per_trial(tmp_path, run_cli, caplo
         def encode(self, features, modality):
             return np.full((len(features), self.config["dims"]), np.nan)
 
-    registry._load()
-    registry._add(Failing, "tests")
     optuna.logging.enable_propagation()  # Optuna's records reach caplog instead of its own handler
     optuna.logging.disable_default_handler()  # (whose stream may be an earlier test's closed capture)
     try:
-        code, out, err = run_cli("tune", "--methods", "test-failing-tune", "--dataset", "synthetic", "--trials", "2",
-                                 "--out", tmp_path)
+        with registered(Failing):
+            code, out, err = run_cli("tune", "--methods", "test-failing-tune", "--dataset", "synthetic", "--trials", "2",
+                                     "--out", tmp_path)
     finally:
         optuna.logging.disable_propagation()
         optuna.logging.enable_default_handler()
-        registry._REGISTRY.pop("test-failing-tune")
-        registry._SOURCES.pop("test-failing-tune")
     assert_one_line(code, err, "no trial finished")
     failed = [r for r in caplog.records if r.name.startswith("optuna") and "failed" in r.getMessage()]
     assert len(failed) == 2 and all(r.exc_info is None for r in failed)  # one line per failed trial, no traceback
@@ -1417,7 +1410,6 @@ def test_run_timeout_holds_in_worker_processes_too(tmp_path, run_cli):
 
 @pytest.fixture
 def tagged_method():
-    from cmr_bench import registry
     from cmr_bench.plugin import Method, MethodInfo
 
     class Tagged(Method):
@@ -1431,11 +1423,8 @@ def tagged_method():
         def encode(self, features, modality):
             return features[:, :3].astype(np.float32)
 
-    registry._load()
-    registry._add(Tagged, "tests")
-    yield Tagged
-    registry._REGISTRY.pop("test-tagged")
-    registry._SOURCES.pop("test-tagged")
+    with registered(Tagged):
+        yield Tagged
 
 
 def test_table_include_overrides_puts_no_raw_markup_in_markdown_or_latex(tmp_path, run_cli, tagged_method):

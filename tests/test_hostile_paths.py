@@ -15,6 +15,7 @@ import pytest
 
 from conftest import sha256, write_user_dataset
 from test_bad_input import assert_one_line, snapshot
+from registering import registered
 
 
 @pytest.fixture
@@ -418,7 +419,6 @@ def test_a_tuned_config_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
 
 @pytest.fixture
 def chdir_method(tmp_path):
-    from cmr_bench import registry
     from cmr_bench.plugin import Method, MethodInfo
 
     elsewhere = tmp_path / "elsewhere"
@@ -436,13 +436,10 @@ def chdir_method(tmp_path):
         def encode(self, features, modality):
             return features[:, :3].astype("float32")
 
-    registry._load()
-    registry._add(Wandering, "tests")
     cwd = os.getcwd()
-    yield elsewhere
+    with registered(Wandering):
+        yield elsewhere
     os.chdir(cwd)
-    registry._REGISTRY.pop("test-wandering")
-    registry._SOURCES.pop("test-wandering")
 
 
 def test_a_plugin_changing_directory_in_fit_does_not_move_the_default_store(tmp_path, run_cli, chdir_method, monkeypatch):

@@ -13,6 +13,8 @@ import pytest
 from conftest import write_user_dataset
 
 from cmr_bench.errors import CmrBenchError
+from registering import registered
+from registering import sign_method as make_sign
 
 
 def _run(results: Path, methods: str, seeds: str, dataset: str = "synthetic", *extra) -> None:
@@ -216,28 +218,10 @@ def test_archive_command_replaces_only_an_archive(stores, run_cli, tmp_path):
 
 def test_hash_entries_are_per_code_length(tmp_path):
     """The archive's 16-bit runs of a hashing method stay in the table beside the user's 128-bit ones."""
-    from cmr_bench import registry
-    from cmr_bench.plugin import Method, MethodInfo
     from cmr_bench.report.tables import hash_table
     from cmr_bench.runner.archive import build_archive
 
-    class Sign(Method):
-        name = "test-sign-ref"
-        code_type = "binary"
-        info = MethodInfo("Sign", "test", "test", 2026, status="baseline")
-        defaults = {"scale": 1.0}  # noqa: RUF012 (the plugin interface: a class-level dict)
-
-        def fit(self, train, val=None):
-            rng = np.random.default_rng(self.seed)
-            self.w = {m: rng.normal(size=(train.features(m).shape[1], self.bits)) for m in ("image", "text")}
-            return [{"epoch": 1, "loss": 1.0}]
-
-        def encode(self, features, modality):
-            return np.where(features @ self.w[modality] >= 0, 1.0, -1.0).astype(np.float32)
-
-    registry._load()
-    registry._add(Sign, "tests")
-    try:
+    with registered(make_sign("test-sign-ref")):
         _run(tmp_path / "ref-runs", "test-sign-ref", "0,1", "synthetic", "--bits", "16")
         build_archive(tmp_path / "ref-runs", "synthetic", tmp_path / "reference")
         _run(tmp_path / "user", "test-sign-ref", "0", "synthetic", "--bits", "128")
@@ -247,6 +231,3 @@ def test_hash_entries_are_per_code_length(tmp_path):
         assert any("not rerun here: test-sign-ref (16 bits)" in n for n in t.notes)
         alone = hash_table("synthetic", tmp_path / "user", hide_missing=True).display.set_index("Method").loc["test-sign-ref"]
         assert "I→T 16" not in alone
-    finally:
-        registry._REGISTRY.pop("test-sign-ref", None)
-        registry._SOURCES.pop("test-sign-ref", None)

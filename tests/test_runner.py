@@ -11,6 +11,8 @@ import pytest
 
 from cmr_bench import registry
 from cmr_bench.plugin import Method, MethodInfo
+from registering import registered
+from registering import sign_method as make_sign
 
 
 @pytest.fixture
@@ -119,11 +121,8 @@ def diverging_method():
         def load_state_dict(self, state):
             pass
 
-    registry._load()
-    registry._add(Diverging, "tests")
-    yield Diverging
-    registry._REGISTRY.pop("test-diverging")
-    registry._SOURCES.pop("test-diverging")
+    with registered(Diverging):
+        yield Diverging
 
 
 @pytest.mark.parametrize("mode, reason", [("nan", "NaN"), ("nan-loss", "diverged"), ("raise", "RuntimeError: boom")])
@@ -361,11 +360,8 @@ def stepping_method():
         def load_state_dict(self, state):
             pass
 
-    registry._load()
-    registry._add(Stepping, "tests")
-    yield Stepping
-    registry._REGISTRY.pop("test-stepping")
-    registry._SOURCES.pop("test-stepping")
+    with registered(Stepping):
+        yield Stepping
 
 
 def test_progress_lines_off_a_tty(grid, stepping_method, monkeypatch):
@@ -402,27 +398,9 @@ def test_progress_reaches_the_parent_from_worker_processes(plugin_site, tmp_path
 
 @pytest.fixture
 def sign_method():
-    """A cheap binary method: the signs of a seeded random projection of the features."""
-
-    class Sign(Method):
-        name = "test-sign"
-        code_type = "binary"
-        info = MethodInfo("Sign", "test", "test", 2026, status="baseline")
-        defaults = {"scale": 1.0}
-
-        def fit(self, train, val=None):
-            rng = np.random.default_rng(self.seed)
-            self.w = {m: rng.normal(size=(train.features(m).shape[1], self.bits)) for m in ("image", "text")}
-            return [{"epoch": 1, "loss": 1.0}]
-
-        def encode(self, features, modality):
-            return np.where(features @ self.w[modality] >= 0, 1.0, -1.0).astype(np.float32)
-
-    registry._load()
-    registry._add(Sign, "tests")
-    yield Sign
-    registry._REGISTRY.pop("test-sign")
-    registry._SOURCES.pop("test-sign")
+    """A cheap binary method (registering.sign_method) as the plugin test-sign."""
+    with registered(make_sign("test-sign")) as cls:
+        yield cls
 
 
 @pytest.fixture

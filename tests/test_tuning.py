@@ -11,15 +11,13 @@ pytest.importorskip("optuna")
 
 from cmr_bench import registry  # noqa: E402
 from cmr_bench.plugin import Method, MethodInfo  # noqa: E402
+from registering import registered
 
 
 def _registered(cls):
     """Fixture body: the test plugin in the registry while the test runs, removed after."""
-    registry._load()
-    registry._add(cls, "tests")
-    yield cls
-    registry._REGISTRY.pop(cls.name)
-    registry._SOURCES.pop(cls.name)
+    with registered(cls):
+        yield cls
 
 
 @pytest.fixture
