@@ -170,3 +170,33 @@ def test_the_default_is_auto_longest_first_and_bit_identical_to_jobs_1(tmp_path)
         for name in arrays:
             np.testing.assert_array_equal(arrays[name], b[key][2][name], err_msg=f"{key} {name}")
         assert executor == "inline" and b[key][3] == ("process" if workers > 1 else "inline")
+
+
+def test_a_run_in_this_process_limits_blas_like_a_worker():
+    """--jobs 1 runs here, --jobs N in workers whose BLAS the environment limits: both must use
+    the run's thread count in numpy's and scipy's BLAS too, or a closed-form method's numbers
+    depend on --jobs (CCA-3V on wiki: Txt2Img 0.22459 here against 0.22431 in a worker)."""
+    import scipy.linalg  # noqa: F401  (scipy's BLAS loaded, as a method's fit loads it)
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from cmr_bench.runner.threads import run_threads
+
+    with run_threads(1):
+        blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert blas and all(lib["num_threads"] == 1 for lib in blas), blas
+        assert torch.get_num_threads() == 1
+
+
+def test_cca_3v_on_wiki_is_the_same_at_jobs_1_and_2(run_cli, real_root, tmp_path):
+    import json
+
+    got = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / jobs
+        code, _, err = run_cli("--data-root", real_root, "run", "--methods", "cca-3v", "--dataset", "wiki", "--seeds", "0",
+                               "--jobs", jobs, "--results-dir", out, "--no-progress")
+        assert code == 0, err
+        (metrics,) = out.rglob("metrics.json")
+        got[jobs] = json.loads(metrics.read_text())
+    assert got["1"]["i2t"] == got["2"]["i2t"] and got["1"]["t2i"] == got["2"]["t2i"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from cmr_bench.runner import store
 from cmr_bench.runner.spec import CONFIG_SOURCES, RunSpec
 from cmr_bench.runner.store import STATUS_CORRUPT, STATUS_DONE, STATUS_FAILED, validate_run
 from cmr_bench.runner.tuned import DEFAULT_TUNED_DIR, TunedConfigMissing, tuned_config, tuned_record
+from cmr_bench.runner.threads import run_threads
 
 DEFAULT_PROTOCOL = {"real": "real", "binary": "hash"}
 DEFAULT_BITS = (16, 32, 64, 128)
@@ -239,22 +239,6 @@ def settle_jobs(options: ExecutorOptions, todo: list[RunSpec], dataset: Dataset,
     choice = choose_jobs(todo, data_bytes(dataset), device, threads=options.threads)
     options.jobs = choice.jobs
     return choice.describe()
-
-
-@contextmanager
-def run_threads(threads: int):
-    """Torch intra-op threads for runs in this process. A fixed count, not one derived from
-    the cores or from --jobs: the count changes the floating-point reductions (so --jobs 2
-    must use the same count as --jobs 1 to reproduce it), and idle threads spinning on a
-    loaded machine made runs 30-50x slower. Parallelism comes from --jobs instead."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _grid_left(pending, in_flight: dict, n_train: int | None, workers: int) -> float | None:

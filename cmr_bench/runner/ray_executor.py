@@ -22,13 +22,11 @@ from cmr_bench.runner.executors import FAILED, RECORD, Outcome, usable_cpus
 def _ray_task(spec, dataset, device: str, threads: int):  # pragma: no cover - runs in a Ray worker
     import warnings
 
-    import torch
-
-    torch.set_num_threads(threads)
     from cmr_bench.runner.execute import compute
+    from cmr_bench.runner.threads import run_threads
     from cmr_bench.seeding import resolve_device
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), run_threads(threads):
         # The object store hands out read-only arrays (zero copy); plugins only read their
         # inputs (a conformance check), but torch warns when it wraps such arrays.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
