@@ -100,13 +100,18 @@ def _title(dataset: str, protocol: str, bits: int | None) -> str:
     return f"{dataset}, protocol '{protocol}'" + (f", {bits}-bit codes" if bits else "")
 
 
+def curve_label(spec: dict) -> str:
+    """A run's legend label: its method (and variant) by the paper's name; tuned runs get their own."""
+    return display_name(method_key(spec.get("method", "?"), spec.get("variant", "")) + source_text(spec))
+
+
 def _curves(runs, extract, methods: list[str] | None = None) -> dict:
     """`curves[method label][direction]` = one `extract(direction metrics)` per run that has it,
     in legend order: --methods' order when given, else by plugin name."""
     curves, rank = defaultdict(lambda: defaultdict(list)), {}
     for spec, metrics in runs:
         key = method_key(spec["method"], spec.get("variant", ""))
-        label = display_name(key + source_text(spec))  # tuned runs: curves of their own
+        label = curve_label(spec)
         rank[label] = (methods.index(key) if methods else 0, key + source_text(spec))  # by plugin name: β-VAE with beta-vae
         for d in DIRECTION_TITLES:
             value = extract(metrics[d])
@@ -124,19 +129,19 @@ def _precision_at_r(m: dict):
     return sorted((int(k[2:]), v) for k, v in m.items() if k.startswith("p@") and isinstance(v, (int, float)))
 
 
-def top_labels(runs, k: int, methods: list[str] | None = None) -> set[str]:
+HIGHLIGHT = 3  # the paper's Fig. 3 draws its top three methods solid
+
+
+def top_labels(runs, k: int) -> set[str]:
     """The `k` curves with the highest mAP (mean of both directions, over seeds): the ones a
     figure draws solid and thick, the others thin, as the paper's Fig. 3 does (0: none)."""
     scores = defaultdict(list)
     for spec, metrics in runs:
         values = [metrics[d].get("map@all") for d in DIRECTION_TITLES]
         if all(isinstance(v, (int, float)) for v in values):
-            scores[display_name(method_key(spec["method"], spec.get("variant", "")) + source_text(spec))].append(sum(values) / 2)
+            scores[curve_label(spec)].append(sum(values) / 2)
     ranked = sorted(scores, key=lambda label: (-float(np.mean(scores[label])), label))
     return set(ranked[:max(0, k)])
-
-
-HIGHLIGHT = 3  # the paper's Fig. 3 draws its top three methods solid
 
 
 def plot_pr(runs_dir: Path, dataset: str, out: Path, protocol: str | None = None, bits: int | None = None,
@@ -317,7 +322,7 @@ def read_logs(folders: list[Path]) -> list[dict]:
             raise CmrBenchError(f"{folder}/log.jsonl is unreadable ({type(exc).__name__})") from None
         spec = state.run.get("spec", {})
         x = next((k for k in X_KEYS if rows and all(k in r for r in rows)), None)
-        label = display_name(method_key(spec.get("method", "?"), spec.get("variant", "")) + source_text(spec))
+        label = curve_label(spec)
         label += f" {spec['bits']}b" if spec.get("bits") else ""
         label += f" seed={spec.get('seed', '?')}"
         selected = next((r["selected_epoch"] for r in reversed(rows) if isinstance(r.get("selected_epoch"), (int, float))), None)

@@ -235,11 +235,9 @@ def _runs(results_dir: Path, dataset: str, reference: Path | None = None) -> lis
 
 def _env_value(env: dict, key: str) -> str:
     if key == "git":
-        git = env.get("git") or {}
-        commit = git.get("commit") if isinstance(git, dict) else None
-        if not commit:
-            return "not recorded (not a git checkout)"
-        return str(commit)[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+        from cmr_bench.report.results import describe_commit
+
+        return describe_commit(env.get("git")) or "not recorded (not a git checkout)"
     value = env.get(key)
     return "not recorded" if value is None else str(value)
 

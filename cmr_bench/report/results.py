@@ -68,13 +68,21 @@ def reference_note(runs: pd.DataFrame, shown) -> list[str]:
              "Rows with runs in this results dir use those instead (--no-reference: these runs alone).")]
 
 
-def code_version(run: dict) -> str:
-    """The run's git commit (12 hex digits), with ' (uncommitted changes)' when its tree was dirty."""
-    git = (run.get("environment") or {}).get("git")
+DIRTY = " (uncommitted changes)"
+UNKNOWN_CODE = "unknown"
+
+
+def describe_commit(git) -> str | None:
+    """A run's recorded git state as shown everywhere: the commit's 12 hex digits, with DIRTY when
+    its tree had uncommitted changes; None when no commit was recorded."""
     commit = git.get("commit") if isinstance(git, dict) else None
     if not commit:
-        return "unknown"
-    return str(commit)[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+        return None
+    return str(commit)[:12] + (DIRTY if git.get("dirty") else "")
+
+
+def code_version(run: dict) -> str:
+    return describe_commit((run.get("environment") or {}).get("git")) or UNKNOWN_CODE
 
 
 def provenance_note(runs: pd.DataFrame, shown) -> list[str]:
@@ -86,7 +94,7 @@ def provenance_note(runs: pd.DataFrame, shown) -> list[str]:
     if mine.empty:
         return []
     counts = mine["commit"].value_counts()
-    if len(counts) == 1 and "(" not in counts.index[0] and counts.index[0] != "unknown":
+    if len(counts) == 1 and not counts.index[0].endswith(DIRTY) and counts.index[0] != UNKNOWN_CODE:
         return [f"Code: all {len(mine)} runs behind this table were made at git commit {counts.index[0]}, "
                 "with no uncommitted changes."]
     versions = "; ".join(f"{c} ({n} runs)" for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -81,6 +81,9 @@ def implementation_notes(rows: list[tuple[str, str]]) -> list[str]:
     return notes
 
 
+RE_REPORTED = ", as re-reported in "  # a same-features source cited through another paper
+
+
 def default_note(chosen: str) -> str:
     """What "default" means in a table whose validation-chosen defaults are `chosen`."""
     return ("Each method's default configuration: its paper's hyperparameters where the paper gives them; where it gives "
@@ -237,13 +240,11 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     shown_keys = keys + [k + TUNED_SUFFIX for k in keys if k]
     notes += _features_note(dataset, pub, root) + reference_note(runs, shown_keys) + provenance_note(runs, shown_keys)
     if len(same):
-        read = [r for _, r in same.iterrows() if pd.notna(r["img2txt"])]
-        vias = {str(r["source"]).partition(RE_REPORTED)[2] for r in read}
-        if len(vias) == 1 and "" not in vias:  # one re-report for all: named once
-            refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({str(r['source']).partition(RE_REPORTED)[0]})"
-                             for r in read) + f"; all as re-reported in {vias.pop()}"
-        else:
-            refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({r['source']})" for r in read)
+        read = [(r, *str(r["source"]).partition(RE_REPORTED)[::2]) for _, r in same.iterrows() if pd.notna(r["img2txt"])]
+        vias = {via for _, _, via in read}
+        shared = len(vias) == 1 and "" not in vias  # one re-report for all: named once
+        refs = "; ".join(f"{r['method']} {r['img2txt']:.3f}/{r['txt2img']:.3f} ({own if shared else r['source']})"
+                         for r, own, _ in read) + (f"; all as re-reported in {vias.pop()}" if shared else "")
         notes.append(f"Published on the same features as ours: {refs}.")
         unread = [r["method"] for _, r in same.iterrows() if pd.isna(r["img2txt"])]
         if unread:  # published on these features, but the number could not be read: never a guess
@@ -266,9 +267,6 @@ def paper_table(table: str, dataset: str, runs_dir: Path, metric: str = "map@all
     if include_overrides:
         notes.append("Rows with {key=value} are runs made with --set: not the method's published configuration.")
     return Table(f"table{table}", dataset, TITLES[table], pd.DataFrame(records), pd.DataFrame(display), notes, row_keys)
-
-
-RE_REPORTED = ", as re-reported in "
 
 
 def _label_ceiling(dataset: str, root: Path | None, metric: str) -> tuple[float, float] | None:
