@@ -118,10 +118,14 @@ def _worker_main(conn, payload: bytes) -> None:  # pragma: no cover - runs in th
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    import torch
+        os.environ[var] = str(threads)  # before numpy loads: also covers libraries a plugin loads later
+    from cmr_bench.runner.threads import run_threads
 
-    torch.set_num_threads(threads)
+    with run_threads(threads):  # the same limits as a run in the parent (--jobs 1)
+        _serve(conn, blob)
+
+
+def _serve(conn, blob: bytes) -> None:  # pragma: no cover - runs in the child
     try:
         source, device, runs_dir = pickle.loads(blob)
         dataset = _load_source(source)
