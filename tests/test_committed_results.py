@@ -14,23 +14,21 @@ from test_provenance import CLEAN
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKI = ROOT / "results" / "wiki"
-# Tables whose committed files still come from before the one-commit regeneration; the hashing
-# experiment is rerun at the same commit as the others (issue 26). strict: passing fails the test.
-PENDING: set[str] = set()
+REPORTS = sorted(p.name for p in WIKI.glob("report*.*") if p.suffix in (".md", ".html"))
 
 
 def committed_tables():
-    return sorted(p for p in WIKI.glob("*.md") if p.name not in ("report.md",) and not p.name.startswith("report"))
+    return sorted(p for p in WIKI.glob("*.md") if not p.name.startswith("report"))
 
 
-def test_committed_tables_exist():
-    assert {p.stem for p in committed_tables()} >= {"table2", "table3", "table4", "table5"}
+def test_committed_outputs_exist():
+    assert {p.stem for p in committed_tables()} >= {"table2", "table3", "table4", "table5", "hash_mapall", "hash_map50",
+                                                     "djsrh_ablation"}
+    assert set(REPORTS) >= {"report.md", "report.html", "report-hashing.md", "report-hashing.html"}
 
 
 @pytest.mark.parametrize("path", committed_tables(), ids=lambda p: p.stem)
-def test_committed_table_has_one_clean_commit(path, request):
-    if path.stem in PENDING:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="regenerated at the one commit with the hashing experiment"))
+def test_committed_table_has_one_clean_commit(path):
     text = path.read_text()
     found = CLEAN.findall(text)
     if not re.search(r"\d ± \d", text) and not found:  # no run of ours in it (Table V without backbone features)
@@ -43,8 +41,6 @@ def test_committed_table_has_one_clean_commit(path, request):
 def test_every_committed_table_names_the_same_commit():
     commits = {}
     for path in committed_tables():
-        if path.stem in PENDING:
-            continue
         found = CLEAN.findall(path.read_text())
         if found:
             commits[path.stem] = found[0][1]
@@ -53,7 +49,7 @@ def test_every_committed_table_names_the_same_commit():
     assert archive["clean"] and [c[:12] for c in archive["commits"]] == list(set(commits.values())), archive["commits"]
 
 
-@pytest.mark.parametrize("name", ["report.md", "report.html"])
+@pytest.mark.parametrize("name", REPORTS)
 def test_committed_report_holds_no_absolute_path(name):
     text = (WIKI / name).read_text()
     hits = re.findall(r"(?:(?<=[\s\"'(>=`])|^)(/(?:work|home|tmp|root|Users|var|private|mnt|opt)/[^\s\"'<)`]*)", text, re.M)
